@@ -1,0 +1,1 @@
+"""Client-side tools: the `integrationtests` scenarios run against a gateway."""

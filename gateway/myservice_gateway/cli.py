@@ -1,0 +1,84 @@
+"""`myservice`: run the system (`up`), the gateway alone, or one instance."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+# The local backend forks instance processes; gRPC's fork handlers are not
+# needed for fork+exec and only print warnings.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+from . import settings as settings_module
+
+EPILOG = """\
+examples:
+  myservice up                          gateway on :10000 with local instances (dev user TestUser/TestPassword)
+  myservice up --port 10001 --max-instances 4
+  myservice gateway --backend kubernetes   (in a cluster; see docs/kubernetes.md)
+  myservice instance --port 50051       one instance on its own
+
+configuration: every flag has a MYSERVICE_* environment variable; see README.md.
+"""
+
+
+def _add_gateway_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=None, help="listen address (env MYSERVICE_HOST, default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=None, help="listen port (env MYSERVICE_PORT, default 10000)")
+    parser.add_argument("--max-instances", type=int, default=None,
+                        help="most live local instances at once (env MYSERVICE_MAX_INSTANCES, default 16)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="myservice", description="MyService: one dedicated backend instance per client session.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = sub.add_parser("up", help="gateway + local instances: the whole system on this machine",
+                        description="Run the gateway with the embedded local backend: one instance process per session.")
+    _add_gateway_flags(up)
+    gw = sub.add_parser("gateway", help="the gateway alone, with the backend from MYSERVICE_BACKEND",
+                        description="Run the gateway; --backend kubernetes routes to pods made by the operator.")
+    _add_gateway_flags(gw)
+    gw.add_argument("--backend", choices=["local", "kubernetes"], default=None,
+                    help="where instances come from (env MYSERVICE_BACKEND, default local)")
+    from myservice_instance.__main__ import build_parser as instance_parser
+
+    sub.add_parser("instance", help="one session instance on its own", parents=[instance_parser()],
+                   add_help=False, description=instance_parser().description)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "instance":
+        from myservice_instance.__main__ import run
+
+        return run(args)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    env = dict(os.environ)
+    if args.command == "up":
+        env["MYSERVICE_BACKEND"] = "local"
+        env.setdefault("MYSERVICE_DEV_USER", "true")
+    elif args.backend:
+        env["MYSERVICE_BACKEND"] = args.backend
+    try:
+        settings = settings_module.from_env(env, host=args.host, port=args.port, max_instances=args.max_instances)
+    except settings_module.SettingsError as e:
+        print(f"myservice: configuration error: {e}", file=sys.stderr)
+        return 2
+    from .server import serve
+
+    try:
+        return asyncio.run(serve(settings))
+    except OSError as e:
+        print(f"myservice: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

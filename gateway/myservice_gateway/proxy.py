@@ -1,0 +1,127 @@
+"""The generic proxy: forwards every MyService call but Login, as opaque message
+bytes, to the session's instance. It knows no method of its own: the RPC kind
+(unary or streaming) is read from the protobuf descriptor when known, and any
+unknown method is forwarded as a bidirectional stream, which fits every kind
+on the wire."""
+from __future__ import annotations
+
+import grpc
+from google.protobuf import descriptor_pool
+
+from myservice import contract
+
+from .backends.base import Backend, BackendError, Endpoint
+
+# Not forwarded: the token stays at the gateway (instances never need it), and
+# transport-level keys are the channel's own business.
+_DROPPED_METADATA = frozenset({contract.AUTHORIZATION, "user-agent", "content-type", "te", "host"})
+
+
+def forwarded_metadata(metadata) -> tuple[tuple[str, str | bytes], ...]:
+    return tuple((k, v) for k, v in metadata or () if k not in _DROPPED_METADATA and not k.startswith((":", "grpc-")))
+
+
+def method_kind(method: str) -> tuple[bool, bool]:
+    """(request_streaming, response_streaming) of '/pkg.Service/Method'."""
+    try:
+        service, name = method.lstrip("/").rsplit("/", 1)
+        descriptor = descriptor_pool.Default().FindMethodByName(f"{service}.{name}")
+    except (KeyError, ValueError):
+        return True, True
+    return descriptor.client_streaming, descriptor.server_streaming
+
+
+def _timeout(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining > 10**8 else max(remaining, 0.0)
+
+
+class Proxy(grpc.GenericRpcHandler):
+    def __init__(self, backend: Backend, *, services: tuple[str, ...] = (contract.SERVICE,)) -> None:
+        self._backend = backend
+        self._prefixes = tuple(f"/{s}/" for s in services)
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def service(self, handler_call_details):
+        method = handler_call_details.method
+        handler = self._handlers.get(method)
+        if handler is None:
+            if not method.startswith(self._prefixes) or method == contract.LOGIN_METHOD:
+                return None
+            handler = self._handlers[method] = self._make_handler(method)
+        return handler
+
+    async def _endpoint(self, context: grpc.aio.ServicerContext) -> Endpoint:
+        session_id = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == contract.SESSION_ID:
+                session_id = value
+        try:
+            return await self._backend.acquire(session_id, timeout=_timeout(context))
+        except BackendError as e:
+            await context.abort(e.code, e.message)
+            raise  # unreachable: abort raises
+
+    @staticmethod
+    async def _abort_from(context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError) -> None:
+        trailing = error.trailing_metadata() or ()
+        if error.code() == grpc.StatusCode.UNAVAILABLE:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE, trailing)
+        await context.abort(error.code(), error.details() or "", trailing)
+
+    def _make_handler(self, method: str) -> grpc.RpcMethodHandler:
+        request_streaming, response_streaming = method_kind(method)
+        abort_from = self._abort_from
+        endpoint_of = self._endpoint
+
+        async def unary_unary(request: bytes, context):
+            endpoint = await endpoint_of(context)
+            call = endpoint.channel.unary_unary(method)(
+                request, metadata=forwarded_metadata(context.invocation_metadata()), timeout=_timeout(context))
+            try:
+                response = await call
+            except grpc.aio.AioRpcError as e:
+                await abort_from(context, e)
+            context.set_trailing_metadata(await call.trailing_metadata() or ())
+            return response
+
+        async def stream_unary(request_iterator, context):
+            endpoint = await endpoint_of(context)
+            call = endpoint.channel.stream_unary(method)(
+                request_iterator, metadata=forwarded_metadata(context.invocation_metadata()), timeout=_timeout(context))
+            try:
+                response = await call
+            except grpc.aio.AioRpcError as e:
+                await abort_from(context, e)
+            context.set_trailing_metadata(await call.trailing_metadata() or ())
+            return response
+
+        async def unary_stream(request: bytes, context):
+            endpoint = await endpoint_of(context)
+            call = endpoint.channel.unary_stream(method)(
+                request, metadata=forwarded_metadata(context.invocation_metadata()), timeout=_timeout(context))
+            try:
+                async for response in call:
+                    yield response
+            except grpc.aio.AioRpcError as e:
+                await abort_from(context, e)
+            context.set_trailing_metadata(await call.trailing_metadata() or ())
+
+        async def stream_stream(request_iterator, context):
+            endpoint = await endpoint_of(context)
+            call = endpoint.channel.stream_stream(method)(
+                request_iterator, metadata=forwarded_metadata(context.invocation_metadata()), timeout=_timeout(context))
+            try:
+                async for response in call:
+                    yield response
+            except grpc.aio.AioRpcError as e:
+                await abort_from(context, e)
+            context.set_trailing_metadata(await call.trailing_metadata() or ())
+
+        if request_streaming and response_streaming:
+            return grpc.stream_stream_rpc_method_handler(stream_stream)
+        if request_streaming:
+            return grpc.stream_unary_rpc_method_handler(stream_unary)
+        if response_streaming:
+            return grpc.unary_stream_rpc_method_handler(unary_stream)
+        return grpc.unary_unary_rpc_method_handler(unary_unary)

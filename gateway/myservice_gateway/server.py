@@ -1,0 +1,95 @@
+"""Assemble the gateway: Login, the authenticating proxy, health, reflection."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from myservice import contract
+from myservice.v1 import myservice_pb2
+
+from . import tokens
+from .auth import AuthInterceptor
+from .backends.base import Backend
+from .login import LoginHandler
+from .proxy import Proxy
+from .settings import GatewaySettings
+from .users import UserStore
+
+log = logging.getLogger("myservice.gateway")
+
+STOP_GRACE_SECONDS = 5.0
+
+
+@dataclasses.dataclass
+class Gateway:
+    server: grpc.aio.Server
+    port: int
+    backend: Backend
+
+    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        await self.server.stop(grace)
+        await self.backend.close()
+
+
+def make_backend(settings: GatewaySettings) -> Backend:
+    if settings.backend == "kubernetes":
+        from .backends.kubernetes import KubernetesBackend  # imports the kubernetes client only when used
+
+        return KubernetesBackend(namespace=settings.namespace, ready_timeout=settings.session_ready_timeout)
+    from .backends.local import LocalBackend
+
+    return LocalBackend(max_instances=settings.max_instances, start_timeout=settings.instance_start_timeout)
+
+
+def token_config(settings: GatewaySettings) -> tokens.TokenConfig:
+    return tokens.TokenConfig(settings.jwt_key, settings.jwt_issuer, settings.jwt_audience, settings.token_ttl_seconds)
+
+
+async def start_gateway(settings: GatewaySettings, backend: Backend | None = None) -> Gateway:
+    backend = backend or make_backend(settings)
+    users = UserStore(users_file=settings.users_file, dev_user=settings.dev_user)
+    config = token_config(settings)
+    server = grpc.aio.server(interceptors=[AuthInterceptor(config)])
+    login = LoginHandler(users=users, token_config=config, backend=backend)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(contract.SERVICE, {
+        "Login": grpc.unary_unary_rpc_method_handler(
+            login.login,
+            request_deserializer=myservice_pb2.LoginRequest.FromString,
+            response_serializer=myservice_pb2.LoginResponse.SerializeToString,
+        ),
+    }),))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((contract.SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    server.add_generic_rpc_handlers((Proxy(backend),))
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+    await backend.start()
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(contract.SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    return Gateway(server, port, backend)
+
+
+async def serve(settings: GatewaySettings) -> int:
+    if settings.jwt_key_generated:
+        log.warning("no JWT key configured: using a random key for this process (tokens end with it)")
+    if settings.dev_user:
+        log.warning("development user enabled: TestUser / TestPassword (role user)")
+    gateway = await start_gateway(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("gateway listening on %s:%d (backend: %s)", settings.host, gateway.port, settings.backend)
+    await stop.wait()
+    log.info("gateway stopping")
+    await gateway.stop()
+    return 0

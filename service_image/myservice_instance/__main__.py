@@ -1,0 +1,42 @@
+"""`python -m myservice_instance` / `myservice instance`: one session instance."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from .server import serve
+
+
+def build_parser(prog: str = "myservice instance") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Run one MyService instance: serves exactly one session, exits 0 after MyServiceShutdown.",
+    )
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("MYSERVICE_INSTANCE_PORT", "50051")),
+        help="port to listen on; 0 picks a free one (default: $MYSERVICE_INSTANCE_PORT or 50051)",
+    )
+    parser.add_argument("--pod-name", default=None, help="identity reported as pod_name (default: $POD_NAME, $HOSTNAME)")
+    parser.add_argument("--announce-port", action="store_true",
+                        help="print 'LISTENING <port>' on stdout once serving (used by the local backend)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not 0 <= args.port <= 65535:
+        print(f"error: --port must be 0..65535, got {args.port}", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(host=args.host, port=args.port, pod_name=args.pod_name, announce=args.announce_port))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser("python -m myservice_instance").parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

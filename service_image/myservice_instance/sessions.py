@@ -1,0 +1,47 @@
+"""Session binding of one instance: pure rules, no I/O.
+
+An instance serves exactly one session in its life. It starts unbound; the
+first Echo/EchoStream/Chat call binds it to that call's `session-id`.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import grpc
+
+from myservice import contract
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionError(Exception):
+    code: grpc.StatusCode
+    message: str
+
+
+class SessionBinding:
+    """The one session this instance belongs to (None until the first call)."""
+
+    def __init__(self) -> None:
+        self.server_session_id: str | None = None
+
+    def bind(self, client_session_id: str) -> str:
+        """Bind on first use; afterwards only the same session may call."""
+        if self.server_session_id is None:
+            self.server_session_id = client_session_id
+        elif client_session_id != self.server_session_id:
+            raise SessionError(
+                grpc.StatusCode.INTERNAL,
+                contract.session_conflict(self.server_session_id, client_session_id),
+            )
+        return self.server_session_id
+
+    def check_shutdown(self, client_session_id: str) -> str:
+        """Shutdown is allowed only to the bound session."""
+        if not self.server_session_id:
+            raise SessionError(grpc.StatusCode.PERMISSION_DENIED, contract.SERVER_SESSION_NOT_SET)
+        if client_session_id != self.server_session_id:
+            raise SessionError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                contract.client_session_mismatch(client_session_id, self.server_session_id),
+            )
+        return self.server_session_id
