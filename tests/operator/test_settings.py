@@ -1,0 +1,86 @@
+"""Settings.from_env: defaults, overrides, the namespace file fallback, rejected values."""
+import pytest
+
+from myservice_operator.settings import Settings, SettingsError
+
+
+def test_defaults(tmp_path):
+    missing = tmp_path / "absent"
+    assert Settings.from_env({"MYSERVICE_NAMESPACE": "ns1"}, missing) == Settings(
+        namespace="ns1",
+        instance_image="myservice-service:dev",
+        instance_image_pull_policy="IfNotPresent",
+        instance_port=50051,
+        max_sessions=10,
+        ready_timeout_seconds=120,
+        finished_ttl_seconds=300,
+        reconcile_interval_seconds=5,
+        instance_cpu_request="100m",
+        instance_cpu_limit="500m",
+        instance_memory_request="128Mi",
+        instance_memory_limit="256Mi",
+        instance_service_account="",
+        instance_termination_grace_seconds=5,
+        liveness_port=8080,
+        watch_timeout_seconds=300,
+    )
+
+
+def test_every_key_overrides(tmp_path):
+    env = {
+        "MYSERVICE_NAMESPACE": "prod",
+        "MYSERVICE_INSTANCE_IMAGE": "reg/svc:1.2",
+        "MYSERVICE_INSTANCE_IMAGE_PULL_POLICY": "Never",
+        "MYSERVICE_INSTANCE_PORT": "6000",
+        "MYSERVICE_MAX_SESSIONS": "2",
+        "MYSERVICE_READY_TIMEOUT_SECONDS": "30",
+        "MYSERVICE_FINISHED_TTL_SECONDS": "0",
+        "MYSERVICE_RECONCILE_INTERVAL_SECONDS": "1",
+        "MYSERVICE_INSTANCE_CPU_REQUEST": "50m",
+        "MYSERVICE_INSTANCE_CPU_LIMIT": "1",
+        "MYSERVICE_INSTANCE_MEMORY_REQUEST": "64Mi",
+        "MYSERVICE_INSTANCE_MEMORY_LIMIT": "1Gi",
+        "MYSERVICE_INSTANCE_SERVICE_ACCOUNT": "instances",
+        "MYSERVICE_INSTANCE_TERMINATION_GRACE_SECONDS": "1",
+        "MYSERVICE_OPERATOR_LIVENESS_PORT": "9090",
+        "MYSERVICE_WATCH_TIMEOUT_SECONDS": "60",
+    }
+    assert Settings.from_env(env, tmp_path / "absent") == Settings(
+        namespace="prod", instance_image="reg/svc:1.2", instance_image_pull_policy="Never",
+        instance_port=6000, max_sessions=2, ready_timeout_seconds=30, finished_ttl_seconds=0,
+        reconcile_interval_seconds=1, instance_cpu_request="50m", instance_cpu_limit="1",
+        instance_memory_request="64Mi", instance_memory_limit="1Gi",
+        instance_service_account="instances", instance_termination_grace_seconds=1,
+        liveness_port=9090, watch_timeout_seconds=60)
+
+
+def test_namespace_from_the_service_account_file(tmp_path):
+    ns_file = tmp_path / "namespace"
+    ns_file.write_text("from-file\n")
+    assert Settings.from_env({}, ns_file).namespace == "from-file"
+    assert Settings.from_env({"MYSERVICE_NAMESPACE": "  "}, ns_file).namespace == "from-file"
+
+
+def test_no_namespace_anywhere_is_an_error(tmp_path):
+    with pytest.raises(SettingsError, match="MYSERVICE_NAMESPACE is not set"):
+        Settings.from_env({}, tmp_path / "absent")
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("MYSERVICE_MAX_SESSIONS", "ten", "MYSERVICE_MAX_SESSIONS='ten' is not an integer"),
+    ("MYSERVICE_MAX_SESSIONS", "-1", "MYSERVICE_MAX_SESSIONS=-1 is below 0"),
+    ("MYSERVICE_INSTANCE_PORT", "70000", "MYSERVICE_INSTANCE_PORT=70000 is above 65535"),
+    ("MYSERVICE_READY_TIMEOUT_SECONDS", "0", "MYSERVICE_READY_TIMEOUT_SECONDS=0 is below 1"),
+    ("MYSERVICE_INSTANCE_IMAGE_PULL_POLICY", "Sometimes",
+     "MYSERVICE_INSTANCE_IMAGE_PULL_POLICY='Sometimes' is not Always, IfNotPresent or Never"),
+])
+def test_rejected_values(tmp_path, key, value, message):
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({"MYSERVICE_NAMESPACE": "ns", key: value}, tmp_path / "absent")
+    assert str(error.value) == message
+
+
+def test_settings_are_frozen():
+    settings = Settings(namespace="ns")
+    with pytest.raises(AttributeError):
+        settings.max_sessions = 3
