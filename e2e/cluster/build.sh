@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# build.sh - build the e2e cluster's Kubernetes binaries from source (Go module proxy).
+#
+# Usage: e2e/cluster/build.sh [--help] [component...]
+#   components: helm etcd kube crictl images
+#               kube   = kube-apiserver kube-controller-manager kube-scheduler
+#                        kubelet kube-proxy kubectl, built in ONE `go build`
+#               crictl = CRI CLI (sigs.k8s.io/cri-tools), for debugging/cleanup
+#               images = local images (docker-archive tars, never pulled):
+#                        registry.k8s.io/pause:3.10 (static C pause) and
+#                        myservice-e2e/probe:v1 (static Go smoke probe)
+#   default:    helm etcd kube crictl images   (helm first: others need it early)
+#   Individual kube binaries may be named too (e.g. `build.sh kubelet`); any kube
+#   binary missing triggers the shared `kube` build.
+#
+# Output: ${MYSERVICE_CACHE:-/var/cache/myservice}/k8s/<K8S_VERSION>/bin/
+#         stable symlinks ${MYSERVICE_CACHE}/bin/{helm,kubectl}
+# A binary that already exists is not rebuilt (delete it to force a rebuild).
+#
+# Pinned releases and why:
+#   Kubernetes v1.34.4 - newest line whose kubelet still accepts cgroup v1 (this
+#       machine is cgroup v1 hybrid) with only `failCgroupV1: false` (1.35 flips the
+#       default to refuse v1 and is the last to tolerate containerd 1.x; 1.36+
+#       needs containerd 2.x CRI features). 1.34 still supports containerd 1.6/1.7
+#       through CRI v1, which Debian bookworm's containerd 1.6.20 speaks.
+#       The machine's kubectl (1.32) is outside the +-1 skew, so kubectl is built too.
+#   etcd v3.6.16     - the etcd 3.6 line is what Kubernetes 1.34 ships/tests with.
+#   crictl v1.34.0   - cri-tools matching the Kubernetes minor.
+#   helm v3.22.0     - latest helm 3 served by the module proxy; supports k8s 1.34.
+#
+# Environment:
+#   MYSERVICE_CACHE  cache root (default /var/cache/myservice); GOMODCACHE and
+#                    GOCACHE live under it too, nothing is written in the repo.
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-v1.34.4}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+CRICTL_VERSION="${CRICTL_VERSION:-v1.34.0}"
+PAUSE_IMAGE="registry.k8s.io/pause:3.10"
+PROBE_IMAGE="myservice-e2e/probe:v1"
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+
+KUBE_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+
+if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
+  sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+  exit 0
+fi
+
+CACHE="${MYSERVICE_CACHE:-/var/cache/myservice}"
+VDIR="$CACHE/k8s/$K8S_VERSION"
+BIN="$VDIR/bin"
+SRC="$VDIR/src"
+mkdir -p "$BIN" "$SRC" "$CACHE/bin"
+
+export PATH="/usr/local/go/bin:$PATH"
+export GOMODCACHE="$CACHE/gomod"
+export GOCACHE="$CACHE/gocache"
+export GOFLAGS="-mod=mod -buildvcs=false"
+export GOTOOLCHAIN=local
+export GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}"
+export CGO_ENABLED=0
+
+log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+# build_timed NAME CMD... : run a build step, print how long it took
+build_timed() {
+  local name="$1"; shift
+  local t0=$SECONDS
+  log "building $name ..."
+  "$@"
+  log "built $name in $((SECONDS - t0))s"
+}
+
+build_helm() {
+  if [[ -x "$BIN/helm" ]]; then log "helm $HELM_VERSION already built"; else
+    local d="$SRC/helm"; mkdir -p "$d"
+    ( cd "$d"
+      [[ -f go.mod ]] || go mod init myservice-e2e/helmbuild >/dev/null 2>&1
+      go get "helm.sh/helm/v3@$HELM_VERSION"
+      go build -trimpath -o "$BIN/helm.tmp" \
+        -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+        helm.sh/helm/v3/cmd/helm
+      mv "$BIN/helm.tmp" "$BIN/helm" )
+  fi
+  ln -sfn "$BIN/helm" "$CACHE/bin/helm"
+}
+
+build_etcd() {
+  if [[ -x "$BIN/etcd" ]]; then log "etcd $ETCD_VERSION already built"; return; fi
+  local d="$SRC/etcd"; mkdir -p "$d"
+  ( cd "$d"
+    [[ -f go.mod ]] || go mod init myservice-e2e/etcdbuild >/dev/null 2>&1
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+    go build -trimpath -o "$BIN/etcd.tmp" -ldflags "-s -w" go.etcd.io/etcd/server/v3
+    mv "$BIN/etcd.tmp" "$BIN/etcd" )
+}
+
+build_crictl() {
+  if [[ -x "$BIN/crictl" ]]; then log "crictl $CRICTL_VERSION already built"; return; fi
+  local d="$SRC/crictl"; mkdir -p "$d"
+  ( cd "$d"
+    [[ -f go.mod ]] || go mod init myservice-e2e/crictlbuild >/dev/null 2>&1
+    go get "sigs.k8s.io/cri-tools@$CRICTL_VERSION"
+    go build -trimpath -o "$BIN/crictl.tmp" \
+      -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
+      sigs.k8s.io/cri-tools/cmd/crictl
+    mv "$BIN/crictl.tmp" "$BIN/crictl" )
+}
+
+# Local images as docker-archive tars in $VDIR/images (rebuilt when sources change).
+build_images() {
+  local here img="$VDIR/images" r
+  here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+  mkdir -p "$img"
+  if [[ ! -f "$img/pause.tar" || "$here/images/pause/pause.c" -nt "$img/pause.tar" ]]; then
+    r="$(mktemp -d)"
+    gcc -static -O2 -s -o "$r/pause" "$here/images/pause/pause.c"
+    "$here/mkimage.sh" "$PAUSE_IMAGE" "$img/pause.tar" "$r" /pause
+    rm -rf "$r"
+  else log "pause image up to date"; fi
+  if [[ ! -f "$img/probe.tar" || "$here/images/probe/main.go" -nt "$img/probe.tar" ]]; then
+    r="$(mktemp -d)"
+    ( cd "$here/images/probe" && GO111MODULE=off GOFLAGS= go build -trimpath -ldflags "-s -w" -o "$r/probe" main.go )
+    "$here/mkimage.sh" "$PROBE_IMAGE" "$img/probe.tar" "$r" /probe
+    rm -rf "$r"
+  else log "probe image up to date"; fi
+}
+
+# Temporary module requiring k8s.io/kubernetes with every staging module
+# (k8s.io/* => ./staging/src/...) replaced by its published v0.X.Y twin.
+kube_module() {
+  local d="$SRC/kube" stage="v0.${K8S_VERSION#v1.}"
+  mkdir -p "$d"
+  [[ -f "$d/go.mod" ]] && return 0
+  local gomod
+  gomod="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^\s*"GoMod": "\(.*\)",$/\1/p')"
+  [[ -f "$gomod" ]] || { log "cannot download k8s.io/kubernetes@$K8S_VERSION go.mod"; exit 1; }
+  {
+    echo "module myservice-e2e/kubebuild"
+    echo
+    echo "go 1.24.0"
+    echo
+    echo "require k8s.io/kubernetes $K8S_VERSION"
+    echo
+    echo "replace ("
+    grep -E '^\s*k8s\.io/[^ ]+ => \./staging/' "$gomod" |
+      awk -v v="$stage" '{print "\t" $1 " => " $1 " " v}'
+    echo ")"
+  } > "$d/go.mod.tmp"
+  mv "$d/go.mod.tmp" "$d/go.mod"
+}
+
+build_kube() {
+  local missing=() b
+  for b in "${KUBE_BINS[@]}"; do [[ -x "$BIN/$b" ]] || missing+=("$b"); done
+  if ((${#missing[@]} == 0)); then log "kube binaries $K8S_VERSION already built"; else
+    kube_module
+    local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+    local vpkg ldf="-s -w"
+    for vpkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ldf+=" -X $vpkg.gitVersion=$K8S_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor"
+      ldf+=" -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=1970-01-01T00:00:00Z"
+    done
+    local pkgs=()
+    for b in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+    log "resolving modules for ${missing[*]}"
+    ( cd "$SRC/kube"
+      go get "k8s.io/kubernetes@$K8S_VERSION"
+      local tmp="$BIN/.tmp"; rm -rf "$tmp"; mkdir -p "$tmp"
+      go build -trimpath -ldflags "$ldf" -o "$tmp/" "${pkgs[@]}"
+      mv "$tmp"/* "$BIN/"; rmdir "$tmp" )
+  fi
+  ln -sfn "$BIN/kubectl" "$CACHE/bin/kubectl"
+}
+
+comps=("$@")
+((${#comps[@]})) || comps=(helm etcd kube crictl images)
+want_kube=0
+for c in "${comps[@]}"; do
+  case "$c" in
+    helm) build_timed "helm $HELM_VERSION" build_helm ;;
+    etcd) build_timed "etcd $ETCD_VERSION" build_etcd ;;
+    crictl) build_timed "crictl $CRICTL_VERSION" build_crictl ;;
+    images) build_timed "images ($PAUSE_IMAGE $PROBE_IMAGE)" build_images ;;
+    kube|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|kubectl)
+      want_kube=1 ;;
+    *) echo "unknown component: $c (see --help)" >&2; exit 2 ;;
+  esac
+done
+((want_kube)) && build_timed "kube $K8S_VERSION (${KUBE_BINS[*]})" build_kube
+log "binaries in $BIN:"
+ls -l "$BIN" | sed 1d

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# down.sh - stop the e2e cluster started by up.sh and remove its state.
+#
+# Usage: e2e/cluster/down.sh [--help] [--keep-state]
+#
+# Stops, by pid file: kube-proxy, kubelet; then removes all pods/containers from
+# the cluster's own containerd (crictl, then ctr as fallback) and kills what is
+# left in the kubepods cgroups; then kube-controller-manager, kube-scheduler,
+# kube-apiserver, etcd, containerd (and its leftover shims). Unmounts everything
+# under the state/run dirs, deletes the CNI bridge, the pod netns, the dummy node
+# interface and the KUBE-* / CNI-* iptables chains, then removes
+# ${MYSERVICE_E2E_STATE:-/var/lib/myservice-e2e} and /run/myservice-e2e.
+# The build cache (${MYSERVICE_CACHE:-/var/cache/myservice}) is kept.
+# Safe to run when nothing is running (e.g. after a reboot).
+set -euo pipefail
+
+main() {
+  local keep=0
+  case "${1:-}" in
+    --help|-h) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --keep-state) keep=1 ;;
+  esac
+  # shellcheck source=lib.sh
+  source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+  [[ $EUID -eq 0 ]] || die "must run as root"
+  local t0=$SECONDS
+
+  stop kube-proxy
+  stop kubelet
+  remove_pods
+  stop kube-controller-manager
+  stop kube-scheduler
+  stop kube-apiserver
+  stop etcd
+  stop containerd
+  kill_shims
+  kill_kubepods
+  unmount_all
+  cleanup_network
+  cleanup_iptables
+  if ((keep)); then
+    log "state kept in $STATE"
+  else
+    rm -rf --one-file-system "$STATE" "$RUNDIR"
+    rm -f /var/lib/cni/results/"$CNI_NETWORK"-* 2>/dev/null || true
+    find /var/log/containers -maxdepth 1 -type l -lname "$STATE/*" -delete 2>/dev/null || true
+    log "removed $STATE and $RUNDIR (build cache $CACHE kept)"
+  fi
+  log "cluster down ($((SECONDS - t0))s)"
+}
+
+# stop NAME: SIGTERM the component by pid file, SIGKILL after 15s
+stop() {
+  local name="$1" pid i
+  if pid="$(pid_of "$name")"; then
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 150; i++)); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
+    if [[ -d /proc/$pid ]]; then log "  $name still alive, SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; sleep 0.5; fi
+  fi
+  rm -f "$PIDS/$name.pid"
+}
+
+remove_pods() {
+  pid_of containerd >/dev/null || return 0
+  log "removing pods and containers from containerd ($CONTAINERD_SOCK)"
+  if [[ -x "$BIN/crictl" ]]; then
+    # stops sandboxes properly: CNI DEL releases IPs, portmap/masq rules
+    timeout 120 "$BIN/crictl" --runtime-endpoint "unix://$CONTAINERD_SOCK" --timeout 30s rmp -af >/dev/null 2>&1 || true
+  fi
+  local t
+  for t in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true; done
+  sleep 1
+  for t in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks delete -f "$t" >/dev/null 2>&1 || true; done
+  for t in $(ctr_ containers ls -q 2>/dev/null); do ctr_ containers delete "$t" >/dev/null 2>&1 || true; done
+}
+
+# containerd-shim processes of OUR containerd carry "-address <our socket>"
+kill_shims() {
+  local p
+  for p in $(pgrep -f "containerd-shim.*-address $CONTAINERD_SOCK" 2>/dev/null || true); do
+    log "killing leftover shim pid $p"; kill -KILL "$p" 2>/dev/null || true
+  done
+}
+
+# Processes still in the kubelet's cgroups (only our kubelet uses /kubepods on the host)
+kill_kubepods() {
+  local d f p n=0
+  for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
+    [[ -d "$d" ]] || continue
+    while read -r f; do
+      for p in $(cat "$f" 2>/dev/null); do kill -KILL "$p" 2>/dev/null && n=$((n + 1)) || true; done
+    done < <(find "$d" -name cgroup.procs 2>/dev/null)
+  done
+  ((n)) && { log "killed $n leftover pod processes"; sleep 1; }
+  for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
+    [[ -d "$d" ]] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
+}
+
+unmount_all() {
+  local m n=0
+  while read -r m; do
+    umount -l "$m" 2>/dev/null && n=$((n + 1)) || true
+  done < <(findmnt -rn -o TARGET | grep -E "^($STATE|$RUNDIR)(/|$)" | sort -r)
+  # pod network namespaces (containerd CRI keeps them in /run/netns/cni-*)
+  local ns
+  for ns in /run/netns/cni-*; do
+    [[ -e "$ns" ]] || continue
+    if ip netns exec "$(basename "$ns")" ip -4 -o addr 2>/dev/null | grep -q " ${POD_CIDR%.*}\."; then
+      ip netns delete "$(basename "$ns")" 2>/dev/null || { umount -l "$ns" 2>/dev/null; rm -f "$ns"; }
+      n=$((n + 1))
+    fi
+  done
+  ((n)) && log "unmounted $n mounts/netns" || true
+}
+
+cleanup_network() {
+  local l
+  if ip link show "$CNI_BRIDGE" >/dev/null 2>&1; then
+    for l in $(ip -o link show master "$CNI_BRIDGE" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
+      ip link del "$l" 2>/dev/null || true
+    done
+    ip link del "$CNI_BRIDGE" 2>/dev/null || true
+    log "deleted bridge $CNI_BRIDGE"
+  fi
+  if ip link show "$NODE_IF" >/dev/null 2>&1; then
+    ip link del "$NODE_IF"; log "deleted node interface $NODE_IF"
+  fi
+  conntrack -D -s "$CLUSTER_CIDR" >/dev/null 2>&1 || true
+  conntrack -D -d "${SERVICE_CIDR}" >/dev/null 2>&1 || true
+}
+
+# Delete every rule that jumps to a KUBE-*/CNI-* chain from other chains, then the chains
+# (IPv4 and IPv6: kube-proxy creates its chains for both families).
+cleanup_iptables() {
+  local ipt t line chain n=0
+  for ipt in iptables ip6tables; do
+    command -v "$ipt" >/dev/null || continue
+    for t in filter nat mangle; do
+      "$ipt" -t "$t" -S >/dev/null 2>&1 || continue
+      while read -r line; do
+        eval "$ipt -t $t -D ${line#-A }" 2>/dev/null && n=$((n + 1)) || true
+      done < <("$ipt-save" -t "$t" | grep -E '^-A ' | grep -vE '^-A (KUBE|CNI)-' | grep -E -- '-j (KUBE|CNI)-')
+      for chain in $("$ipt-save" -t "$t" | sed -n 's/^:\(\(KUBE\|CNI\)-[^ ]*\) .*/\1/p'); do
+        "$ipt" -t "$t" -F "$chain" 2>/dev/null || true
+      done
+      for chain in $("$ipt-save" -t "$t" | sed -n 's/^:\(\(KUBE\|CNI\)-[^ ]*\) .*/\1/p'); do
+        "$ipt" -t "$t" -X "$chain" 2>/dev/null && n=$((n + 1)) || true
+      done
+    done
+  done
+  ((n)) && log "removed $n KUBE-*/CNI-* iptables rules/chains" || true
+}
+
+main "$@"
