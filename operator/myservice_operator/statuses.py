@@ -209,6 +209,12 @@ def event_type(patch: Mapping) -> str:
     return "Warning" if patch.get("phase") == crd.PHASE_FAILED else "Normal"
 
 
+def is_owned_by(pod: Mapping, uid: str) -> bool:
+    """Whether the pod belongs to the session with this uid (not to a deleted namesake)."""
+    refs = pod.get("metadata", {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid and ref.get("kind") == crd.KIND for ref in refs)
+
+
 def is_live_pod(pod: Mapping) -> bool:
     """Whether a pod holds a slot: any pod not finished (terminating ones still use the node)."""
     return pod.get("status", {}).get("phase") not in ("Succeeded", "Failed")

@@ -266,3 +266,11 @@ def test_plan_with_zero_ttl_deletes_at_once():
     settings = Settings(namespace="ns", finished_ttl_seconds=0)
     assert st.plan({"phase": "Completed", "finishedAt": T}, created_at=CREATED, now=NOW,
                    settings=settings) == "delete"
+
+
+def test_is_owned_by_the_session_uid():
+    owned = {"metadata": {"ownerReferences": [{"kind": "MyServiceSession", "uid": "u1"}]}}
+    assert st.is_owned_by(owned, "u1") is True
+    assert st.is_owned_by(owned, "u2") is False
+    assert st.is_owned_by({"metadata": {"ownerReferences": [{"kind": "ReplicaSet", "uid": "u1"}]}}, "u1") is False
+    assert st.is_owned_by({"metadata": {}}, "u1") is False
