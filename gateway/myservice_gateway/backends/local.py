@@ -2,17 +2,17 @@
 
 An instance's exit (Shutdown or crash) ends its session and frees its slot.
 Stopping the backend terminates every child; children also die with the
-gateway (PR_SET_PDEATHSIG), so a killed gateway leaves no orphans either.
+gateway (`--exit-with-parent`: no Python runs between fork and exec, which
+would be unsafe next to gRPC's threads), so a killed gateway leaves no orphans either.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
-import ctypes
 import dataclasses
 import itertools
 import logging
-import signal
+import os
 import sys
 
 import grpc
@@ -24,11 +24,6 @@ from .base import BackendError, Endpoint, SessionOwner
 log = logging.getLogger("myservice.gateway.local")
 
 ENDED_SESSIONS_REMEMBERED = 10_000
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclasses.dataclass
@@ -41,7 +36,7 @@ class _Instance:
 
 def instance_command(pod_name: str) -> list[str]:
     return [sys.executable, "-m", "myservice_instance", "--host", "127.0.0.1", "--port", "0",
-            "--pod-name", pod_name, "--announce-port"]
+            "--pod-name", pod_name, "--announce-port", "--exit-with-parent", str(os.getpid())]
 
 
 class LocalBackend:
@@ -94,7 +89,7 @@ class LocalBackend:
         try:
             instance.process = await asyncio.create_subprocess_exec(
                 *instance_command(instance.pod_name), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent,
+                stdout=asyncio.subprocess.PIPE, start_new_session=True,
             )
             line = await asyncio.wait_for(instance.process.stdout.readline(), self.start_timeout)
             if not line.startswith(b"LISTENING "):

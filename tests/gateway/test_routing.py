@@ -1,0 +1,177 @@
+"""Sticky routing, the local backend's capacity and lifecycle, through a real gateway."""
+import asyncio
+import os
+import signal
+
+import grpc
+import pytest
+
+from myservice.v1 import myservice_pb2 as pb
+from myservice.v1 import myservice_pb2_grpc as pb_grpc
+from myservice_gateway.backends import local
+from myservice_gateway.backends.base import Endpoint
+
+from ..conftest import pid_alive
+
+
+async def echo(gw, metadata, value="v"):
+    return await gw.stub.MyServiceEcho(pb.EchoRequest(value=value), metadata=metadata)
+
+
+async def error_of(awaitable):
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await awaitable
+    return e.value.code(), e.value.details()
+
+
+async def test_seed_scenario(gw):
+    metadata = await gw.session("seed-1")
+    replies = [await echo(gw, metadata, "integration-test-echo") for _ in range(10)]
+    assert {(r.client_value, r.server_value, r.server_session_id, r.client_session_id, r.index, r.server_method)
+            for r in replies} == {("integration-test-echo", "my_service", "seed-1", "seed-1", 0, "MyServiceEcho")}
+    assert len({r.pod_name for r in replies}) == 1
+    bye = await gw.stub.MyServiceShutdown(pb.ShutdownRequest(), metadata=metadata)
+    assert (bye.pod_name, bye.server_session_id, bye.client_session_id, bye.server_method) == (
+        replies[0].pod_name, "seed-1", "seed-1", "MyServiceShutdown")
+
+
+async def test_twenty_concurrent_sessions_get_twenty_sticky_instances(make_gateway):
+    gw = await make_gateway(max_instances=20)
+
+    async def one_session(i):
+        metadata = await gw.session(f"conc-{i}")
+        return [(await echo(gw, metadata)).pod_name for _ in range(10)]
+
+    results = await asyncio.gather(*(one_session(i) for i in range(20)))
+    assert all(len(set(pods)) == 1 for pods in results)
+    assert len({pods[0] for pods in results}) == 20
+    assert gw.backend.live_count == 20
+
+
+async def test_shutdown_exits_the_process_and_frees_the_slot(make_gateway):
+    gw = await make_gateway(max_instances=1)
+    a = await gw.session("A")
+    pod_a = (await echo(gw, a)).pod_name
+    [pid_a] = gw.backend.pids()
+    b = await gw.session("B")
+    assert await error_of(echo(gw, b)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "all instances are busy")
+    await gw.stub.MyServiceShutdown(pb.ShutdownRequest(), metadata=a)
+    for _ in range(100):
+        if gw.backend.live_count == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert not pid_alive(pid_a)
+    reply_b = await echo(gw, b)  # the freed slot is reused
+    assert reply_b.pod_name != pod_a and reply_b.server_session_id == "B"
+    # The ended session gets a clear, documented error; it never gets a new instance.
+    assert await error_of(echo(gw, a)) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "session A has ended; log in with a new session_id")
+
+
+async def test_crashed_instance_ends_the_session(gw):
+    a = await gw.session("crash")
+    await echo(gw, a)
+    [pid] = gw.backend.pids()
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        if gw.backend.live_count == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await error_of(echo(gw, a)) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "session crash has ended; log in with a new session_id")
+
+
+async def test_max_instances_zero_means_no_available_instances(make_gateway):
+    gw = await make_gateway(max_instances=0)
+    assert await error_of(echo(gw, await gw.session("z"))) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "no available instances")
+
+
+async def test_instance_that_fails_to_start_means_no_available_instances(gw, monkeypatch):
+    monkeypatch.setattr(local, "instance_command", lambda name: ["/bin/false"])
+    metadata = await gw.session("nostart")
+    assert await error_of(echo(gw, metadata)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "no available instances")
+    assert gw.backend.live_count == 0
+
+
+class StaticBackend:
+    """Routes every session to one fixed loopback port (a test server, or nothing)."""
+
+    def __init__(self, port):
+        self.address = f"127.0.0.1:{port}"
+        self.live_count = 0
+
+    async def start(self):
+        self.channel = grpc.aio.insecure_channel(self.address)
+
+    async def prepare(self, owner):
+        pass
+
+    async def acquire(self, session_id, *, timeout):
+        return Endpoint(self.address, "nowhere", self.channel)
+
+    async def close(self):
+        await self.channel.close()
+
+
+async def test_unreachable_instance_is_unavailable(make_gateway):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gw = await make_gateway(backend=StaticBackend(port))
+    metadata = await gw.session("u")
+    assert await error_of(echo(gw, metadata)) == (grpc.StatusCode.UNAVAILABLE, "backend service unavailable")
+
+
+async def test_streaming_and_chat_through_the_gateway(gw):
+    metadata = await gw.session("st")
+    replies = [r async for r in gw.stub.MyServiceEchoStream(pb.EchoStreamRequest(value="s", count=4), metadata=metadata)]
+    assert [(r.index, r.client_value, r.server_method) for r in replies] == [
+        (i, "s", "MyServiceEchoStream") for i in range(4)]
+
+    async def messages():
+        for v in ("a", "b", "c"):
+            yield pb.EchoRequest(value=v)
+
+    chat = [r async for r in gw.stub.MyServiceChat(messages(), metadata=metadata)]
+    assert [(r.index, r.client_value, r.client_session_id) for r in chat] == [(0, "a", "st"), (1, "b", "st"), (2, "c", "st")]
+    assert len({r.pod_name for r in replies + chat}) == 1
+
+
+async def test_instance_errors_pass_through_unchanged(gw):
+    metadata = await gw.session("e")
+    assert await error_of(gw.stub.MyServiceShutdown(pb.ShutdownRequest(), metadata=metadata)) == (
+        grpc.StatusCode.PERMISSION_DENIED, "Server session is not set")
+    call = gw.stub.MyServiceEchoStream(pb.EchoStreamRequest(value="s", count=-1), metadata=metadata)
+    assert await error_of(_drain(call)) == (grpc.StatusCode.INVALID_ARGUMENT, "count must be >= 0")
+
+
+class Inspector(pb_grpc.MyServiceServicer):
+    """A real gRPC server that reports what the gateway forwarded to it."""
+
+    async def MyServiceEcho(self, request, context):
+        keys = sorted(k for k, _ in context.invocation_metadata())
+        return pb.EchoResponse(client_value=f"{context.time_remaining():.3f}", server_method=",".join(keys))
+
+
+async def test_deadline_and_metadata_propagate_but_not_the_token(make_gateway):
+    server = grpc.aio.server()
+    pb_grpc.add_MyServiceServicer_to_server(Inspector(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        gw = await make_gateway(backend=StaticBackend(port))
+        metadata = await gw.session("d") + (("x-trace", "t1"),)
+        reply = await gw.stub.MyServiceEcho(pb.EchoRequest(value="v"), metadata=metadata, timeout=7)
+        assert 5 < float(reply.client_value) <= 7.1  # the wire encoding of grpc-timeout rounds up
+        keys = reply.server_method.split(",")
+        assert "session-id" in keys and "x-trace" in keys
+        assert "authorization" not in keys
+    finally:
+        await server.stop(0)
+
+
+async def _drain(call):
+    return [r async for r in call]

@@ -1,0 +1,51 @@
+"""User store: argon2id and bcrypt hashes, file format, reload, dev user."""
+import json
+
+import bcrypt
+import pytest
+
+from myservice_gateway import users
+
+
+def write(path, document):
+    path.write_text(json.dumps(document))
+    return str(path)
+
+
+def test_argon2_and_bcrypt_hashes_verify():
+    h = users.hash_password("pw")
+    assert h.startswith("$argon2id$")
+    assert users.verify_password(h, "pw") is True
+    assert users.verify_password(h, "PW") is False
+    b = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    assert users.verify_password(b, "pw") is True
+    assert users.verify_password(b, "nope") is False
+    assert users.verify_password("garbage", "pw") is False
+
+
+def test_dev_user_only_when_enabled():
+    assert users.UserStore(users_file=None, dev_user=True).authenticate("TestUser", "TestPassword").role == "user"
+    assert users.UserStore(users_file=None, dev_user=False).authenticate("TestUser", "TestPassword") is None
+
+
+def test_file_users_and_reload(tmp_path):
+    path = write(tmp_path / "u.json", {"users": {"alice": {"password_hash": users.hash_password("a"), "role": "admin"}}})
+    store = users.UserStore(users_file=path, dev_user=False)
+    assert store.authenticate("alice", "a") == users.User("alice", store.get("alice").password_hash, "admin")
+    assert store.authenticate("alice", "b") is None
+    assert store.authenticate("bob", "a") is None
+    write(tmp_path / "u.json", {"users": {"bob": {"password_hash": users.hash_password("b")}}})
+    assert store.authenticate("bob", "b").role == "user"  # role defaults to user
+    assert store.get("alice") is None
+
+
+def test_bad_file_fails_at_start_and_later(tmp_path):
+    with pytest.raises(users.UserStoreError, match="password_hash missing"):
+        users.UserStore(users_file=write(tmp_path / "u.json", {"users": {"x": {}}}), dev_user=False)
+    with pytest.raises(users.UserStoreError, match="cannot read users file"):
+        users.UserStore(users_file=str(tmp_path / "missing.json"), dev_user=False)
+    path = write(tmp_path / "ok.json", {"users": {}})
+    store = users.UserStore(users_file=path, dev_user=False)
+    (tmp_path / "ok.json").write_text("{not json")
+    with pytest.raises(users.UserStoreError):
+        store.get("x")

@@ -1,0 +1,43 @@
+"""SessionBinding: the one-session rules of an instance, as pure logic."""
+import grpc
+import pytest
+
+from myservice_instance.sessions import SessionBinding, SessionError
+
+
+def test_first_call_binds_and_same_session_stays():
+    b = SessionBinding()
+    assert b.server_session_id is None
+    assert b.bind("s1") == "s1"
+    assert b.bind("s1") == "s1"
+
+
+def test_other_session_is_a_conflict():
+    b = SessionBinding()
+    b.bind("s1")
+    with pytest.raises(SessionError) as e:
+        b.bind("s2")
+    assert e.value.code == grpc.StatusCode.INTERNAL
+    assert e.value.message == "Session conflict: was=s1, now=s2"
+    assert b.server_session_id == "s1"
+
+
+def test_shutdown_unbound():
+    with pytest.raises(SessionError) as e:
+        SessionBinding().check_shutdown("s1")
+    assert (e.value.code, e.value.message) == (grpc.StatusCode.PERMISSION_DENIED, "Server session is not set")
+
+
+def test_shutdown_from_other_session():
+    b = SessionBinding()
+    b.bind("s1")
+    with pytest.raises(SessionError) as e:
+        b.check_shutdown("s2")
+    assert (e.value.code, e.value.message) == (
+        grpc.StatusCode.PERMISSION_DENIED, "Client session mismatch: client=s2, server=s1")
+
+
+def test_shutdown_of_bound_session():
+    b = SessionBinding()
+    b.bind("s1")
+    assert b.check_shutdown("s1") == "s1"
