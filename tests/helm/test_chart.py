@@ -1,0 +1,383 @@
+"""The Helm chart: lint, and the manifests it renders for default and non-default values."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+
+import bcrypt
+import pytest
+import yaml
+
+from myservice import crd
+
+from .conftest import CHART, ROOT, by_kind_and_name, run_helm
+
+GW = "rel-myservice-gateway"
+OP = "rel-myservice-operator"
+FULL = str(CHART / "ci" / "full-values.yaml")
+E2E = str(CHART / "ci" / "e2e-values.yaml")
+
+
+def env_of(container: dict) -> dict:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def pod_specs(manifests: list[dict]) -> list[dict]:
+    specs = []
+    for m in manifests:
+        if m["kind"] == "Deployment":
+            specs.append(m["spec"]["template"]["spec"])
+        elif m["kind"] == "Pod":
+            specs.append(m["spec"])
+    return specs
+
+
+# --- lint ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("values", [[], ["-f", E2E], ["-f", FULL]])
+def test_lint_strict(helm, values):
+    result = run_helm(helm, "lint", "--strict", str(CHART), *values)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+# --- what is rendered ---------------------------------------------------------
+
+def test_default_objects(render):
+    assert sorted((m["kind"], m["metadata"]["name"]) for m in render()) == sorted([
+        ("CustomResourceDefinition", "myservicesessions.myservice.io"),
+        ("Deployment", GW), ("Deployment", OP),
+        ("Role", GW), ("Role", OP), ("RoleBinding", GW), ("RoleBinding", OP),
+        ("Secret", "rel-myservice-jwt"), ("Secret", "rel-myservice-users"),
+        ("Service", GW),
+        ("ServiceAccount", GW), ("ServiceAccount", OP),
+    ])
+    assert all(m["metadata"].get("namespace") == "ns" for m in render() if m["kind"] != "CustomResourceDefinition")
+
+
+def test_full_values_objects(render):
+    kinds = sorted((m["kind"], m["metadata"]["name"]) for m in render("-f", FULL))
+    assert ("NetworkPolicy", "rel-myservice-instances") in kinds
+    assert ("Pod", "rel-myservice-test") in kinds
+    assert ("Secret", "rel-myservice-test-user") in kinds
+    assert len(kinds) == 15
+
+
+def test_names_fit_63_characters_for_a_long_release_name(render):
+    release = "a-very-long-release-name-that-goes-on-and-on-and-on-x"  # 53, helm's maximum
+    for m in render("-f", FULL, release=release):
+        assert len(m["metadata"]["name"]) <= 63, m["metadata"]["name"]
+        assert m["metadata"]["name"].endswith(("-gateway", "-operator", "-users", "-jwt", "-test",
+                                               "-test-user", "-instances", crd.GROUP))
+
+
+# --- the CRD ------------------------------------------------------------------
+
+def test_chart_crd_copy_equals_the_repository_crd():
+    assert (CHART / "files" / "crds" / "myservicesessions.yaml").read_bytes() == \
+        (ROOT / "crds" / "myservicesessions.yaml").read_bytes()
+
+
+def test_rendered_crd_is_the_repository_crd_kept_on_uninstall(render):
+    source = yaml.safe_load((ROOT / "crds" / "myservicesessions.yaml").read_text())
+    rendered = by_kind_and_name(render())[("CustomResourceDefinition", "myservicesessions.myservice.io")]
+    assert rendered["spec"] == source["spec"]
+    assert rendered["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert rendered["metadata"]["labels"]["app.kubernetes.io/instance"] == "rel"
+
+
+def test_crd_can_be_left_out_or_not_kept(render):
+    assert not [m for m in render("--set", "crds.install=false") if m["kind"] == "CustomResourceDefinition"]
+    rendered = [m for m in render("--set", "crds.keep=false") if m["kind"] == "CustomResourceDefinition"]
+    assert "annotations" not in rendered[0]["metadata"]
+
+
+# --- RBAC ---------------------------------------------------------------------
+
+def test_rbac_is_namespaced_least_privilege_without_wildcards(render):
+    manifests = render("-f", FULL)
+    assert not [m for m in manifests if m["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    for role in (m for m in manifests if m["kind"] == "Role"):
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], (role["metadata"]["name"], rule)
+    objects = by_kind_and_name(manifests)
+    assert objects[("Role", GW)]["rules"] == [
+        {"apiGroups": ["myservice.io"], "resources": ["myservicesessions"],
+         "verbs": ["get", "list", "watch", "create", "delete"]},
+    ]
+    assert objects[("Role", OP)]["rules"] == [
+        {"apiGroups": ["myservice.io"], "resources": ["myservicesessions"],
+         "verbs": ["get", "list", "watch", "patch", "update", "delete"]},
+        {"apiGroups": ["myservice.io"], "resources": ["myservicesessions/status"],
+         "verbs": ["get", "patch", "update"]},
+        {"apiGroups": ["myservice.io"], "resources": ["myservicesessions/finalizers"], "verbs": ["update"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    ]
+    for name in (GW, OP):
+        binding = objects[("RoleBinding", name)]
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": "ns"}]
+        assert objects[("Deployment", name)]["spec"]["template"]["spec"]["serviceAccountName"] == name
+
+
+# --- security contexts --------------------------------------------------------
+
+RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                  "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                        "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+
+
+@pytest.mark.parametrize("values", [[], ["-f", FULL]])
+def test_every_pod_is_restricted(render, values):
+    specs = pod_specs(render(*values))
+    assert len(specs) == (2 if not values else 3)
+    for spec in specs:
+        assert spec["securityContext"] == RESTRICTED_POD
+        assert spec["enableServiceLinks"] is False
+        for container in spec["containers"]:
+            assert container["securityContext"] == RESTRICTED_CONTAINER
+            assert container["resources"]["limits"] and container["resources"]["requests"]
+            assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+
+
+# --- gateway ------------------------------------------------------------------
+
+def test_gateway_deployment_defaults(render):
+    deployment = by_kind_and_name(render())[("Deployment", GW)]
+    assert deployment["spec"]["replicas"] == 1
+    pod = deployment["spec"]["template"]
+    assert deployment["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "myservice", "app.kubernetes.io/instance": "rel",
+        "app.kubernetes.io/component": "gateway"}
+    assert pod["spec"]["automountServiceAccountToken"] is True
+    container = pod["spec"]["containers"][0]
+    assert (container["image"], container["imagePullPolicy"], container["args"]) == (
+        "myservice-gateway:dev", "IfNotPresent", ["gateway"])
+    assert container["ports"] == [{"name": "grpc", "containerPort": 10000, "protocol": "TCP"}]
+    assert env_of(container) == {
+        "MYSERVICE_BACKEND": "kubernetes",
+        "MYSERVICE_PORT": "10000",
+        "MYSERVICE_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        "MYSERVICE_USERS_FILE": "/etc/myservice/users/users.json",
+        "MYSERVICE_JWT_KEY_FILE": "/etc/myservice/jwt/key",
+        "MYSERVICE_DEV_USER": "false",
+        "MYSERVICE_SESSION_READY_TIMEOUT": "120",
+        "MYSERVICE_TOKEN_TTL_SECONDS": "3600",
+    }
+    assert container["readinessProbe"]["grpc"] == {"port": 10000}
+    assert container["livenessProbe"]["grpc"] == {"port": 10000}
+    assert pod["spec"]["volumes"] == [
+        {"name": "users", "secret": {"secretName": "rel-myservice-users"}},
+        {"name": "jwt", "secret": {"secretName": "rel-myservice-jwt"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+    ]
+
+
+def test_gateway_replicas_and_node_port(render):
+    objects = by_kind_and_name(render("-f", FULL))
+    assert objects[("Deployment", GW)]["spec"]["replicas"] == 2
+    service = objects[("Service", GW)]
+    assert service["spec"]["type"] == "NodePort"
+    assert service["spec"]["ports"] == [{"name": "grpc", "port": 10000, "targetPort": "grpc",
+                                         "protocol": "TCP", "appProtocol": "grpc", "nodePort": 30100}]
+
+
+def test_gateway_service_default_is_cluster_ip(render):
+    service = by_kind_and_name(render())[("Service", GW)]
+    assert service["spec"] == {
+        "type": "ClusterIP",
+        "selector": {"app.kubernetes.io/name": "myservice", "app.kubernetes.io/instance": "rel",
+                     "app.kubernetes.io/component": "gateway"},
+        "ports": [{"name": "grpc", "port": 10000, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"}],
+    }
+
+
+# --- operator -----------------------------------------------------------------
+
+def test_operator_deployment_defaults(render):
+    deployment = by_kind_and_name(render())[("Deployment", OP)]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "myservice-gateway:dev"
+    assert container["command"] == ["/usr/bin/tini", "--", "myservice-operator"]
+    assert env_of(container) == {
+        "MYSERVICE_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        "MYSERVICE_INSTANCE_IMAGE": "myservice-service:dev",
+        "MYSERVICE_INSTANCE_IMAGE_PULL_POLICY": "IfNotPresent",
+        "MYSERVICE_INSTANCE_PORT": "50051",
+        "MYSERVICE_MAX_SESSIONS": "10",
+        "MYSERVICE_READY_TIMEOUT_SECONDS": "120",
+        "MYSERVICE_FINISHED_TTL_SECONDS": "300",
+        "MYSERVICE_RECONCILE_INTERVAL_SECONDS": "5",
+        "MYSERVICE_WATCH_TIMEOUT_SECONDS": "300",
+        "MYSERVICE_OPERATOR_LIVENESS_PORT": "8080",
+        "MYSERVICE_OPERATOR_DEBUG": "0",
+        "MYSERVICE_INSTANCE_CPU_REQUEST": "100m",
+        "MYSERVICE_INSTANCE_CPU_LIMIT": "500m",
+        "MYSERVICE_INSTANCE_MEMORY_REQUEST": "128Mi",
+        "MYSERVICE_INSTANCE_MEMORY_LIMIT": "256Mi",
+        "MYSERVICE_INSTANCE_SERVICE_ACCOUNT": "",
+        "MYSERVICE_INSTANCE_TERMINATION_GRACE_SECONDS": "5",
+    }
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+
+
+def test_operator_env_follows_values(render):
+    objects = by_kind_and_name(render("-f", E2E, "--set", "image.service.tag=1.2.3"))
+    env = env_of(objects[("Deployment", OP)]["spec"]["template"]["spec"]["containers"][0])
+    assert (env["MYSERVICE_INSTANCE_IMAGE"], env["MYSERVICE_INSTANCE_IMAGE_PULL_POLICY"],
+            env["MYSERVICE_MAX_SESSIONS"], env["MYSERVICE_READY_TIMEOUT_SECONDS"],
+            env["MYSERVICE_FINISHED_TTL_SECONDS"], env["MYSERVICE_RECONCILE_INTERVAL_SECONDS"],
+            env["MYSERVICE_INSTANCE_CPU_REQUEST"], env["MYSERVICE_INSTANCE_MEMORY_REQUEST"]) == (
+        "myservice-service:1.2.3", "Never", "2", "60", "30", "2", "50m", "64Mi")
+    gateway = objects[("Deployment", GW)]["spec"]["template"]["spec"]["containers"][0]
+    assert gateway["imagePullPolicy"] == "Never"
+
+
+def test_operator_reads_every_env_var_the_chart_sets():
+    settings_source = (ROOT / "operator" / "myservice_operator" / "settings.py").read_text()
+    main_source = (ROOT / "operator" / "myservice_operator" / "__main__.py").read_text()
+    template = (CHART / "templates" / "operator.yaml").read_text()
+    docs = (ROOT / "docs" / "kubernetes.md").read_text()
+    read = set(re.findall(r'"(MYSERVICE_[A-Z_]+)"', settings_source + main_source))
+    set_by_chart = set(re.findall(r"name: (MYSERVICE_[A-Z_]+)", template))
+    assert read == set_by_chart
+    assert sorted(v for v in read if v not in docs) == []
+
+
+# --- secrets ------------------------------------------------------------------
+
+def users_json(manifests: list[dict]) -> dict:
+    secret = by_kind_and_name(manifests)[("Secret", "rel-myservice-users")]
+    return json.loads(secret["stringData"]["users.json"])
+
+
+def test_no_users_by_default(render):
+    assert users_json(render()) == {"users": {}}
+
+
+def test_users_are_bcrypt_hashed_with_roles(render):
+    users = users_json(render("-f", FULL))["users"]
+    assert sorted(users) == ["TestUser", "alice", "bob"]
+    assert users["alice"]["role"] == "admin"
+    assert users["bob"] == {"password_hash": "$2a$10$abcdefghijklmnopqrstuu5Kq0e3D1x8m7cFQq3yq7bFZp8k6Zp5W",
+                            "role": "user"}
+    assert users["alice"]["password_hash"].startswith("$2a$")
+    assert bcrypt.checkpw(b"alice-password", users["alice"]["password_hash"].encode())
+    assert not bcrypt.checkpw(b"wrong", users["alice"]["password_hash"].encode())
+    assert bcrypt.checkpw(b"TestPassword", users["TestUser"]["password_hash"].encode())
+    assert users["TestUser"]["role"] == "user"
+
+
+def test_existing_users_secret(render):
+    manifests = render("--set", "usersExistingSecret=my-users")
+    objects = by_kind_and_name(manifests)
+    assert ("Secret", "rel-myservice-users") not in objects
+    volumes = objects[("Deployment", GW)]["spec"]["template"]["spec"]["volumes"]
+    assert volumes[0] == {"name": "users", "secret": {"secretName": "my-users"}}
+
+
+def test_generated_jwt_key_is_64_alphanumerics(render):
+    secret = by_kind_and_name(render())[("Secret", "rel-myservice-jwt")]
+    key = base64.b64decode(secret["data"]["key"]).decode()
+    assert re.fullmatch(r"[A-Za-z0-9]{64}", key)
+
+
+def test_given_jwt_key(render):
+    secret = by_kind_and_name(render("-f", FULL))[("Secret", "rel-myservice-jwt")]
+    assert base64.b64decode(secret["data"]["key"]) == b"0123456789abcdef0123456789abcdef-fixed-test-key"
+
+
+def test_existing_jwt_secret(render):
+    objects = by_kind_and_name(render("--set", "jwt.existingSecret=my-jwt"))
+    assert ("Secret", "rel-myservice-jwt") not in objects
+    volumes = objects[("Deployment", GW)]["spec"]["template"]["spec"]["volumes"]
+    assert volumes[1] == {"name": "jwt", "secret": {"secretName": "my-jwt"}}
+
+
+# --- network policy -----------------------------------------------------------
+
+def test_network_policy_lets_only_gateways_reach_instances(render):
+    assert not [m for m in render() if m["kind"] == "NetworkPolicy"]
+    policy = by_kind_and_name(render("-f", FULL))[("NetworkPolicy", "rel-myservice-instances")]
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "myservice",
+                                        "app.kubernetes.io/component": "instance",
+                                        "app.kubernetes.io/managed-by": "myservice-operator"}},
+        "policyTypes": ["Ingress"],
+        "ingress": [{
+            "from": [{"podSelector": {"matchLabels": {
+                "app.kubernetes.io/name": "myservice", "app.kubernetes.io/instance": "rel",
+                "app.kubernetes.io/component": "gateway"}}}],
+            "ports": [{"protocol": "TCP", "port": 50051}],
+        }],
+    }
+
+
+def test_network_policy_selects_the_pods_the_operator_makes():
+    from myservice_operator.pods import instance_labels
+
+    values = yaml.safe_load((CHART / "templates" / "networkpolicy.yaml").read_text().split("podSelector:")[1]
+                            .split("policyTypes")[0])
+    assert values["matchLabels"].items() <= instance_labels("mss-x-1").items()
+
+
+# --- helm test ----------------------------------------------------------------
+
+def test_helm_test_pod(render):
+    objects = by_kind_and_name(render("-f", E2E))
+    pod = objects[("Pod", "rel-myservice-test")]
+    assert pod["metadata"]["annotations"] == {"helm.sh/hook": "test",
+                                              "helm.sh/hook-delete-policy": "before-hook-creation"}
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    container = pod["spec"]["containers"][0]
+    assert container["command"] == ["/usr/bin/tini", "--", "integrationtests", "basic_workflow",
+                                    "--gateway", "rel-myservice-gateway:10000"]
+    assert env_of(container) == {
+        "MYSERVICE_TEST_USERNAME": {"secretKeyRef": {"name": "rel-myservice-test-user", "key": "username"}},
+        "MYSERVICE_TEST_PASSWORD": {"secretKeyRef": {"name": "rel-myservice-test-user", "key": "password"}},
+    }
+    assert objects[("Secret", "rel-myservice-test-user")]["stringData"] == {
+        "username": "TestUser", "password": "TestPassword"}
+    assert "TestUser" in users_json(render("-f", E2E))["users"]
+
+
+# --- values schema ------------------------------------------------------------
+
+@pytest.mark.parametrize("setting,message", [
+    ("gateway.replicas=two", "at '/gateway/replicas': got string, want integer"),
+    ("image.service.pullPolicy=Sometimes", "at '/image/service/pullPolicy'"),
+    ("jwt.key=short", "at '/jwt/key'"),
+    ("gateway.service.type=Ingress", "at '/gateway/service/type'"),
+    ("operator.maxSessions=-1", "at '/operator/maxSessions'"),
+    ("users[0].username=nopassword", "at '/users/0'"),
+])
+def test_schema_rejects_bad_values(helm, setting, message):
+    result = run_helm(helm, "template", "rel", str(CHART), "--set", setting)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_notes_tell_how_to_reach_the_gateway(helm, tmp_path):
+    # helm template never prints NOTES.txt: render a copy of it as an ordinary template.
+    chart = tmp_path / "myservice"
+    shutil.copytree(CHART, chart)
+    notes = (CHART / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "_notes-copy.tpl").write_text('{{- define "notes" -}}\n' + notes + "{{- end }}\n")
+    (chart / "templates" / "notes-copy.yaml").write_text('notes: {{ include "notes" . | toJson }}\n')
+    result = run_helm(helm, "template", "rel", str(chart), "--namespace", "ns",
+                      "--show-only", "templates/notes-copy.yaml")
+    assert result.returncode == 0, result.stderr
+    text = yaml.safe_load(result.stdout)["notes"]
+    assert "kubectl -n ns port-forward svc/rel-myservice-gateway 10000:10000" in text
+    assert "kubectl -n ns get mss -o wide" in text
+    assert "WARNING: no users are configured" in text
