@@ -124,11 +124,15 @@ host_prereqs() {
   [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] || modprobe br_netfilter 2>/dev/null || true
   sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 2>/dev/null || true
   swapoff -a 2>/dev/null || true
+  # node interface: a dummy link, or (kernels without the dummy driver, like this
+  # VM's) a veth pair whose peer is simply left up and unused.
   if ! ip link show "$NODE_IF" >/dev/null 2>&1; then
-    ip link add "$NODE_IF" type dummy
+    ip link add "$NODE_IF" type dummy 2>/dev/null ||
+      ip link add "$NODE_IF" type veth peer name "${NODE_IF}p"
   fi
   ip addr replace "$NODE_IP/32" dev "$NODE_IF"
   ip link set "$NODE_IF" up
+  ip link set "${NODE_IF}p" up 2>/dev/null || true
 }
 
 # --------------------------------------------------------------------------- certs
@@ -276,6 +280,10 @@ state = "$CONTAINERD_STATE"
     stream_server_port = "0"
     enable_selinux = false
     max_container_log_line_size = 16384
+    # This machine grants no CAP_SYS_RESOURCE: processes cannot lower their
+    # oom_score_adj, so the sandbox's default -998 makes runc fail with
+    # "can't get final child's PID from pipe: EOF". Clamp to containerd's own score.
+    restrict_oom_score_adj = true
     [plugins."io.containerd.grpc.v1.cri".containerd]
       snapshotter = "overlayfs"
       default_runtime_name = "runc"
@@ -284,6 +292,7 @@ state = "$CONTAINERD_STATE"
         runtime_type = "io.containerd.runc.v2"
         [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
           SystemdCgroup = false
+          Root = "$RUNDIR/runc"
     [plugins."io.containerd.grpc.v1.cri".cni]
       bin_dir = "$CNI_BIN_DIR"
       conf_dir = "$CNI_CONF_DIR"
@@ -392,6 +401,8 @@ evictionHard:
 evictionMinimumReclaim: {}
 maxPods: 110
 protectKernelDefaults: false
+# no CAP_SYS_RESOURCE here: the kubelet cannot lower its own oom_score_adj (-999 default)
+oomScoreAdj: 0
 EOF
   start_bg kubelet "$BIN/kubelet" \
     --config "$CONF/kubelet.yaml" --kubeconfig "$CONF/kubelet.kubeconfig" \
@@ -413,6 +424,7 @@ bindAddress: $NODE_IP
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
 nodePortAddresses: ["$NODE_IP/32", "127.0.0.0/8"]
+oomScoreAdj: 0
 iptables:
   minSyncPeriod: 1s
   syncPeriod: 30s

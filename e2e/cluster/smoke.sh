@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# smoke.sh - quick health check of the e2e cluster brought up by up.sh.
+#
+# Usage: e2e/cluster/smoke.sh [--help] [--keep]
+#   --keep  leave the smoke namespace/CRD in place for inspection
+#
+# Checks (each prints PASS/FAIL; exit status 1 if any failed):
+#   1. node Ready, all component pids alive
+#   2. a pod from a locally imported image (myservice-e2e/probe:v1, never pulled)
+#      reaches Running
+#   3. that pod reaches the API server through the `kubernetes` Service
+#      (10.96.0.1:443) with its ServiceAccount token and verified TLS
+#   4. the host reaches the API server through the Service IP (kube-proxy rules)
+#   5. garbage collection: a pod owned by a custom resource is deleted with it
+set -euo pipefail
+
+main() {
+  local keep=0
+  case "${1:-}" in
+    --help|-h) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --keep) keep=1 ;;
+  esac
+  # shellcheck source=lib.sh
+  source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+  local ns=e2e-smoke fails=0 t0=$SECONDS c
+
+  # 1
+  local dead=""
+  for c in "${COMPONENTS[@]}"; do pid_of "$c" >/dev/null || dead+=" $c"; done
+  check "components running${dead:+ (dead:$dead)}" test -z "$dead"
+  check "node $NODE_NAME Ready" test "$(kc get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True
+
+  kc delete namespace "$ns" --ignore-not-found --wait=true >/dev/null
+  kc delete crd smokeowners.e2e.myservice.io --ignore-not-found >/dev/null
+  kc create namespace "$ns" >/dev/null
+  wait_until 60 kc -n "$ns" get serviceaccount default
+  ctr_ images ls -q | grep -q "$PROBE_IMAGE" || ctr_ images import "$IMAGES/probe.tar" >/dev/null
+
+  # 2 + 3
+  kc -n "$ns" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: probe}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: probe
+    image: $PROBE_IMAGE
+    imagePullPolicy: Never
+EOF
+  check "pod with local image Running" kc -n "$ns" wait --for=condition=Ready pod/probe --timeout=120s
+  check "pod -> API server via Service $SERVICE_API_IP:443 (SA token, TLS verified)" \
+    wait_until 90 sh -c "'$BIN/kubectl' --kubeconfig '$KUBECONFIG_ADMIN' -n $ns logs probe | grep -q 'PROBE OK'"
+  kc -n "$ns" logs probe | grep -E 'PROBE|attempt' | tail -3 | cut -c1-200 | sed 's/^/    /'
+
+  # 4
+  check "host -> API server via Service $SERVICE_API_IP:443" \
+    curl -fsS --max-time 5 --cacert "$CERTS/ca.crt" --resolve "kubernetes.default.svc:443:$SERVICE_API_IP" \
+      https://kubernetes.default.svc/version
+
+  # 5
+  kc apply -f - >/dev/null <<EOF
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: smokeowners.e2e.myservice.io}
+spec:
+  group: e2e.myservice.io
+  scope: Namespaced
+  names: {plural: smokeowners, singular: smokeowner, kind: SmokeOwner}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+EOF
+  wait_until 30 kc -n "$ns" get smokeowners
+  kc -n "$ns" apply -f - >/dev/null <<EOF
+apiVersion: e2e.myservice.io/v1
+kind: SmokeOwner
+metadata: {name: owner}
+EOF
+  local uid
+  uid="$(kc -n "$ns" get smokeowner owner -o jsonpath='{.metadata.uid}')"
+  kc -n "$ns" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: owned
+  ownerReferences:
+  - {apiVersion: e2e.myservice.io/v1, kind: SmokeOwner, name: owner, uid: "$uid", controller: true, blockOwnerDeletion: true}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: pause, image: $PAUSE_IMAGE, imagePullPolicy: Never}
+EOF
+  check "pod owned by a custom resource Running" kc -n "$ns" wait --for=condition=Ready pod/owned --timeout=120s
+  kc -n "$ns" delete smokeowner owner --wait=false >/dev/null
+  check "garbage collector deletes the CR-owned pod" \
+    wait_until 90 sh -c "! '$BIN/kubectl' --kubeconfig '$KUBECONFIG_ADMIN' -n $ns get pod owned 2>/dev/null"
+
+  if ((keep)); then log "kept namespace $ns"; else
+    kc delete namespace "$ns" --wait=false >/dev/null
+    kc delete crd smokeowners.e2e.myservice.io --wait=false >/dev/null
+  fi
+  if ((fails)); then log "smoke: $fails check(s) FAILED ($((SECONDS - t0))s)"; exit 1; fi
+  log "smoke: all checks passed ($((SECONDS - t0))s)"
+}
+
+check() {
+  local what="$1"; shift
+  if "$@" >/dev/null 2>&1; then log "PASS $what"; else log "FAIL $what"; fails=$((fails + 1)); fi
+}
+
+wait_until() { # wait_until TIMEOUT_S CMD...
+  local timeout="$1" t0=$SECONDS; shift
+  until "$@" >/dev/null 2>&1; do ((SECONDS - t0 < timeout)) || return 1; sleep 1; done
+}
+
+main "$@"
