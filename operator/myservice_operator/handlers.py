@@ -89,7 +89,9 @@ class Reconciler:
         if action == statuses.PLAN_ADMIT:
             self._admit(session, now, logger)
         elif action == statuses.PLAN_EXPIRE:
-            self._write(session, statuses.expired_status(self.settings.ready_timeout_seconds, now), logger)
+            if self._write(session, statuses.expired_status(self.settings.ready_timeout_seconds, now), logger):
+                # Normally there is none; but a pod whose Starting status was lost must not hold a slot.
+                self.kube.delete_pod(crd.pod_name(name))
         elif action == statuses.PLAN_OBSERVE:
             self._observe(session, pod_name, now, logger)
         elif action == statuses.PLAN_TIMEOUT:
