@@ -68,9 +68,12 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((contract.SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     server.add_generic_rpc_handlers((Proxy(backend),))
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    try:
+        port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    except RuntimeError:  # grpc's "Failed to bind": say it plainly
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+        raise OSError(f"cannot listen on {settings.host}:{settings.port} (address in use or not available)")
     await backend.start()
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)

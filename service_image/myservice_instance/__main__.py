@@ -47,7 +47,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.exit_with_parent is not None:
         exit_with_parent(args.exit_with_parent)
-    return asyncio.run(serve(host=args.host, port=args.port, pod_name=args.pod_name, announce=args.announce_port))
+    try:
+        return asyncio.run(serve(host=args.host, port=args.port, pod_name=args.pod_name, announce=args.announce_port))
+    except OSError as e:
+        print(f"myservice instance: {e}", file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
