@@ -171,6 +171,9 @@ class Reconciler:
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     """Register the handlers (closures over the reconciler) into a kopf registry."""
     settings = reconciler.settings
+    # A registry of our own lacks kopf's default login handlers: log in like the
+    # `kubernetes` client does (in-cluster service account token, else kubeconfig).
+    kopf.on.login(registry=registry, id="login-via-client")(kopf.login_via_client)
 
     @kopf.on.create(group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL, registry=registry, id="session-created")
     def session_created(name: str, logger: logging.Logger, **_: object) -> None:

@@ -36,5 +36,7 @@ def test_register_wires_three_triggers_to_one_reconciler():
         ("session-recheck", 7, "myservicesessions")]
     assert [(h.id, h.selector.group, h.selector.version, h.selector.plural) for h in watching] == [
         ("instance-pod-changed", "", "v1", "pods")]
+    assert [(h.id, h.fn, h.activity.value) for h in registry._activities.get_all_handlers()] == [
+        ("login-via-client", kopf.login_via_client, "authentication")]
     assert watching[0].labels == {"app.kubernetes.io/managed-by": "myservice-operator",
                                   "myservice.io/session": kopf.PRESENT}
