@@ -27,7 +27,7 @@ from myservice import crd
 
 from . import statuses
 from .clients import Conflict, Kube, PodRejected
-from .pods import make_pod
+from .pods import instance_selector, make_pod
 from .settings import Settings
 
 # Kopf's own bookkeeping (handler progress, last handled spec, finalizer) goes to
@@ -59,6 +59,8 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     # One fixed namespace and one CRD known at start: no cluster-wide list/watch
     # of namespaces or CRDs, so the operator needs no ClusterRole.
     config.scanning.disabled = True
+    # Watch only our instance pods (server-side), not every pod of the namespace.
+    config.watching.label_selectors["v1", "pods"] = instance_selector()
     # Single replica, strategy Recreate: no KopfPeering CRD to install (see docs/kubernetes.md).
     config.peering.standalone = True
     config.posting.reporting_component = EVENT_COMPONENT

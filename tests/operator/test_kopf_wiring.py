@@ -1,5 +1,6 @@
 """How the operator configures and registers with kopf (no API calls involved)."""
 import kopf
+from kopf._cogs.structs.references import Selector
 
 from myservice_operator import handlers
 from myservice_operator.settings import Settings
@@ -20,6 +21,8 @@ def test_kopf_settings_timeouts_scanning_and_peering():
             config.watching.connect_timeout) == (120, 180, 10)
     assert (config.networking.connect_timeout, config.networking.request_timeout) == (10, 60)
     assert config.scanning.disabled is True
+    assert dict(config.watching.label_selectors.items()) == {
+        Selector("v1", "pods"): "app.kubernetes.io/component=instance,app.kubernetes.io/managed-by=myservice-operator"}
     assert config.peering.standalone is True
     assert config.posting.reporting_component == "myservice-operator"
 
