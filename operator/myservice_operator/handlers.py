@@ -90,15 +90,17 @@ class Reconciler:
         pod_name = status.get("podName") or crd.pod_name(name)
         if action == statuses.PLAN_ADMIT:
             self._admit(session, now, logger)
-        elif action == statuses.PLAN_EXPIRE:
-            if self._write(session, statuses.expired_status(self.settings.ready_timeout_seconds, now), logger):
-                # Normally there is none; but a pod whose Starting status was lost must not hold a slot.
-                self.kube.delete_pod(crd.pod_name(name))
         elif action == statuses.PLAN_OBSERVE:
             self._observe(session, pod_name, now, logger)
-        elif action == statuses.PLAN_TIMEOUT:
-            timed_out = statuses.timed_out_status(pod_name, self.settings.ready_timeout_seconds, now)
-            if self._write(session, timed_out, logger):
+        elif action in (statuses.PLAN_EXPIRE, statuses.PLAN_TIMEOUT):
+            # What the pod says first (it may have become Ready since the last event);
+            # only a session whose pod made no progress times out.
+            if self._observe(session, pod_name, now, logger):
+                return
+            seconds = self.settings.ready_timeout_seconds
+            failed = (statuses.expired_status(seconds, now) if action == statuses.PLAN_EXPIRE
+                      else statuses.timed_out_status(pod_name, seconds, now))
+            if self._write(session, failed, logger):
                 self.kube.delete_pod(pod_name)  # frees the slot now, not at the TTL
         elif action == statuses.PLAN_DELETE:
             logger.info("deleting finished session %s (TTL over)", name)
@@ -111,12 +113,15 @@ class Reconciler:
         return pod
 
     def _observe(self, session: Mapping, pod_name: str, now: datetime.datetime,
-                 logger: logging.Logger | logging.LoggerAdapter) -> None:
+                 logger: logging.Logger | logging.LoggerAdapter) -> bool:
+        """Apply what the pod's state means; False when it changes nothing."""
         state = statuses.observe_pod(self._own_pod(session, pod_name))
         patch = statuses.transition(session.get("status") or {}, state,
                                     port=self.settings.instance_port, now=now)
-        if patch:
-            self._write(session, patch, logger)
+        if not patch:
+            return False
+        self._write(session, patch, logger)
+        return True
 
     def _admit(self, session: Mapping, now: datetime.datetime,
                logger: logging.Logger | logging.LoggerAdapter) -> None:
