@@ -51,8 +51,10 @@ def test_rejects_wrong_key_alg_none_and_other_alg():
         tokens.verify(CFG, jwt.encode(claims(), b"x" * 32, algorithm="HS256"), session_id="s1")
     with pytest.raises(tokens.InvalidToken):
         tokens.verify(CFG, jwt.encode(claims(), None, algorithm="none"), session_id="s1")
+    with pytest.warns(jwt.warnings.InsecureKeyLengthWarning):  # same key, another algorithm: still refused
+        other_alg = jwt.encode(claims(), CFG.key, algorithm="HS512")
     with pytest.raises(tokens.InvalidToken):
-        tokens.verify(CFG, jwt.encode(claims(), CFG.key, algorithm="HS512"), session_id="s1")
+        tokens.verify(CFG, other_alg, session_id="s1")
     with pytest.raises(tokens.InvalidToken):
         tokens.verify(CFG, "", session_id="s1")
     with pytest.raises(tokens.InvalidToken):

@@ -100,13 +100,13 @@ class LocalBackend:
             log.info("session %s -> %s (pid %d, %s)", session_id, instance.pod_name, instance.process.pid, address)
         except Exception as e:  # noqa: BLE001 - any start failure means "no instance"
             log.error("instance %s failed to start: %s", instance.pod_name, e)
-            instance.ready.set_exception(BackendError(grpc.StatusCode.RESOURCE_EXHAUSTED, contract.NO_AVAILABLE_INSTANCES))
-            instance.ready.exception()  # mark retrieved: waiters may be gone
             if instance.process and instance.process.returncode is None:
                 instance.process.kill()
             if instance.process:
                 await instance.process.wait()
-            self._instances.pop(session_id, None)  # not ended: a later call may retry
+            self._instances.pop(session_id, None)  # free the slot first; not ended: a later call may retry
+            instance.ready.set_exception(BackendError(grpc.StatusCode.RESOURCE_EXHAUSTED, contract.NO_AVAILABLE_INSTANCES))
+            instance.ready.exception()  # mark retrieved: waiters may be gone
             return
         returncode = await instance.process.wait()
         log.info("instance %s of session %s exited with %s", instance.pod_name, session_id, returncode)
