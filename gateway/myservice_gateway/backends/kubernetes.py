@@ -1,0 +1,206 @@
+"""Kubernetes backend: sessions are MyServiceSession resources, pods are the
+operator's business. Login creates the resource; calls route by its status,
+read from a watch-backed cache (never an API call per request).
+
+The only gateway module that imports the kubernetes client.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import grpc
+import kubernetes
+from kubernetes.client.rest import ApiException
+
+from myservice import contract, crd
+
+from .. import routes
+from .base import BackendError, Endpoint, SessionOwner
+
+log = logging.getLogger("myservice.gateway.kubernetes")
+
+# The server ends each watch after this long and the reflector starts a new one:
+# a watch stream that died silently cannot stall routing for longer than this.
+WATCH_SECONDS = 240
+# Client-side read timeout on the watch: longer than the server's, shorter than forever.
+WATCH_READ_TIMEOUT = WATCH_SECONDS + 30
+FIRST_SYNC_TIMEOUT = 30.0
+
+
+def load_api_client() -> kubernetes.client.ApiClient:
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    return kubernetes.client.ApiClient()
+
+
+class SessionCache:
+    """Informer-style cache of the namespace's MyServiceSessions: list, then watch,
+    re-list on expiry; `changed` wakes every waiter on the event loop."""
+
+    def __init__(self, api: kubernetes.client.CustomObjectsApi, namespace: str, loop: asyncio.AbstractEventLoop,
+                 on_finished=lambda resource: None):
+        self._api = api
+        self._on_finished = on_finished
+        self._namespace = namespace
+        self._loop = loop
+        self.items: dict[str, dict] = {}
+        self.synced = asyncio.Event()
+        self.changed = asyncio.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mss-reflector", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _publish(self, items: dict[str, dict] | None = None, name: str | None = None, obj: dict | None = None) -> None:
+        def apply() -> None:
+            if items is not None:
+                self.items = items
+                self.synced.set()
+            elif obj is None:
+                self._on_finished(self.items.pop(name, None))
+            else:
+                self.items[name] = obj
+                if crd.is_terminal((obj.get("status") or {}).get("phase")):
+                    self._on_finished(obj)
+            self._loop.create_task(self._notify())
+
+        self._loop.call_soon_threadsafe(apply)
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    def _list(self) -> str:
+        listing = self._api.list_namespaced_custom_object(crd.GROUP, crd.VERSION, self._namespace, crd.PLURAL,
+                                                          _request_timeout=30)
+        self._publish(items={o["metadata"]["name"]: o for o in listing.get("items", [])})
+        return listing["metadata"]["resourceVersion"]
+
+    def _run(self) -> None:
+        resource_version = None
+        while not self._stop.is_set():
+            try:
+                if resource_version is None:
+                    resource_version = self._list()
+                watch = kubernetes.watch.Watch()
+                for event in watch.stream(
+                        self._api.list_namespaced_custom_object, crd.GROUP, crd.VERSION, self._namespace, crd.PLURAL,
+                        resource_version=resource_version, timeout_seconds=WATCH_SECONDS,
+                        allow_watch_bookmarks=True, _request_timeout=WATCH_READ_TIMEOUT):
+                    if self._stop.is_set():
+                        watch.stop()
+                        return
+                    obj, kind = event["object"], event["type"]
+                    if kind == "ERROR":  # e.g. 410 Gone: our resourceVersion is too old
+                        resource_version = None
+                        break
+                    resource_version = obj["metadata"]["resourceVersion"]
+                    if kind == "BOOKMARK":
+                        continue
+                    name = obj["metadata"]["name"]
+                    self._publish(name=name, obj=None if kind == "DELETED" else obj)
+            except ApiException as e:
+                log.warning("session watch: %s %s; re-listing", e.status, e.reason)
+                resource_version = None
+                time.sleep(1)
+            except Exception as e:  # noqa: BLE001 - network hiccups: keep the cache alive
+                log.warning("session watch interrupted: %s; re-listing", e)
+                resource_version = None
+                time.sleep(1)
+
+
+class KubernetesBackend:
+    def __init__(self, *, namespace: str, ready_timeout: float, api_client: kubernetes.client.ApiClient | None = None):
+        self.namespace = namespace
+        self.ready_timeout = ready_timeout
+        self._api_client = api_client
+        self._api: kubernetes.client.CustomObjectsApi | None = None
+        self._cache: SessionCache | None = None
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    @property
+    def live_count(self) -> int:
+        return len(self._channels)
+
+    async def start(self) -> None:
+        self._api_client = self._api_client or load_api_client()
+        self._api = kubernetes.client.CustomObjectsApi(self._api_client)
+        self._cache = SessionCache(self._api, self.namespace, asyncio.get_running_loop(), on_finished=self._forget)
+        self._cache.start()
+        try:
+            await asyncio.wait_for(self._cache.synced.wait(), FIRST_SYNC_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise RuntimeError(f"could not list {crd.PLURAL} in namespace {self.namespace} "
+                               f"within {FIRST_SYNC_TIMEOUT:.0f}s (is the CRD installed, RBAC granted?)") from None
+        log.info("session cache synced: %d sessions in %s", len(self._cache.items), self.namespace)
+
+    async def prepare(self, owner: SessionOwner) -> None:
+        """Create the session's resource, or find it again (same session id, same name)."""
+        body = routes.session_resource(session_id=owner.session_id, username=owner.username, role=owner.role,
+                                       namespace=self.namespace)
+        try:
+            await asyncio.to_thread(self._api.create_namespaced_custom_object, crd.GROUP, crd.VERSION,
+                                    self.namespace, crd.PLURAL, body, _request_timeout=10)
+            log.info("session %s -> %s created", owner.session_id, body["metadata"]["name"])
+        except ApiException as e:
+            if e.status != 409:  # 409: it exists already, which is what we want
+                log.error("creating %s failed: %s %s", body["metadata"]["name"], e.status, e.reason)
+                raise BackendError(grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE) from None
+        except Exception as e:  # noqa: BLE001 - API unreachable
+            log.error("creating %s failed: %s", body["metadata"]["name"], e)
+            raise BackendError(grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE) from None
+
+    async def acquire(self, session_id: str, *, timeout: float | None) -> Endpoint:
+        """Route by the cached resource; the first call waits (within its deadline) for Ready."""
+        assert self._cache is not None
+        name = crd.resource_name(session_id)
+        route = routes.decide(self._cache.items.get(name), session_id)
+        if route.address:  # the common case: no lock, no wait
+            return Endpoint(route.address, route.pod_name, self._channel(route.address))
+        limit = self.ready_timeout if timeout is None else min(timeout, self.ready_timeout)
+        deadline = time.monotonic() + limit
+        async with self._cache.changed:
+            while True:
+                route = routes.decide(self._cache.items.get(name), session_id)
+                if route.address:
+                    return Endpoint(route.address, route.pod_name, self._channel(route.address))
+                if route.error:
+                    raise route.error
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BackendError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                       f"the session's instance was not ready within {limit:.0f}s")
+                try:
+                    await asyncio.wait_for(self._cache.changed.wait(), remaining)
+                except asyncio.TimeoutError:
+                    pass
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(address)
+        return channel
+
+    def _forget(self, resource: dict | None) -> None:
+        """Close the channel of a session that has ended (runs on the event loop)."""
+        status = (resource or {}).get("status") or {}
+        if status.get("podIP") and status.get("port"):
+            channel = self._channels.pop(f"{status['podIP']}:{status['port']}", None)
+            if channel is not None:
+                asyncio.get_running_loop().create_task(channel.close())
+
+    async def close(self) -> None:
+        if self._cache:
+            self._cache.stop()
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
