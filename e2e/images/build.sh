@@ -163,10 +163,23 @@ resolve() {  # $1 = gateway|service
     "${PIP[@]}" wheel -q "${online[@]}" -w "$out" -r "$TMP/req-$1.txt" pip
     cp -n "$out"/*.whl "$WHEEL_CACHE"/
   fi
-  # Only manylinux/pure wheels for CPython 3.11 fit the image.
-  local bad
-  bad=$(cd "$out" && ls | grep -Ev -- '-(py3|py2\.py3|cp311|cp37-abi3|cp38-abi3|cp39-abi3|cp310-abi3|cp311-abi3|cp36-abi3)-[^-]+-(any|manylinux[^-]*x86_64|linux_x86_64)\.whl$' || true)
-  [ -z "$bad" ] || { echo "wheels that do not fit the image: $bad" >&2; exit 1; }
+  # Only pure or CPython 3.11 (abi3) wheels for glibc <= 2.36 (bookworm) fit the image.
+  "$PY" - "$out" <<'PYEOF'
+import os, re, sys
+bad = []
+for w in sorted(os.listdir(sys.argv[1])):
+    py, abi, plats = w[:-4].split("-")[-3:]
+    ok_py = any(t in ("py3", "cp311") or (abi == "abi3" and re.fullmatch(r"cp3(\d+)", t) and int(t[3:]) <= 11)
+                for t in py.split("."))
+    ok_plat = any(p == "any" or p == "linux_x86_64" or p == "manylinux1_x86_64" or p == "manylinux2010_x86_64"
+                  or p == "manylinux2014_x86_64"
+                  or (m := re.fullmatch(r"manylinux_2_(\d+)_x86_64", p)) and int(m.group(1)) <= 36
+                  for p in plats.split("."))
+    if not (ok_py and ok_plat):
+        bad.append(w)
+if bad:
+    sys.exit("wheels that do not fit the image (CPython 3.11, glibc 2.36): " + " ".join(bad))
+PYEOF
 }
 [ "$ONLY" = service ] || resolve gateway
 [ "$ONLY" = gateway ] || resolve service
@@ -203,8 +216,7 @@ build_image() {  # $1 = gateway|service, $2 = tag
 }
 [ "$ONLY" = service ] || build_image gateway "$GATEWAY_TAG"
 [ "$ONLY" = gateway ] || build_image service "$SERVICE_TAG"
-# Intermediate build stages of earlier runs are of no use.
-"$DOCKER" image prune -f --filter dangling=true >/dev/null 2>&1 || true
+# No `docker image prune` here: it would drop the cached build stages.
 
 # --------------------------------------------------------------------------- 5
 FAILED=0
@@ -226,7 +238,7 @@ if [ "$SMOKE" = 1 ]; then
   done
   if [ "$ONLY" != service ]; then
     soft "$GATEWAY_TAG: myservice gateway --help" "$DOCKER" run --rm "$GATEWAY_TAG" gateway --help
-    soft "$GATEWAY_TAG: myservice-operator --help" "$DOCKER" run --rm --entrypoint myservice-operator "$GATEWAY_TAG" --help
+    soft "$GATEWAY_TAG: myservice-operator --help" "$DOCKER" run --rm -e MYSERVICE_NAMESPACE=default --entrypoint myservice-operator "$GATEWAY_TAG" --help
     soft "$GATEWAY_TAG: integrationtests --help" "$DOCKER" run --rm --entrypoint integrationtests "$GATEWAY_TAG" --help
   fi
   if [ "$ONLY" != gateway ]; then
