@@ -1,0 +1,688 @@
+#!/usr/bin/env python3
+"""Unary MyServiceEcho latency (p50, p99) and throughput, three ways, in one run:
+
+  direct   straight to an instance process (`myservice instance`)
+  nginx    through Debian's nginx `grpc_pass` in front of that same instance
+           (no auth, no routing: the reference proxy a user might put in front)
+  gateway  through `myservice up` (Login first, then token + session-id on every
+           call: authentication and routing on)
+
+at each concurrency of --concurrency (default 1 and 16 callers). Targets are
+interleaved over --rounds rounds (the order rotates every round) and the table
+reports the median over rounds of each figure, so a burst of noise from another
+job on the machine hits one sample of every target rather than one target.
+
+The load generator runs in its own process (this file with --worker), so this
+orchestrating process holds no gRPC threads. Callers are threads of a *sync*
+gRPC client by default (--client threads): a blocking unary call spends its wait
+in C with the GIL released, and it is the client the reference figures in
+docs/benchmarks.md were taken with. --client aio (N concurrent tasks of a
+grpc.aio client on one event loop) is there to compare.
+
+Everything is bounded: requests per measurement (--requests), seconds per
+measurement (--max-seconds), start-up timeouts, and traffic goes to 127.0.0.1
+only. Every process started here (instance, nginx, gateway and, through it, its
+instance, the worker) is stopped on exit, on Ctrl-C and on SIGTERM; each also
+gets PR_SET_PDEATHSIG so that even a SIGKILLed bench leaves nothing behind.
+
+    .venv/bin/python bench/echo_latency.py [--requests N] [--rounds R]
+        [--concurrency 1,16] [--json PATH|-] [--client threads|aio]
+
+nginx missing: the script installs Debian's nginx-light (apt-get, needs root)
+and says so; it never touches a system nginx service, it runs a private nginx
+(own prefix, config, pid and temp paths in a temp dir, `daemon off`, 1 worker).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import platform
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TARGETS = ("direct", "nginx", "gateway")
+METHOD = "/myservice.v1.MyService/MyServiceEcho"
+ECHO_VALUE = "bench-echo-0123456789abcdefgh"  # EchoRequest(value=...) is 31 bytes on the wire
+LOGIN = ("TestUser", "TestPassword")  # the dev user of `myservice up`
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 8.0
+CALL_TIMEOUT = 10.0
+FLOOR_P50_RATIO = 2.5  # gateway p50 at most 2.5x direct
+FLOOR_THROUGHPUT_RATIO = 0.5  # gateway throughput at least 50% of direct (at the highest concurrency)
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The worker: the load generator, in its own process. JSON lines on stdin/stdout.
+# --------------------------------------------------------------------------------------------
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), int(-(-q * len(sorted_values) // 1))))
+    return sorted_values[rank - 1]
+
+
+def _summary(latencies: list[float], errors: int, elapsed: float, first_error: str | None) -> dict:
+    values = sorted(latencies)
+    return {
+        "calls": len(values), "errors": errors, "elapsed_s": elapsed,
+        "p50_ms": _percentile(values, 0.50) * 1e3, "p99_ms": _percentile(values, 0.99) * 1e3,
+        "mean_ms": (statistics.fmean(values) * 1e3) if values else float("nan"),
+        "throughput_per_s": (len(values) / elapsed) if elapsed > 0 else 0.0,
+        "first_error": first_error,
+    }
+
+
+class _Worker:
+    def __init__(self, client: str) -> None:
+        import grpc  # only the worker talks gRPC
+
+        from myservice.v1 import myservice_pb2 as pb
+
+        self.grpc, self.pb, self.client = grpc, pb, client
+        self.targets: dict[str, tuple] = {}  # name -> (channel, multicallable, metadata)
+        self.payload = pb.EchoRequest(value=ECHO_VALUE).SerializeToString()
+        if client == "aio":
+            import asyncio
+
+            self.loop = asyncio.new_event_loop()
+
+    # -- setup ---------------------------------------------------------------------------------
+    def connect(self, name: str, address: str, session_id: str, login: bool) -> dict:
+        grpc, pb = self.grpc, self.pb
+        # Setup (readiness, Login, the checked first call) always uses a sync channel.
+        with grpc.insecure_channel(address) as setup:
+            grpc.channel_ready_future(setup).result(timeout=START_TIMEOUT)
+            metadata: tuple[tuple[str, str], ...] = (("session-id", session_id),)
+            if login:
+                login_call = setup.unary_unary("/myservice.v1.MyService/Login",
+                                               request_serializer=pb.LoginRequest.SerializeToString,
+                                               response_deserializer=pb.LoginResponse.FromString)
+                reply = login_call(pb.LoginRequest(username=LOGIN[0], password=LOGIN[1], session_id=session_id),
+                                   timeout=START_TIMEOUT)
+                metadata = (("authorization", reply.token), ("session-id", session_id))
+            raw = setup.unary_unary(METHOD)(self.payload, metadata=metadata, timeout=START_TIMEOUT)
+            echo = pb.EchoResponse.FromString(raw)
+            if echo.client_value != ECHO_VALUE or echo.client_session_id != session_id:
+                raise RuntimeError(f"{name}: unexpected echo {echo}")
+        if self.client == "aio":
+            async def make():
+                return grpc.aio.insecure_channel(address)
+            channel = self.loop.run_until_complete(make())
+        else:
+            channel = grpc.insecure_channel(address)
+        # Bytes in, bytes out: the client does no protobuf work per call.
+        self.targets[name] = (channel, channel.unary_unary(METHOD), metadata)
+        return {"pod_name": echo.pod_name, "request_bytes": len(self.payload)}
+
+    # -- load ----------------------------------------------------------------------------------
+    def run(self, name: str, concurrency: int, requests: int, warmup: int, max_seconds: float) -> dict:
+        if warmup:
+            self._load(name, concurrency, warmup, max_seconds)
+        return self._load(name, concurrency, requests, max_seconds)
+
+    def _load(self, name: str, concurrency: int, requests: int, max_seconds: float) -> dict:
+        if self.client == "aio":
+            return self.loop.run_until_complete(self._load_aio(name, concurrency, requests, max_seconds))
+        return self._load_threads(name, concurrency, requests, max_seconds)
+
+    @staticmethod
+    def _shares(requests: int, concurrency: int) -> list[int]:
+        return [requests // concurrency + (1 if i < requests % concurrency else 0) for i in range(concurrency)]
+
+    def _load_threads(self, name: str, concurrency: int, requests: int, max_seconds: float) -> dict:
+        import threading
+
+        _, call, metadata = self.targets[name]
+        payload, rpc_error = self.payload, self.grpc.RpcError
+        shares = self._shares(requests, concurrency)
+        latencies: list[list[float]] = [[] for _ in range(concurrency)]
+        errors = [0] * concurrency
+        first_error: list[str] = []
+        start_gate = threading.Barrier(concurrency + 1)
+        deadline = [0.0]
+
+        def caller(i: int) -> None:
+            out, clock = latencies[i], time.perf_counter
+            start_gate.wait()
+            stop_at = deadline[0]
+            for _ in range(shares[i]):
+                t0 = clock()
+                try:
+                    call(payload, metadata=metadata, timeout=CALL_TIMEOUT)
+                except rpc_error as e:
+                    errors[i] += 1
+                    if not first_error:
+                        first_error.append(f"{e.code()}: {e.details()}")
+                else:
+                    out.append(clock() - t0)
+                if t0 > stop_at:
+                    break
+
+        threads = [threading.Thread(target=caller, args=(i,), daemon=True) for i in range(concurrency)]
+        for t in threads:
+            t.start()
+        deadline[0] = time.perf_counter() + max_seconds
+        start_gate.wait()
+        start = time.perf_counter()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - start
+        return _summary([x for part in latencies for x in part], sum(errors), elapsed,
+                        first_error[0] if first_error else None)
+
+    async def _load_aio(self, name: str, concurrency: int, requests: int, max_seconds: float) -> dict:
+        import asyncio
+
+        _, call, metadata = self.targets[name]
+        payload, rpc_error = self.payload, self.grpc.RpcError
+        latencies: list[float] = []
+        errors = [0]
+        first_error: list[str] = []
+        clock = time.perf_counter
+        stop_at = clock() + max_seconds
+
+        async def caller(n: int) -> None:
+            for _ in range(n):
+                t0 = clock()
+                try:
+                    await call(payload, metadata=metadata, timeout=CALL_TIMEOUT)
+                except rpc_error as e:
+                    errors[0] += 1
+                    if not first_error:
+                        first_error.append(f"{e.code()}: {e.details()}")
+                else:
+                    latencies.append(clock() - t0)
+                if t0 > stop_at:
+                    break
+
+        start = clock()
+        await asyncio.gather(*(caller(n) for n in self._shares(requests, concurrency)))
+        return _summary(latencies, errors[0], clock() - start, first_error[0] if first_error else None)
+
+    def close(self) -> None:
+        for channel, _, _ in self.targets.values():
+            if self.client == "aio":
+                self.loop.run_until_complete(channel.close())
+            else:
+                channel.close()
+
+
+def worker_main(client: str) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the orchestrator decides when we stop
+    import grpc
+
+    worker = _Worker(client)
+    out = sys.stdout
+    out.write(json.dumps({"ok": True, "grpc": grpc.__version__}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        command = json.loads(line)
+        op = command.pop("op")
+        try:
+            if op == "quit":
+                worker.close()
+                out.write(json.dumps({"ok": True}) + "\n")
+                out.flush()
+                return 0
+            result = getattr(worker, op)(**command)
+            reply = {"ok": True, **result}
+        except Exception as e:  # noqa: BLE001 - reported to the orchestrator, which stops
+            reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# The orchestrator: starts and stops the servers and the worker, interleaves, reports.
+# --------------------------------------------------------------------------------------------
+
+class BenchError(RuntimeError):
+    pass
+
+
+def _die_with_parent() -> None:
+    """In the child between fork and exec: SIGTERM when the bench process dies.
+    (Safe here: the orchestrator runs no threads.)"""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, what: str, log_path: Path | None, timeout: float = START_TIMEOUT):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise BenchError(f"{what} exited with {proc.returncode} while starting{_tail(log_path)}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise BenchError(f"{what} is not listening on 127.0.0.1:{port} after {timeout:.0f}s{_tail(log_path)}")
+
+
+def _tail(path: Path | None, lines: int = 15) -> str:
+    if not path or not path.exists():
+        return ""
+    text = path.read_text(errors="replace").splitlines()[-lines:]
+    return "\n  " + "\n  ".join(text) if text else ""
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                kids = [int(x) for x in (task / "children").read_text().split()]
+                found += kids
+                todo += kids
+    return found
+
+
+class Processes:
+    """Every process the bench starts; stop_all() ends them (newest first), each
+    with its own stop signal, then SIGKILL after STOP_TIMEOUT, descendants too."""
+
+    def __init__(self) -> None:
+        self._procs: list[tuple[str, subprocess.Popen, int]] = []
+
+    def start(self, name: str, argv: list[str], *, stop_signal: int = signal.SIGTERM, **kw) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent, **kw)
+        self._procs.append((name, proc, stop_signal))
+        return proc
+
+    def stop_all(self) -> None:
+        while self._procs:
+            name, proc, stop_signal = self._procs.pop()
+            kids = _descendants(proc.pid)
+            if proc.poll() is None:
+                say(f"stopping {name} (pid {proc.pid})")
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(stop_signal)
+                try:
+                    proc.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    say(f"{name} did not stop in {STOP_TIMEOUT:.0f}s: SIGKILL")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            for kid in kids:  # e.g. the gateway's instance, nginx's worker: normally gone with their parent
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(kid, 0)
+                    time.sleep(0.2)
+                    os.kill(kid, signal.SIGKILL)
+                    say(f"killed leftover pid {kid} of {name}")
+            for stream in (proc.stdin, proc.stdout):
+                if stream:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+
+
+# -- nginx ------------------------------------------------------------------------------------
+
+NGINX_CONF = """\
+# Private nginx for bench/echo_latency.py: the reference grpc_pass proxy.
+daemon off;
+master_process on;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream instance {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{port} http2;
+        location / {{
+            grpc_pass grpc://instance;
+        }}
+    }}
+}}
+"""
+
+
+def find_nginx() -> str | None:
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
+
+
+def ensure_nginx() -> str:
+    found = find_nginx()
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise BenchError("nginx is not installed and this is not root: install it (apt-get install -y nginx-light) "
+                         "or run the bench as root, which installs it")
+    say("nginx is not installed: installing Debian's nginx-light with apt-get (as root; the reference grpc_pass "
+        "proxy). Its system service is not started: the bench runs a private nginx.")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    # Keep the package's postinst from starting a system nginx on :80 (what Docker images do too).
+    policy = Path("/usr/sbin/policy-rc.d")
+    made_policy = not policy.exists()
+    if made_policy:
+        policy.write_text("#!/bin/sh\n# temporary, bench/echo_latency.py: no service starts during install\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        for attempt in (["apt-get", "install", "-y", "--no-install-recommends", "nginx-light"],
+                        ["apt-get", "update"],
+                        ["apt-get", "install", "-y", "--no-install-recommends", "nginx-light"],
+                        ["apt-get", "install", "-y", "--no-install-recommends", "nginx"]):
+            say("running: " + " ".join(attempt))
+            subprocess.run(attempt, env=env, stdin=subprocess.DEVNULL, timeout=600, check=False)
+            if attempt[1] == "install" and find_nginx():
+                break
+    finally:
+        if made_policy:
+            policy.unlink()
+    found = find_nginx()
+    if not found:
+        raise BenchError("could not install nginx (apt-get install -y nginx-light failed; see above)")
+    say(f"nginx installed: {found}")
+    return found
+
+
+def nginx_version(binary: str) -> str:
+    out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10)
+    return (out.stderr or out.stdout).strip().replace("nginx version: ", "")
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.procs = Processes()
+        self.tmp = Path(tempfile.mkdtemp(prefix="myservice-bench-"))
+        self.worker: subprocess.Popen | None = None
+        self.info: dict = {}
+        self.gateway_pid: int | None = None
+
+    def close(self) -> None:
+        if self.worker and self.worker.poll() is None:
+            with contextlib.suppress(Exception):
+                self._ask({"op": "quit"}, timeout=5)
+        self.procs.stop_all()
+        if self.args.keep_logs:
+            say(f"logs kept in {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # worker I/O
+    def _ask(self, command: dict, timeout: float) -> dict:
+        assert self.worker and self.worker.stdin and self.worker.stdout
+        self.worker.stdin.write(json.dumps(command) + "\n")
+        self.worker.stdin.flush()
+        return self._reply(timeout)
+
+    def _reply(self, timeout: float) -> dict:
+        ready, _, _ = select.select([self.worker.stdout], [], [], timeout)
+        line = self.worker.stdout.readline() if ready else ""
+        if not line:
+            raise BenchError(f"the load worker did not answer within {timeout:.0f}s (exit code {self.worker.poll()})")
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise BenchError(f"load worker: {reply.get('error')}")
+        return reply
+
+    def _read_announce(self, proc: subprocess.Popen, log_path: Path) -> int:
+        ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
+        line = proc.stdout.readline() if ready else b""
+        if not line.startswith(b"LISTENING "):
+            raise BenchError(f"instance did not announce its port (got {line!r}){_tail(log_path)}")
+        return int(line.split()[1])
+
+    def start(self) -> dict[str, str]:
+        nginx = ensure_nginx()
+        say(f"temp dir {self.tmp}")
+        myservice = str(BIN / "myservice")
+        # (a) the direct instance; nginx forwards to this same instance.
+        log = self.tmp / "instance.log"
+        instance = self.procs.start("instance", [
+            myservice, "instance", "--host", "127.0.0.1", "--port", "0", "--announce-port",
+            "--pod-name", "bench-direct", "--exit-with-parent", str(os.getpid())],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log.open("wb"))
+        instance_port = self._read_announce(instance, log)
+        say(f"instance (direct) pid {instance.pid} on 127.0.0.1:{instance_port}")
+        # (b) nginx grpc_pass -> that instance.
+        nginx_port = _free_port()
+        conf = self.tmp / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(tmp=self.tmp, port=nginx_port, upstream_port=instance_port))
+        nlog = self.tmp / "nginx-error.log"
+        proc = self.procs.start("nginx", [nginx, "-p", str(self.tmp), "-c", str(conf), "-e", str(nlog)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=(self.tmp / "nginx-stderr.log").open("wb"))
+        _wait_port(nginx_port, proc, "nginx", self.tmp / "nginx-stderr.log")
+        say(f"nginx {nginx_version(nginx)} pid {proc.pid} on 127.0.0.1:{nginx_port} -> 127.0.0.1:{instance_port}")
+        # (c) the gateway, with its local backend (its instance starts at our first call).
+        gateway_port = _free_port()
+        glog = self.tmp / "gateway.log"
+        gw = self.procs.start("gateway", [
+            myservice, "up", "--host", "127.0.0.1", "--port", str(gateway_port), "--max-instances", "2"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=glog.open("wb"))
+        _wait_port(gateway_port, gw, "gateway", glog)
+        self.gateway_pid = gw.pid
+        say(f"gateway pid {gw.pid} on 127.0.0.1:{gateway_port}")
+        # The load generator.
+        self.worker = self.procs.start("load worker", [
+            sys.executable, str(Path(__file__).resolve()), "--worker", "--client", self.args.client],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        hello = self._reply(START_TIMEOUT)
+        self.info.update(grpc=hello["grpc"], nginx=nginx_version(nginx))
+        direct_sid = f"bench-direct-{uuid.uuid4().hex[:8]}"
+        addresses = {"direct": f"127.0.0.1:{instance_port}", "nginx": f"127.0.0.1:{nginx_port}",
+                     "gateway": f"127.0.0.1:{gateway_port}"}
+        for name in TARGETS:
+            sid = f"bench-gateway-{uuid.uuid4().hex[:8]}" if name == "gateway" else direct_sid
+            reply = self._ask({"op": "connect", "name": name, "address": addresses[name], "session_id": sid,
+                               "login": name == "gateway"}, timeout=START_TIMEOUT * 2)
+            say(f"{name}: echo ok (pod_name={reply['pod_name']}, {reply['request_bytes']}-byte request)")
+            self.info["request_bytes"] = reply["request_bytes"]
+        gateway_instances = [p for p in _descendants(gw.pid)]
+        say(f"gateway's instance pid(s): {gateway_instances}")
+        if self.args.pause_after_start:
+            say(f"pausing {self.args.pause_after_start}s (attach a profiler to pid {gw.pid} now)")
+            time.sleep(self.args.pause_after_start)
+        return addresses
+
+    def measure(self) -> dict:
+        a = self.args
+        samples: dict[tuple[str, int], list[dict]] = {(t, c): [] for t in TARGETS for c in a.concurrency}
+        total = a.rounds * len(a.concurrency) * len(TARGETS)
+        done = 0
+        deadline = time.monotonic() + a.time_limit
+        for r in range(a.rounds):
+            for c in a.concurrency:
+                order = TARGETS[r % 3:] + TARGETS[:r % 3]  # rotate: no target always goes first
+                for target in order:
+                    if time.monotonic() > deadline:
+                        say(f"time limit {a.time_limit:.0f}s reached: reporting the rounds done")
+                        return samples
+                    s = self._ask({"op": "run", "name": target, "concurrency": c, "requests": a.requests,
+                                   "warmup": a.warmup, "max_seconds": a.max_seconds},
+                                  timeout=a.max_seconds * 2 + 60)
+                    done += 1
+                    samples[(target, c)].append(s)
+                    err = f", {s['errors']} errors ({s['first_error']})" if s["errors"] else ""
+                    say(f"[{done}/{total}] round {r + 1}/{a.rounds} c={c:<3} {target:<8} p50 {s['p50_ms']:.3f} ms  "
+                        f"p99 {s['p99_ms']:.3f} ms  {s['throughput_per_s']:,.0f}/s  ({s['calls']} calls{err})")
+                    if s["errors"] and not s["calls"]:
+                        raise BenchError(f"every call to {target} failed: {s['first_error']}")
+        return samples
+
+
+def aggregate(samples: dict) -> list[dict]:
+    rows = []
+    for (target, c), runs in samples.items():
+        if not runs:
+            continue
+        rows.append({
+            "target": target, "concurrency": c, "rounds": len(runs),
+            "p50_ms": statistics.median(s["p50_ms"] for s in runs),
+            "p99_ms": statistics.median(s["p99_ms"] for s in runs),
+            "throughput_per_s": statistics.median(s["throughput_per_s"] for s in runs),
+            "calls": sum(s["calls"] for s in runs), "errors": sum(s["errors"] for s in runs),
+            "p50_ms_rounds": [round(s["p50_ms"], 4) for s in runs],
+            "throughput_rounds": [round(s["throughput_per_s"], 1) for s in runs],
+        })
+    return rows
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    by = {(r["target"], r["concurrency"]): r for r in rows}
+    out = []
+    for c in sorted({r["concurrency"] for r in rows}):
+        g = by.get(("gateway", c))
+        if not g:
+            continue
+        for base in ("direct", "nginx"):
+            b = by.get((base, c))
+            if b:
+                out.append({"concurrency": c, "vs": base, "p50_ratio": g["p50_ms"] / b["p50_ms"],
+                            "throughput_ratio": g["throughput_per_s"] / b["throughput_per_s"]})
+    return out
+
+
+def render(rows: list[dict], rats: list[dict], floor_concurrency: int) -> str:
+    lines = [f"{'target':<9} {'callers':>7} {'p50 ms':>8} {'p99 ms':>8} {'calls/s':>9} {'rounds':>6}",
+             "-" * 52]
+    for r in sorted(rows, key=lambda r: (r["concurrency"], TARGETS.index(r["target"]))):
+        lines.append(f"{r['target']:<9} {r['concurrency']:>7} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
+                     f"{r['throughput_per_s']:>9,.0f} {r['rounds']:>6}")
+    lines += ["", f"{'ratio':<18} {'callers':>7} {'p50':>7} {'throughput':>11}", "-" * 46]
+    for x in rats:
+        lines.append(f"{'gateway/' + x['vs']:<18} {x['concurrency']:>7} {x['p50_ratio']:>6.2f}x {x['throughput_ratio']:>10.0%}")
+    lines.append("")
+    for x in rats:
+        if x["vs"] == "direct":
+            p50_ok = x["p50_ratio"] <= FLOOR_P50_RATIO
+            line = (f"floor at {x['concurrency']} caller(s): p50 {x['p50_ratio']:.2f}x direct "
+                    f"(<= {FLOOR_P50_RATIO}x: {'PASS' if p50_ok else 'FAIL'})")
+            if x["concurrency"] == floor_concurrency:
+                tp_ok = x["throughput_ratio"] >= FLOOR_THROUGHPUT_RATIO
+                line += (f"; throughput {x['throughput_ratio']:.0%} of direct "
+                         f"(>= {FLOOR_THROUGHPUT_RATIO:.0%}: {'PASS' if tp_ok else 'FAIL'})")
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def machine_info() -> dict:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                    if l.startswith("model name")), "")
+    return {"cpus": os.cpu_count(), "cpu_model": cpu, "kernel": platform.release(),
+            "python": platform.python_version(), "loadavg_start": os.getloadavg()}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See docs/benchmarks.md.")
+    p.add_argument("--requests", type=int, default=2000, help="calls per measurement, split over the callers (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=200, help="unmeasured calls before each measurement (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the table shows medians (default %(default)s)")
+    p.add_argument("--concurrency", default="1,16", help="comma-separated caller counts (default %(default)s)")
+    p.add_argument("--client", choices=("threads", "aio"), default="threads",
+                   help="threads: N threads of a sync client; aio: N tasks of a grpc.aio client (default %(default)s)")
+    p.add_argument("--max-seconds", type=float, default=20.0, help="cap on one measurement (default %(default)s)")
+    p.add_argument("--time-limit", type=float, default=900.0, help="cap on all measurements (default %(default)s s)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-': stdout, table to stderr)")
+    p.add_argument("--keep-logs", action="store_true", help="keep the temp dir (server logs, nginx.conf)")
+    p.add_argument("--pause-after-start", type=float, default=0, metavar="S", help=argparse.SUPPRESS)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.worker:
+        return a
+    try:
+        a.concurrency = sorted({int(x) for x in a.concurrency.split(",") if x.strip()})
+    except ValueError:
+        p.error("--concurrency: comma-separated integers, e.g. 1,16")
+    if not a.concurrency or min(a.concurrency) < 1 or max(a.concurrency) > 256:
+        p.error("--concurrency: callers must be 1..256")
+    if a.requests < 1 or a.rounds < 1 or a.warmup < 0:
+        p.error("--requests and --rounds must be >= 1, --warmup >= 0")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        return worker_main(args.client)
+
+    def terminate(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGHUP, terminate)
+    bench = Bench(args)
+    info = machine_info()
+    say(f"{info['cpus']} CPU(s) {info['cpu_model']}, load average {info['loadavg_start'][0]:.2f}; "
+        f"{args.rounds} rounds x concurrency {args.concurrency} x {len(TARGETS)} targets, "
+        f"{args.requests} calls each (+{args.warmup} warm-up), {args.client} client")
+    try:
+        bench.start()
+        samples = bench.measure()
+    except KeyboardInterrupt:
+        say("interrupted: cleaning up")
+        return 130
+    except BenchError as e:
+        say(f"error: {e}")
+        return 1
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # cleanup is not interrupted
+        bench.close()
+        say("all processes stopped")
+    info.update(bench.info, loadavg_end=os.getloadavg())
+    rows = aggregate(samples)
+    rats = ratios(rows)
+    table = render(rows, rats, max(args.concurrency))
+    header = (f"MyServiceEcho, {info.get('request_bytes')}-byte requests, {args.client} client in its own process, "
+              f"medians over {args.rounds} interleaved rounds of {args.requests} calls; "
+              f"{info['cpus']} CPUs, load average {info['loadavg_start'][0]:.1f} -> {info['loadavg_end'][0]:.1f}; "
+              f"grpcio {info.get('grpc')}, nginx {info.get('nginx')}")
+    to_stdout_json = args.json == "-"
+    print(header + "\n\n" + table, file=sys.stderr if to_stdout_json else sys.stdout, flush=True)
+    if args.json:
+        doc = json.dumps({"machine": info, "args": {k: v for k, v in vars(args).items() if k not in ("worker",)},
+                          "results": rows, "ratios": rats, "samples": {f"{t}@{c}": v for (t, c), v in samples.items()}},
+                         indent=2)
+        if to_stdout_json:
+            print(doc)
+        else:
+            Path(args.json).write_text(doc + "\n")
+            say(f"JSON written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
