@@ -429,10 +429,7 @@ class Bench:
         self.gateway_pid: int | None = None
 
     def close(self) -> None:
-        if self.worker and self.worker.poll() is None:
-            with contextlib.suppress(Exception):
-                self._ask({"op": "quit"}, timeout=5)
-        self.procs.stop_all()
+        self.procs.stop_all()  # the worker first (SIGTERM): it may be mid-measurement
         if self.args.keep_logs:
             say(f"logs kept in {self.tmp}")
         else:
@@ -641,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     def terminate(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGHUP, terminate)
     bench = Bench(args)
