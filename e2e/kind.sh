@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# kind.sh - the same e2e suite on a kind cluster (CI: .github/workflows/e2e.yml).
+#
+# Usage: e2e/kind.sh [--help] [PYTEST_ARGS...]      (needs docker, kind, kubectl, helm; root for
+#                                                   the debootstrap base image, as locally)
+#
+# The steps mirror e2e/run.sh one for one; only the cluster and the way images
+# reach its containerd differ:
+#   1. kind create cluster --name $KIND_CLUSTER          (instead of cluster/build.sh + up.sh)
+#   2. e2e/images/build.sh                               (the same script and Dockerfiles, same
+#                                                        debootstrap base: the images' operator
+#                                                        command needs its /usr/bin/tini)
+#   3. kind load docker-image <both images>              (instead of images/load.sh into our containerd)
+#   4. .venv/bin/pytest e2e                              (the same invocation and suite)
+#   5. kind delete cluster                               (always, unless MYSERVICE_E2E_KEEP=1)
+# Exit status: pytest's.
+#
+# Environment:
+#   KIND_CLUSTER                 cluster name (default myservice-e2e)
+#   KIND_NODE_IMAGE              node image (default: kind's own default)
+#   MYSERVICE_E2E_KEEP=1         keep the cluster
+#   MYSERVICE_E2E_GATEWAY_IMAGE, MYSERVICE_E2E_SERVICE_IMAGE  image names (default myservice-{gateway,service}:dev)
+#   MYSERVICE_DEBIAN_MIRROR      for the base image (default http://deb.debian.org/debian on a
+#                                non-Debian host such as ubuntu-latest)
+#   everything e2e/conftest.py reads
+set -uo pipefail
+
+if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
+  sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0
+fi
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+LOG_DIR=${MYSERVICE_E2E_LOG_DIR:-/tmp/myservice-e2e-logs}
+mkdir -p "$LOG_DIR"
+T0=$SECONDS
+SUMMARY=()
+PYTEST=${MYSERVICE_E2E_PYTEST:-$REPO/.venv/bin/pytest}
+KIND_CLUSTER=${KIND_CLUSTER:-myservice-e2e}
+export MYSERVICE_E2E_GATEWAY_IMAGE=${MYSERVICE_E2E_GATEWAY_IMAGE:-myservice-gateway:dev}
+export MYSERVICE_E2E_SERVICE_IMAGE=${MYSERVICE_E2E_SERVICE_IMAGE:-myservice-service:dev}
+# build.sh reads these names
+export MYSERVICE_GATEWAY_IMAGE=$MYSERVICE_E2E_GATEWAY_IMAGE MYSERVICE_SERVICE_IMAGE=$MYSERVICE_E2E_SERVICE_IMAGE
+if ! grep -qs '^ID=debian' /etc/os-release; then
+  export MYSERVICE_DEBIAN_MIRROR=${MYSERVICE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+  export MYSERVICE_DEBIAN_SECURITY=${MYSERVICE_DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
+fi
+export KUBECONFIG=${MYSERVICE_E2E_KUBECONFIG:-$LOG_DIR/kind-kubeconfig}
+
+say() { printf '[kind.sh %s +%4ds] %s\n' "$(date -u +%H:%M:%S)" "$((SECONDS - T0))" "$*"; }
+
+phase() {
+  local name="$1" t=$SECONDS rc; shift
+  say "==> $name: $*"
+  "$@" 2>&1 | tee "$LOG_DIR/${name// /_}.log"
+  rc=${PIPESTATUS[0]}
+  SUMMARY+=("$(printf '%-14s %5ds  %s' "$name" "$((SECONDS - t))" "$([[ $rc == 0 ]] && echo ok || echo "FAILED ($rc)")")")
+  say "<== $name: $([[ $rc == 0 ]] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - t))s"
+  return "$rc"
+}
+
+finish() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [[ "${MYSERVICE_E2E_KEEP:-}" == 1 ]]; then
+    say "MYSERVICE_E2E_KEEP=1: kind cluster $KIND_CLUSTER left running (KUBECONFIG=$KUBECONFIG)"
+  else
+    phase "cluster down" kind delete cluster --name "$KIND_CLUSTER" || true
+  fi
+  say "summary (logs in $LOG_DIR):"
+  printf '    %s\n' "${SUMMARY[@]}"
+  say "total $((SECONDS - T0))s, exit $rc"
+  exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+for cmd in docker kind kubectl helm; do
+  command -v "$cmd" >/dev/null || { say "$cmd missing"; exit 2; }
+done
+[[ -x "$PYTEST" ]] || { say "$PYTEST missing: run \`make test\` once (it creates .venv)"; exit 2; }
+
+create=(kind create cluster --name "$KIND_CLUSTER" --kubeconfig "$KUBECONFIG" --wait 180s)
+[[ -n "${KIND_NODE_IMAGE:-}" ]] && create+=(--image "$KIND_NODE_IMAGE")
+phase "cluster up" "${create[@]}" || exit $?
+say "node Ready: $(kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}')"
+
+phase "images build" e2e/images/build.sh || exit $?
+phase "images load" kind load docker-image --name "$KIND_CLUSTER" \
+  "$MYSERVICE_E2E_GATEWAY_IMAGE" "$MYSERVICE_E2E_SERVICE_IMAGE" || exit $?
+
+export MYSERVICE_E2E_KUBECTL=kubectl MYSERVICE_E2E_HELM=helm
+# shellcheck disable=SC2086
+phase "pytest" "$PYTEST" e2e -p no:cacheprovider -v -s -rA --durations=0 --color=yes \
+  ${MYSERVICE_E2E_PYTEST_ARGS:-} "$@"
+exit $?

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# run.sh - the e2e suite on a single-node Kubernetes built from source on this machine.
+#
+# Usage: e2e/run.sh [--help] [PYTEST_ARGS...]     (what `make e2e` and CI run; must run as root)
+#
+# Phases (each prints its start, its end and how long it took; a summary at the end):
+#   1. e2e/cluster/build.sh            Kubernetes/etcd/helm from the Go module proxy (cached)
+#   2. e2e/cluster/up.sh               start the cluster; prints how long the node took to turn Ready
+#   3. e2e/images/build.sh             myservice-gateway:dev, myservice-service:dev (local dockerd)
+#   4. e2e/images/load.sh --address <the cluster's containerd socket>
+#   5. .venv/bin/pytest e2e            the suite (e2e/README.md), with KUBECONFIG etc. from env.sh
+#   6. e2e/cluster/down.sh             always (trap), unless MYSERVICE_E2E_KEEP=1
+#
+# Exit status: pytest's (0 all passed; 1 failures; 5 nothing collected, also a failure);
+# a failing phase before pytest exits with that phase's status (at least 1).
+#
+# Environment:
+#   MYSERVICE_E2E_KEEP=1        keep the cluster (and the test namespace) for debugging
+#   MYSERVICE_E2E_SKIP_BUILD=1  skip phases 3-4 (images already in the cluster's containerd)
+#   MYSERVICE_E2E_PYTEST_ARGS   extra pytest arguments (also: arguments to this script)
+#   MYSERVICE_E2E_LOG_DIR       where phase logs go (default /tmp/myservice-e2e-logs)
+#   everything e2e/conftest.py reads (MYSERVICE_E2E_NAMESPACE, _GATEWAY_IMAGE, ...)
+set -uo pipefail
+
+if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
+  sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0
+fi
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+LOG_DIR=${MYSERVICE_E2E_LOG_DIR:-/tmp/myservice-e2e-logs}
+mkdir -p "$LOG_DIR"
+T0=$SECONDS
+SUMMARY=()
+PYTEST=${MYSERVICE_E2E_PYTEST:-$REPO/.venv/bin/pytest}
+
+say() { printf '[run.sh %s +%4ds] %s\n' "$(date -u +%H:%M:%S)" "$((SECONDS - T0))" "$*"; }
+
+# phase NAME CMD...: run CMD with its output shown and logged; record its time
+phase() {
+  local name="$1" t=$SECONDS rc; shift
+  say "==> $name: $*"
+  "$@" 2>&1 | tee "$LOG_DIR/${name// /_}.log"
+  rc=${PIPESTATUS[0]}
+  SUMMARY+=("$(printf '%-14s %5ds  %s' "$name" "$((SECONDS - t))" "$([[ $rc == 0 ]] && echo ok || echo "FAILED ($rc)")")")
+  say "<== $name: $([[ $rc == 0 ]] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - t))s"
+  return "$rc"
+}
+
+finish() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [[ "${MYSERVICE_E2E_KEEP:-}" == 1 ]]; then
+    say "MYSERVICE_E2E_KEEP=1: cluster left running. eval \"\$(e2e/cluster/env.sh)\"; kubectl get pods -A; e2e/cluster/down.sh when done"
+  else
+    phase "cluster down" e2e/cluster/down.sh || true
+  fi
+  say "summary (logs in $LOG_DIR):"
+  printf '    %s\n' "${SUMMARY[@]}"
+  [[ -n "${NODE_READY:-}" ]] && printf '    %s\n' "$NODE_READY"
+  say "total $((SECONDS - T0))s, exit $rc"
+  exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+[[ $EUID -eq 0 ]] || { say "must run as root (the cluster runs kubelet/containerd as local processes)"; exit 2; }
+[[ -x "$PYTEST" ]] || { say "$PYTEST missing: run \`make e2e\` (it creates .venv) or \`make test\` once"; exit 2; }
+
+phase "cluster build" e2e/cluster/build.sh || exit $?
+phase "cluster up" e2e/cluster/up.sh || exit $?
+NODE_READY=$(grep -o 'node .* Ready [0-9]*s after kubelet start' "$LOG_DIR/cluster_up.log" | tail -n1 || true)
+[[ -n "$NODE_READY" ]] && say "$NODE_READY"
+# shellcheck source=cluster/env.sh
+eval "$(bash e2e/cluster/env.sh)"
+
+if [[ "${MYSERVICE_E2E_SKIP_BUILD:-}" != 1 ]]; then
+  phase "images build" e2e/images/build.sh || exit $?
+  phase "images load" e2e/images/load.sh --address "$MYSERVICE_E2E_CONTAINERD_SOCK" || exit $?
+fi
+
+export KUBECONFIG MYSERVICE_E2E_KUBECTL="$MYSERVICE_KUBECTL" MYSERVICE_E2E_HELM="$MYSERVICE_HELM"
+# shellcheck disable=SC2086
+phase "pytest" "$PYTEST" e2e -p no:cacheprovider -v -s -rA --durations=0 --color=yes \
+  ${MYSERVICE_E2E_PYTEST_ARGS:-} "$@"
+exit $?
