@@ -135,9 +135,7 @@ class _Worker:
         return {"pod_name": echo.pod_name, "request_bytes": len(self.payload)}
 
     # -- load ----------------------------------------------------------------------------------
-    def run(self, name: str, concurrency: int, requests: int, warmup: int, max_seconds: float) -> dict:
-        if warmup:
-            self._load(name, concurrency, warmup, max_seconds)
+    def run(self, name: str, concurrency: int, requests: int, max_seconds: float) -> dict:
         return self._load(name, concurrency, requests, max_seconds)
 
     def _load(self, name: str, concurrency: int, requests: int, max_seconds: float) -> dict:
@@ -303,6 +301,19 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of the processes (all their threads), from /proc."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / _CLK_TCK
+
+
 class Processes:
     """Every process the bench starts; stop_all() ends them (newest first), each
     with its own stop signal, then SIGKILL after STOP_TIMEOUT, descendants too."""
@@ -427,6 +438,8 @@ class Bench:
         self.worker: subprocess.Popen | None = None
         self.info: dict = {}
         self.gateway_pid: int | None = None
+        self.cpu_pids: dict[str, dict[str, list[int]]] = {}
+        self.worker_pid = 0
 
     def close(self) -> None:
         self.procs.stop_all()  # the worker first (SIGTERM): it may be mid-measurement
@@ -505,29 +518,60 @@ class Bench:
                                "login": name == "gateway"}, timeout=START_TIMEOUT * 2)
             say(f"{name}: echo ok (pod_name={reply['pod_name']}, {reply['request_bytes']}-byte request)")
             self.info["request_bytes"] = reply["request_bytes"]
-        gateway_instances = [p for p in _descendants(gw.pid)]
+        gateway_instances = _descendants(gw.pid)
         say(f"gateway's instance pid(s): {gateway_instances}")
+        # Whose CPU time each path costs (the client's is the worker's, the same for all).
+        self.cpu_pids = {"direct": {"instance": [instance.pid]},
+                         "nginx": {"nginx": [proc.pid] + _descendants(proc.pid), "instance": [instance.pid]},
+                         "gateway": {"gateway": [gw.pid], "instance": gateway_instances}}
+        self.worker_pid = self.worker.pid
+        if self.args.profile:
+            self._start_profiler(gw.pid)
         if self.args.pause_after_start:
             say(f"pausing {self.args.pause_after_start}s (attach a profiler to pid {gw.pid} now)")
             time.sleep(self.args.pause_after_start)
         return addresses
 
+    def _start_profiler(self, pid: int) -> None:
+        py_spy = shutil.which("py-spy") or str(BIN / "py-spy")
+        if not os.access(py_spy, os.X_OK):
+            raise BenchError("--profile needs py-spy: .venv/bin/pip install py-spy")
+        argv = [py_spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+                "--output", str(Path(self.args.profile).resolve()), "--threads"]
+        if self.args.profile_native:
+            argv.append("--native")
+        # py-spy writes its output when interrupted: SIGINT is its stop signal.
+        self.procs.start("py-spy", argv, stop_signal=signal.SIGINT, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=(self.tmp / "py-spy.log").open("wb"))
+        time.sleep(1.0)
+        say(f"py-spy recording gateway pid {pid} into {self.args.profile}")
+
     def measure(self) -> dict:
         a = self.args
-        samples: dict[tuple[str, int], list[dict]] = {(t, c): [] for t in TARGETS for c in a.concurrency}
-        total = a.rounds * len(a.concurrency) * len(TARGETS)
+        samples: dict[tuple[str, int], list[dict]] = {(t, c): [] for t in a.targets for c in a.concurrency}
+        total = a.rounds * len(a.concurrency) * len(a.targets)
         done = 0
         deadline = time.monotonic() + a.time_limit
         for r in range(a.rounds):
             for c in a.concurrency:
-                order = TARGETS[r % 3:] + TARGETS[:r % 3]  # rotate: no target always goes first
+                n = len(a.targets)
+                order = a.targets[r % n:] + a.targets[:r % n]  # rotate: no target always goes first
                 for target in order:
                     if time.monotonic() > deadline:
                         say(f"time limit {a.time_limit:.0f}s reached: reporting the rounds done")
                         return samples
+                    limit = a.max_seconds * 2 + 60
+                    if a.warmup:
+                        self._ask({"op": "run", "name": target, "concurrency": c, "requests": a.warmup,
+                                   "max_seconds": a.max_seconds}, timeout=limit)
+                    groups = self.cpu_pids[target]
+                    before = {g: _cpu_seconds(pids) for g, pids in groups.items()}
+                    client_before = _cpu_seconds([self.worker_pid])
                     s = self._ask({"op": "run", "name": target, "concurrency": c, "requests": a.requests,
-                                   "warmup": a.warmup, "max_seconds": a.max_seconds},
-                                  timeout=a.max_seconds * 2 + 60)
+                                   "max_seconds": a.max_seconds}, timeout=limit)
+                    calls = max(1, s["calls"] + s["errors"])
+                    s["cpu_us_per_call"] = {g: (_cpu_seconds(groups[g]) - before[g]) / calls * 1e6 for g in groups}
+                    s["cpu_us_per_call"]["client"] = (_cpu_seconds([self.worker_pid]) - client_before) / calls * 1e6
                     done += 1
                     samples[(target, c)].append(s)
                     err = f", {s['errors']} errors ({s['first_error']})" if s["errors"] else ""
@@ -548,6 +592,8 @@ def aggregate(samples: dict) -> list[dict]:
             "p50_ms": statistics.median(s["p50_ms"] for s in runs),
             "p99_ms": statistics.median(s["p99_ms"] for s in runs),
             "throughput_per_s": statistics.median(s["throughput_per_s"] for s in runs),
+            "cpu_us_per_call": {g: statistics.median(s["cpu_us_per_call"][g] for s in runs)
+                                for g in runs[0]["cpu_us_per_call"]},
             "calls": sum(s["calls"] for s in runs), "errors": sum(s["errors"] for s in runs),
             "p50_ms_rounds": [round(s["p50_ms"], 4) for s in runs],
             "throughput_rounds": [round(s["throughput_per_s"], 1) for s in runs],
@@ -571,11 +617,14 @@ def ratios(rows: list[dict]) -> list[dict]:
 
 
 def render(rows: list[dict], rats: list[dict], floor_concurrency: int) -> str:
-    lines = [f"{'target':<9} {'callers':>7} {'p50 ms':>8} {'p99 ms':>8} {'calls/s':>9} {'rounds':>6}",
-             "-" * 52]
+    lines = [f"{'target':<9} {'callers':>7} {'p50 ms':>8} {'p99 ms':>8} {'calls/s':>9} {'rounds':>6}   "
+             "CPU us/call (median): proxy + instance | client", "-" * 98]
     for r in sorted(rows, key=lambda r: (r["concurrency"], TARGETS.index(r["target"]))):
+        cpu = r["cpu_us_per_call"]
+        proxy = next((f"{g} {cpu[g]:.0f}" for g in ("nginx", "gateway") if g in cpu), "-")
         lines.append(f"{r['target']:<9} {r['concurrency']:>7} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
-                     f"{r['throughput_per_s']:>9,.0f} {r['rounds']:>6}")
+                     f"{r['throughput_per_s']:>9,.0f} {r['rounds']:>6}   {proxy} + instance {cpu['instance']:.0f} "
+                     f"| client {cpu['client']:.0f}")
     lines += ["", f"{'ratio':<18} {'callers':>7} {'p50':>7} {'throughput':>11}", "-" * 46]
     for x in rats:
         lines.append(f"{'gateway/' + x['vs']:<18} {x['concurrency']:>7} {x['p50_ratio']:>6.2f}x {x['throughput_ratio']:>10.0%}")
@@ -613,6 +662,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=20.0, help="cap on one measurement (default %(default)s)")
     p.add_argument("--time-limit", type=float, default=900.0, help="cap on all measurements (default %(default)s s)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-': stdout, table to stderr)")
+    p.add_argument("--targets", default=",".join(TARGETS),
+                   help="comma-separated subset of %(default)s (all three are always started)")
+    p.add_argument("--profile", metavar="FILE",
+                   help="record the gateway with py-spy during the measurements into FILE (raw collapsed stacks; "
+                        "needs .venv/bin/pip install py-spy); profiled figures are not comparable to plain runs")
+    p.add_argument("--profile-native", action="store_true", help="with --profile: include native (C/Cython) frames")
     p.add_argument("--keep-logs", action="store_true", help="keep the temp dir (server logs, nginx.conf)")
     p.add_argument("--pause-after-start", type=float, default=0, metavar="S", help=argparse.SUPPRESS)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -625,6 +680,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--concurrency: comma-separated integers, e.g. 1,16")
     if not a.concurrency or min(a.concurrency) < 1 or max(a.concurrency) > 256:
         p.error("--concurrency: callers must be 1..256")
+    a.targets = tuple(t for t in TARGETS if t in {x.strip() for x in a.targets.split(",")})
+    if not a.targets:
+        p.error(f"--targets: some of {','.join(TARGETS)}")
     if a.requests < 1 or a.rounds < 1 or a.warmup < 0:
         p.error("--requests and --rounds must be >= 1, --warmup >= 0")
     return a
@@ -644,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     info = machine_info()
     say(f"{info['cpus']} CPU(s) {info['cpu_model']}, load average {info['loadavg_start'][0]:.2f}; "
-        f"{args.rounds} rounds x concurrency {args.concurrency} x {len(TARGETS)} targets, "
+        f"{args.rounds} rounds x concurrency {args.concurrency} x {len(args.targets)} targets, "
         f"{args.requests} calls each (+{args.warmup} warm-up), {args.client} client")
     try:
         bench.start()
