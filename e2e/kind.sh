@@ -30,7 +30,7 @@ if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
 fi
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO"
+cd "$REPO" || exit 2
 LOG_DIR=${MYSERVICE_E2E_LOG_DIR:-/tmp/myservice-e2e-logs}
 mkdir -p "$LOG_DIR"
 T0=$SECONDS
@@ -59,6 +59,7 @@ phase() {
   return "$rc"
 }
 
+# shellcheck disable=SC2317  # invoked by the EXIT trap
 finish() {
   local rc=$?
   trap - EXIT INT TERM
