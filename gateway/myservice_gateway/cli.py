@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return asyncio.run(serve(settings))
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # cannot listen; cannot reach the cluster
         print(f"myservice: {e}", file=sys.stderr)
         return 1
 
