@@ -55,6 +55,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TARGETS = ("direct", "nginx", "gateway")
+BASELINE = "gw-base"  # --compare-gateway: a second gateway, from another source tree (A/B of a change)
 METHOD = "/myservice.v1.MyService/MyServiceEcho"
 ECHO_VALUE = "bench-echo-0123456789abcdefgh"  # EchoRequest(value=...) is 31 bytes on the wire
 LOGIN = ("TestUser", "TestPassword")  # the dev user of `myservice up`
@@ -495,14 +496,11 @@ class Bench:
         _wait_port(nginx_port, proc, "nginx", self.tmp / "nginx-stderr.log")
         say(f"nginx {nginx_version(nginx)} pid {proc.pid} on 127.0.0.1:{nginx_port} -> 127.0.0.1:{instance_port}")
         # (c) the gateway, with its local backend (its instance starts at our first call).
-        gateway_port = _free_port()
-        glog = self.tmp / "gateway.log"
-        gw = self.procs.start("gateway", [
-            myservice, "up", "--host", "127.0.0.1", "--port", str(gateway_port), "--max-instances", "2"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=glog.open("wb"))
-        _wait_port(gateway_port, gw, "gateway", glog)
+        gw, gateway_port = self._start_gateway("gateway", None)
         self.gateway_pid = gw.pid
-        say(f"gateway pid {gw.pid} on 127.0.0.1:{gateway_port}")
+        gateways = {"gateway": (gw, gateway_port)}
+        if self.args.compare_gateway:
+            gateways[BASELINE] = self._start_gateway(BASELINE, self.args.compare_gateway)
         # The load generator.
         self.worker = self.procs.start("load worker", [
             sys.executable, str(Path(__file__).resolve()), "--worker", "--client", self.args.client],
@@ -511,19 +509,19 @@ class Bench:
         self.info.update(grpc=hello["grpc"], nginx=nginx_version(nginx))
         direct_sid = f"bench-direct-{uuid.uuid4().hex[:8]}"
         addresses = {"direct": f"127.0.0.1:{instance_port}", "nginx": f"127.0.0.1:{nginx_port}",
-                     "gateway": f"127.0.0.1:{gateway_port}"}
-        for name in TARGETS:
-            sid = f"bench-gateway-{uuid.uuid4().hex[:8]}" if name == "gateway" else direct_sid
+                     **{name: f"127.0.0.1:{port}" for name, (_, port) in gateways.items()}}
+        for name in addresses:
+            sid = f"bench-{name}-{uuid.uuid4().hex[:8]}" if name in gateways else direct_sid
             reply = self._ask({"op": "connect", "name": name, "address": addresses[name], "session_id": sid,
-                               "login": name == "gateway"}, timeout=START_TIMEOUT * 2)
+                               "login": name in gateways}, timeout=START_TIMEOUT * 2)
             say(f"{name}: echo ok (pod_name={reply['pod_name']}, {reply['request_bytes']}-byte request)")
             self.info["request_bytes"] = reply["request_bytes"]
-        gateway_instances = _descendants(gw.pid)
-        say(f"gateway's instance pid(s): {gateway_instances}")
         # Whose CPU time each path costs (the client's is the worker's, the same for all).
         self.cpu_pids = {"direct": {"instance": [instance.pid]},
-                         "nginx": {"nginx": [proc.pid] + _descendants(proc.pid), "instance": [instance.pid]},
-                         "gateway": {"gateway": [gw.pid], "instance": gateway_instances}}
+                         "nginx": {"nginx": [proc.pid] + _descendants(proc.pid), "instance": [instance.pid]}}
+        for name, (p, _) in gateways.items():
+            self.cpu_pids[name] = {"gateway": [p.pid], "instance": _descendants(p.pid)}
+            say(f"{name}'s instance pid(s): {self.cpu_pids[name]['instance']}")
         self.worker_pid = self.worker.pid
         if self.args.profile:
             self._start_profiler(gw.pid)
@@ -531,6 +529,19 @@ class Bench:
             say(f"pausing {self.args.pause_after_start}s (attach a profiler to pid {gw.pid} now)")
             time.sleep(self.args.pause_after_start)
         return addresses
+
+    def _start_gateway(self, name: str, source: str | None) -> tuple[subprocess.Popen, int]:
+        port = _free_port()
+        log = self.tmp / f"{name}.log"
+        env = dict(os.environ)
+        if source:  # its myservice_gateway package comes first on the path
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(source).resolve()), env.get("PYTHONPATH")]))
+        proc = self.procs.start(name, [
+            str(BIN / "myservice"), "up", "--host", "127.0.0.1", "--port", str(port), "--max-instances", "2"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env)
+        _wait_port(port, proc, name, log)
+        say(f"{name} pid {proc.pid} on 127.0.0.1:{port}" + (f" (myservice_gateway from {source})" if source else ""))
+        return proc, port
 
     def _start_profiler(self, pid: int) -> None:
         py_spy = shutil.which("py-spy") or str(BIN / "py-spy")
@@ -608,7 +619,7 @@ def ratios(rows: list[dict]) -> list[dict]:
         g = by.get(("gateway", c))
         if not g:
             continue
-        for base in ("direct", "nginx"):
+        for base in ("direct", "nginx", BASELINE):
             b = by.get((base, c))
             if b:
                 out.append({"concurrency": c, "vs": base, "p50_ratio": g["p50_ms"] / b["p50_ms"],
@@ -619,7 +630,7 @@ def ratios(rows: list[dict]) -> list[dict]:
 def render(rows: list[dict], rats: list[dict], floor_concurrency: int) -> str:
     lines = [f"{'target':<9} {'callers':>7} {'p50 ms':>8} {'p99 ms':>8} {'calls/s':>9} {'rounds':>6}   "
              "CPU us/call (median): proxy + instance | client", "-" * 98]
-    for r in sorted(rows, key=lambda r: (r["concurrency"], TARGETS.index(r["target"]))):
+    for r in sorted(rows, key=lambda r: (r["concurrency"], (TARGETS + (BASELINE,)).index(r["target"]))):
         cpu = r["cpu_us_per_call"]
         proxy = next((f"{g} {cpu[g]:.0f}" for g in ("nginx", "gateway") if g in cpu), "-")
         lines.append(f"{r['target']:<9} {r['concurrency']:>7} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
@@ -664,6 +675,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-': stdout, table to stderr)")
     p.add_argument("--targets", default=",".join(TARGETS),
                    help="comma-separated subset of %(default)s (all three are always started)")
+    p.add_argument("--compare-gateway", metavar="DIR",
+                   help=f"A/B: also run a gateway whose myservice_gateway package is imported from DIR "
+                        f"(e.g. a copy of the previous version), as target {BASELINE!r}, interleaved with the rest")
     p.add_argument("--profile", metavar="FILE",
                    help="record the gateway with py-spy during the measurements into FILE (raw collapsed stacks; "
                         "needs .venv/bin/pip install py-spy); profiled figures are not comparable to plain runs")
@@ -681,6 +695,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not a.concurrency or min(a.concurrency) < 1 or max(a.concurrency) > 256:
         p.error("--concurrency: callers must be 1..256")
     a.targets = tuple(t for t in TARGETS if t in {x.strip() for x in a.targets.split(",")})
+    if a.compare_gateway:
+        if not (Path(a.compare_gateway) / "myservice_gateway" / "__init__.py").exists():
+            p.error("--compare-gateway: DIR must contain the myservice_gateway package")
+        a.targets += (BASELINE,)
     if not a.targets:
         p.error(f"--targets: some of {','.join(TARGETS)}")
     if a.requests < 1 or a.rounds < 1 or a.warmup < 0:
