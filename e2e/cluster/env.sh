@@ -6,7 +6,8 @@
 #         e2e/cluster/env.sh [--help]       # print the export lines
 # Exports: KUBECONFIG, PATH (+ ${MYSERVICE_CACHE}/bin and the versioned bin dir:
 # helm, kubectl, crictl, ...), MYSERVICE_E2E_STATE, MYSERVICE_E2E_CONTAINERD_SOCK,
-# CONTAINER_RUNTIME_ENDPOINT (for crictl), MYSERVICE_HELM, MYSERVICE_KUBECTL.
+# CONTAINER_RUNTIME_ENDPOINT (for crictl), MYSERVICE_CONTAINERD_ADDRESS (for
+# e2e/images/load.sh), MYSERVICE_HELM, MYSERVICE_KUBECTL.
 _e2e_env() {
   # shellcheck source=lib.sh
   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -16,6 +17,7 @@ export PATH="$CACHE/bin:$BIN:\$PATH"
 export MYSERVICE_E2E_STATE="$STATE"
 export MYSERVICE_E2E_CONTAINERD_SOCK="$CONTAINERD_SOCK"
 export CONTAINER_RUNTIME_ENDPOINT="unix://$CONTAINERD_SOCK"
+export MYSERVICE_CONTAINERD_ADDRESS="$CONTAINERD_SOCK"
 export MYSERVICE_HELM="$BIN/helm"
 export MYSERVICE_KUBECTL="$BIN/kubectl"
 # import an image tar (docker-archive or OCI) into the cluster:
@@ -27,7 +29,7 @@ if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then
 else
   set -euo pipefail
   if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
-    sed -n '2,/^# CONTAINER_RUNTIME/p' "$0" | sed 's/^# \{0,1\}//'; exit 0
+    sed -n '2,/^# e2e.images.load/p' "$0" | sed 's/^# \{0,1\}//'; exit 0
   fi
   _e2e_env
 fi

@@ -11,7 +11,9 @@
 #   3. that pod reaches the API server through the `kubernetes` Service
 #      (10.96.0.1:443) with its ServiceAccount token and verified TLS
 #   4. the host reaches the API server through the Service IP (kube-proxy rules)
-#   5. garbage collection: a pod owned by a custom resource is deleted with it
+#   5. the host reaches the probe pod's HTTP port through a ClusterIP Service, a
+#      NodePort on the node IP and on 127.0.0.1, and `kubectl port-forward`
+#   6. garbage collection: a pod owned by a custom resource is deleted with it
 set -euo pipefail
 
 main() {
@@ -40,7 +42,7 @@ main() {
   kc -n "$ns" apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Pod
-metadata: {name: probe}
+metadata: {name: probe, labels: {app: probe}}
 spec:
   terminationGracePeriodSeconds: 1
   containers:
@@ -59,6 +61,30 @@ EOF
       https://kubernetes.default.svc/version
 
   # 5
+  kc -n "$ns" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: probe}
+spec:
+  type: NodePort
+  selector: {app: probe}
+  ports: [{port: 80, targetPort: 8080}]
+EOF
+  local cip np
+  cip="$(kc -n "$ns" get svc probe -o jsonpath='{.spec.clusterIP}')"
+  np="$(kc -n "$ns" get svc probe -o jsonpath='{.spec.ports[0].nodePort}')"
+  check "host -> pod via ClusterIP $cip:80" wait_until 30 curl -fsS --max-time 3 "http://$cip/"
+  check "host -> pod via NodePort $NODE_IP:$np" wait_until 30 curl -fsS --max-time 3 "http://$NODE_IP:$np/"
+  check "host -> pod via NodePort 127.0.0.1:$np" wait_until 30 curl -fsS --max-time 3 "http://127.0.0.1:$np/"
+  local pf_log; pf_log="$(mktemp)"
+  kc -n "$ns" port-forward pod/probe 0:8080 --address 127.0.0.1 >"$pf_log" 2>&1 &
+  local pf_pid=$!
+  wait_until 20 grep -q 'Forwarding from' "$pf_log" || true
+  local pf_port; pf_port="$(sed -n 's/.*127.0.0.1:\([0-9]*\) ->.*/\1/p' "$pf_log" | head -1)"
+  check "kubectl port-forward to the pod (127.0.0.1:${pf_port:-?})" curl -fsS --max-time 5 "http://127.0.0.1:${pf_port:-1}/"
+  kill "$pf_pid" 2>/dev/null || true; wait "$pf_pid" 2>/dev/null || true; rm -f "$pf_log"
+
+  # 6
   kc apply -f - >/dev/null <<EOF
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition

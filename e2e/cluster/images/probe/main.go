@@ -2,7 +2,9 @@
 // server through the in-cluster `kubernetes` Service (KUBERNETES_SERVICE_HOST:
 // KUBERNETES_SERVICE_PORT, i.e. 10.96.0.1:443) with the pod's ServiceAccount
 // token, verifying TLS with the mounted CA, prints "PROBE OK <version>" or
-// "PROBE FAIL <err>", then sleeps until SIGTERM so the pod stays Running.
+// "PROBE FAIL <err>", then serves HTTP on :8080 ("probe ok <hostname>") until
+// SIGTERM, so Services, NodePorts and port-forward can be checked too.
+// `probe sleep` skips the API call.
 package main
 
 import (
@@ -72,6 +74,13 @@ func main() {
 			fmt.Println("PROBE FAIL", err)
 		}
 	}
+	host, _ := os.Hostname()
+	go func() {
+		err := http.ListenAndServe(":8080", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "probe ok %s\n", host)
+		}))
+		fmt.Println("http server:", err)
+	}()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig
