@@ -1,29 +1,47 @@
 """Entry point `myservice-operator`: read the settings, then run kopf on our handlers.
 
-The equivalent of `kopf run --standalone --namespace $MYSERVICE_NAMESPACE
---liveness http://0.0.0.0:8080/healthz` for myservice_operator.handlers, but with
-the handlers registered from the settings object instead of import-time globals.
+`myservice-operator` (or `myservice-operator run`) is the equivalent of
+`kopf run --standalone --namespace $MYSERVICE_NAMESPACE --liveness
+http://0.0.0.0:8080/healthz` for our handlers, registered from the settings
+object instead of import-time globals. `myservice-operator cleanup` is the
+chart's pre-delete hook (see cleanups.py).
 """
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 import sys
 
 import kopf
 
-from . import clients, handlers
+from . import cleanups, clients, handlers
 from .settings import Settings, SettingsError
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="myservice-operator", description=__doc__.splitlines()[0])
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "cleanup"],
+                        help="run the operator (default), or delete every session of the namespace")
+    parser.add_argument("--grace-seconds", type=float, default=60.0,
+                        help="cleanup: how long the operator gets to release the sessions (default %(default)s)")
+    args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as error:
         sys.exit(f"myservice-operator: {error}")
-    kopf.configure(verbose=os.environ.get("MYSERVICE_OPERATOR_DEBUG", "") == "1")
+    debug = os.environ.get("MYSERVICE_OPERATOR_DEBUG", "") == "1"
     clients.load_config()
+    kube = clients.Kube(settings.namespace)
+    if args.command == "cleanup":
+        logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(message)s")
+        count = cleanups.run(kube, finalizer=handlers.FINALIZER, grace_seconds=args.grace_seconds)
+        print(f"myservice-operator cleanup: {count} session(s) deleted in {settings.namespace}")
+        return
+    kopf.configure(verbose=debug)
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, handlers.Reconciler(settings, clients.Kube(settings.namespace)))
+    handlers.register(registry, handlers.Reconciler(settings, kube))
     kopf.run(
         registry=registry,
         settings=handlers.kopf_settings(settings),

@@ -74,6 +74,17 @@ class Kube:
                 raise Conflict(f"session {name} changed or is gone ({error.status})") from None
             raise
 
+    def set_session_finalizers(self, name: str, resource_version: str, finalizers: list[str]) -> None:
+        """Replace metadata.finalizers if the session is still at resource_version (gone: fine)."""
+        body = {"metadata": {"resourceVersion": resource_version, "finalizers": finalizers or None}}
+        try:
+            self._custom.patch_namespaced_custom_object(
+                crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL, name, body,
+                _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as error:
+            if error.status not in (404, 409):
+                raise
+
     def delete_session(self, name: str) -> None:
         try:
             self._custom.delete_namespaced_custom_object(

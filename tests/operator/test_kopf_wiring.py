@@ -43,3 +43,4 @@ def test_register_wires_three_triggers_to_one_reconciler():
         ("login-via-client", kopf.login_via_client, "authentication")]
     assert watching[0].labels == {"app.kubernetes.io/managed-by": "myservice-operator",
                                   "myservice.io/session": kopf.PRESENT}
+
