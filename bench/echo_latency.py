@@ -305,8 +305,9 @@ def _descendants(pid: int) -> list[int]:
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of the processes (all their threads), from /proc."""
+def _cpu_seconds(pids: list[int | str]) -> float:
+    """utime + stime from /proc of processes (pid: all their threads) or of
+    single threads ("pid/task/tid")."""
     total = 0
     for pid in pids:
         with contextlib.suppress(OSError):
@@ -520,7 +521,8 @@ class Bench:
         self.cpu_pids = {"direct": {"instance": [instance.pid]},
                          "nginx": {"nginx": [proc.pid] + _descendants(proc.pid), "instance": [instance.pid]}}
         for name, (p, _) in gateways.items():
-            self.cpu_pids[name] = {"gateway": [p.pid], "instance": _descendants(p.pid)}
+            # "loop": the gateway's main thread alone (the asyncio loop), the rest is gRPC's own threads.
+            self.cpu_pids[name] = {"gateway": [p.pid], "loop": [f"{p.pid}/task/{p.pid}"], "instance": _descendants(p.pid)}
             say(f"{name}'s instance pid(s): {self.cpu_pids[name]['instance']}")
         self.worker_pid = self.worker.pid
         if self.args.profile:
@@ -633,6 +635,8 @@ def render(rows: list[dict], rats: list[dict], floor_concurrency: int) -> str:
     for r in sorted(rows, key=lambda r: (r["concurrency"], (TARGETS + (BASELINE,)).index(r["target"]))):
         cpu = r["cpu_us_per_call"]
         proxy = next((f"{g} {cpu[g]:.0f}" for g in ("nginx", "gateway") if g in cpu), "-")
+        if "loop" in cpu:
+            proxy += f" (loop thread {cpu['loop']:.0f})"
         lines.append(f"{r['target']:<9} {r['concurrency']:>7} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
                      f"{r['throughput_per_s']:>9,.0f} {r['rounds']:>6}   {proxy} + instance {cpu['instance']:.0f} "
                      f"| client {cpu['client']:.0f}")

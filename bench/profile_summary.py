@@ -11,15 +11,15 @@ import argparse
 import collections
 import re
 
-# First match wins, checked from the leaf up the stack: (bucket, regex on one frame).
+# A sample goes to the first bucket (in this order) any frame of its stack matches.
 BUCKETS = [
     ("JWT verification (PyJWT decode + HMAC)", r"\(myservice_gateway/tokens\.py|\(jwt/"),
     ("auth interceptor, rest", r"\(myservice_gateway/auth\.py"),
-    ("second hop: grpc.aio client call", r"\(grpc/aio/_call\.py|\(grpc/aio/_channel\.py|\(grpc/aio/_metadata\.py"),
-    ("proxy handler, own code", r"\(myservice_gateway/proxy\.py|\(myservice_gateway/backends/"),
-    ("grpc.aio server: rpc handling (Cython)", r"_handle_rpc|_handle_unary_unary_rpc|_finish_handler|_find_method_handler|_run_interceptor|_handle_exceptions|aio/server\.pyx"),
-    ("event loop: waiting in epoll", r"EpollSelector\.select|epoll_wait"),
-    ("event loop: scheduling (asyncio)", r"\(asyncio/"),
+    ("second hop: grpc.aio client call (Python + Cython + its syscalls)",
+     r"\(grpc/aio/_call\.py|\(grpc/aio/_channel\.py|\(grpc/aio/_metadata\.py"),
+    ("proxy handler, own code (+ backend.acquire)", r"\(myservice_gateway/proxy\.py|\(myservice_gateway/backends/"),
+    ("event loop: waiting in epoll (idle)", r"EpollSelector\.select|epoll_wait"),
+    ("grpc.aio server side + asyncio scheduling (Cython, under Handle._run)", r"Handle\._run|\(asyncio/"),
 ]
 
 
@@ -48,15 +48,11 @@ def main() -> int:
         self_time[frames[-1]] += n
         for f in set(frames[1:]):
             inclusive[f] += n
-        for frame in reversed(frames[1:]):
-            bucket = next((name for name, rx in compiled if rx.search(frame)), None)
-            if bucket:
-                buckets[bucket] += n
-                break
-        else:
-            buckets["other (grpc core, Python runtime, ...)"] += n
+        bucket = next((name for name, rx in compiled if any(rx.search(f) for f in frames[1:])),
+                      "other (grpc core, Python runtime, ...)")
+        buckets[bucket] += n
     print(f"{sum(threads.values())} samples; threads: " + ", ".join(f"{t} {n}" for t, n in threads.most_common()))
-    print(f"\n{total} samples of thread {a.thread or '(all)'}, by bucket (first match from the leaf up):")
+    print(f"\n{total} samples of thread {a.thread or '(all)'}, by bucket (first bucket matching any frame):")
     for name, n in buckets.most_common():
         print(f"  {n / total:6.1%}  {name}")
     print(f"\ntop {a.top} by self time:")
