@@ -50,7 +50,7 @@ SUITE=bookworm
 # Everything the images need at run time; python3 pulls libpython3.11-stdlib.
 PACKAGES="python3 ca-certificates tini ${MYSERVICE_BASE_PACKAGES:-}"
 CACHE=${MYSERVICE_CACHE:-/var/cache/myservice}/images
-RECIPE_VERSION=1   # bump when the cleanup below changes
+RECIPE_VERSION=2   # bump when the cleanup below changes
 T0=$SECONDS
 log() { printf '[base %s +%ss] %s\n' "$(date -u +%H:%M:%S)" "$((SECONDS - T0))" "$*" >&2; }
 
@@ -89,6 +89,10 @@ if [ -z "${DOCKER:-}" ]; then
 fi
 "$HERE/ensure-docker.sh"
 
+mkdir -p "$CACHE"
+exec 8>"$CACHE/.base.lock"
+if ! flock -n 8; then log "another base.sh is running; waiting for it"; flock 8; fi
+
 if [ "$FORCE" = 0 ] && [ "$("$DOCKER" image inspect -f '{{index .Config.Labels "org.myservice.base.key"}}' "$TAG" 2>/dev/null || true)" = "$KEY" ]; then
   log "image $TAG (recipe $KEY) exists; nothing to do"
   exit 0
@@ -107,7 +111,7 @@ if [ "$FORCE" = 1 ] || [ ! -s "$TARBALL" ]; then
   }
   trap cleanup EXIT
 
-  log "debootstrap $SUITE (minbase + ${PACKAGES// /,}) from $MIRROR"
+  log "debootstrap $SUITE (minbase + $(echo $PACKAGES)) from $MIRROR"
   include=$(echo $PACKAGES | tr ' ' ',')
   if ! debootstrap --variant=minbase --include="$include" \
         --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
@@ -145,8 +149,11 @@ EOF
   find "$ROOTFS"/usr/share/doc -mindepth 1 ! -type d ! -name copyright -delete
   find "$ROOTFS"/usr/share/doc -mindepth 1 -type d -empty -delete
   find "$ROOTFS"/usr/share/locale -mindepth 1 -maxdepth 1 ! -name 'locale.alias' -exec rm -rf {} + 2>/dev/null || true
-  # Byte code is regenerated on demand; the .py files stay.
-  find "$ROOTFS"/usr/lib/python3* -name '__pycache__' -type d -prune -exec rm -rf {} + 2>/dev/null || true
+  # The standard library's byte code stays, and is made complete: the images
+  # run as non-root with PYTHONDONTWRITEBYTECODE, so nothing could be cached
+  # later, and every instance start would compile asyncio & co. again
+  # (measured: imports 0.3 s with, 0.9-1.8 s without; +12 MB).
+  chroot "$ROOTFS" /usr/bin/python3 -m compileall -q -j 0 /usr/lib/python3.11 >/dev/null 2>&1 || true
   # Stop apt from re-adding what we removed if someone installs a package later.
   cat >"$ROOTFS/etc/dpkg/dpkg.cfg.d/01-myservice-slim" <<'EOF'
 path-exclude /usr/share/doc/*

@@ -85,6 +85,11 @@ done_step() { log "   done in $((SECONDS - STEP_T))s"; }
 TIMINGS=()
 timing() { TIMINGS+=("$(printf '%-12s %4ss' "$1" "$((SECONDS - STEP_T))")"); done_step; }
 
+# One build at a time: the context folder and the caches are shared.
+mkdir -p "$CACHE/images"
+exec 9>"$CACHE/images/.build.lock"
+if ! flock -n 9; then log "another build.sh is running; waiting for it"; flock 9; fi
+
 # --------------------------------------------------------------------------- 1, 2
 step "docker daemon"
 "$HERE/ensure-docker.sh"

@@ -19,7 +19,8 @@
 # Options:
 #   --address SOCKET     containerd socket (default $MYSERVICE_CONTAINERD_ADDRESS; required)
 #   --namespace NS       containerd namespace (default $MYSERVICE_CONTAINERD_NAMESPACE or k8s.io)
-#   --snapshotter NAME   snapshotter to unpack for (default: containerd's default, overlayfs)
+#   --snapshotter NAME   snapshotter to unpack for (default $MYSERVICE_CONTAINERD_SNAPSHOTTER,
+#                        else containerd's default, overlayfs)
 #   --force              import even when the same image is already there
 #   -h, --help           this text
 #
@@ -30,7 +31,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 ADDRESS=${MYSERVICE_CONTAINERD_ADDRESS:-}
 NAMESPACE=${MYSERVICE_CONTAINERD_NAMESPACE:-k8s.io}
-SNAPSHOTTER=
+SNAPSHOTTER=${MYSERVICE_CONTAINERD_SNAPSHOTTER:-}
 FORCE=0
 IMAGES=()
 while [ $# -gt 0 ]; do
