@@ -614,8 +614,15 @@ def aggregate(samples: dict) -> list[dict]:
     return rows
 
 
-def ratios(rows: list[dict]) -> list[dict]:
+def ratios(rows: list[dict], samples: dict) -> list[dict]:
+    """gateway/base: the ratio of the medians, and the median of the per-round
+    ratios (targets of one round ran back to back, under the same noise)."""
     by = {(r["target"], r["concurrency"]): r for r in rows}
+
+    def paired(base: str, c: int, key: str) -> float:
+        pairs = list(zip(samples[("gateway", c)], samples[(base, c)]))
+        return statistics.median(g[key] / b[key] for g, b in pairs) if pairs else float("nan")
+
     out = []
     for c in sorted({r["concurrency"] for r in rows}):
         g = by.get(("gateway", c))
@@ -625,7 +632,9 @@ def ratios(rows: list[dict]) -> list[dict]:
             b = by.get((base, c))
             if b:
                 out.append({"concurrency": c, "vs": base, "p50_ratio": g["p50_ms"] / b["p50_ms"],
-                            "throughput_ratio": g["throughput_per_s"] / b["throughput_per_s"]})
+                            "throughput_ratio": g["throughput_per_s"] / b["throughput_per_s"],
+                            "p50_ratio_paired": paired(base, c, "p50_ms"),
+                            "throughput_ratio_paired": paired(base, c, "throughput_per_s")})
     return out
 
 
@@ -640,9 +649,11 @@ def render(rows: list[dict], rats: list[dict], floor_concurrency: int) -> str:
         lines.append(f"{r['target']:<9} {r['concurrency']:>7} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
                      f"{r['throughput_per_s']:>9,.0f} {r['rounds']:>6}   {proxy} + instance {cpu['instance']:.0f} "
                      f"| client {cpu['client']:.0f}")
-    lines += ["", f"{'ratio':<18} {'callers':>7} {'p50':>7} {'throughput':>11}", "-" * 46]
+    lines += ["", f"{'ratio':<18} {'callers':>7} {'p50':>7} {'throughput':>11}   "
+              "(median of per-round ratios: p50, throughput)", "-" * 90]
     for x in rats:
-        lines.append(f"{'gateway/' + x['vs']:<18} {x['concurrency']:>7} {x['p50_ratio']:>6.2f}x {x['throughput_ratio']:>10.0%}")
+        lines.append(f"{'gateway/' + x['vs']:<18} {x['concurrency']:>7} {x['p50_ratio']:>6.2f}x {x['throughput_ratio']:>10.1%}"
+                     f"   ({x['p50_ratio_paired']:.2f}x, {x['throughput_ratio_paired']:.1%})")
     lines.append("")
     for x in rats:
         if x["vs"] == "direct":
@@ -651,7 +662,7 @@ def render(rows: list[dict], rats: list[dict], floor_concurrency: int) -> str:
                     f"(<= {FLOOR_P50_RATIO}x: {'PASS' if p50_ok else 'FAIL'})")
             if x["concurrency"] == floor_concurrency:
                 tp_ok = x["throughput_ratio"] >= FLOOR_THROUGHPUT_RATIO
-                line += (f"; throughput {x['throughput_ratio']:.0%} of direct "
+                line += (f"; throughput {x['throughput_ratio']:.1%} of direct "
                          f"(>= {FLOOR_THROUGHPUT_RATIO:.0%}: {'PASS' if tp_ok else 'FAIL'})")
             lines.append(line)
     return "\n".join(lines)
@@ -742,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
         say("all processes stopped")
     info.update(bench.info, loadavg_end=os.getloadavg())
     rows = aggregate(samples)
-    rats = ratios(rows)
+    rats = ratios(rows, samples)
     table = render(rows, rats, max(args.concurrency))
     header = (f"MyServiceEcho, {info.get('request_bytes')}-byte requests, {args.client} client in its own process, "
               f"medians over {args.rounds} interleaved rounds of {args.requests} calls; "
