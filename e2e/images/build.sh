@@ -113,8 +113,13 @@ PIP=("$PY" -m pip --disable-pip-version-check)
 # as .venv/ and the generated stubs), so the build never writes into the repo.
 log "copying the source tree"
 mkdir -p "$TMP/src"
-(cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
-   | tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -C "$TMP/src" -xf -
+if git -C "$REPO" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  (cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
+     | tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -C "$TMP/src" -xf -
+else  # not a git checkout (e.g. an unpacked archive)
+  tar -C "$REPO" --exclude=.git --exclude=.venv --exclude=./build --exclude='*.egg-info' \
+      --exclude=__pycache__ -cf - . | tar -C "$TMP/src" -xf -
+fi
 
 offline=(--no-index --find-links "$WHEEL_CACHE")
 online=(--find-links "$WHEEL_CACHE")
