@@ -16,6 +16,7 @@ from .conftest import CHART, ROOT, by_kind_and_name, run_helm
 
 GW = "rel-myservice-gateway"
 OP = "rel-myservice-operator"
+CL = "rel-myservice-cleanup"
 FULL = str(CHART / "ci" / "full-values.yaml")
 E2E = str(CHART / "ci" / "e2e-values.yaml")
 
@@ -27,7 +28,7 @@ def env_of(container: dict) -> dict:
 def pod_specs(manifests: list[dict]) -> list[dict]:
     specs = []
     for m in manifests:
-        if m["kind"] == "Deployment":
+        if m["kind"] in ("Deployment", "Job"):
             specs.append(m["spec"]["template"]["spec"])
         elif m["kind"] == "Pod":
             specs.append(m["spec"])
@@ -53,6 +54,7 @@ def test_default_objects(render):
         ("Secret", "rel-myservice-jwt"), ("Secret", "rel-myservice-users"),
         ("Service", GW),
         ("ServiceAccount", GW), ("ServiceAccount", OP),
+        ("ServiceAccount", CL), ("Role", CL), ("RoleBinding", CL), ("Job", CL),
     ])
     assert all(m["metadata"].get("namespace") == "ns" for m in render() if m["kind"] != "CustomResourceDefinition")
 
@@ -62,7 +64,7 @@ def test_full_values_objects(render):
     assert ("NetworkPolicy", "rel-myservice-instances") in kinds
     assert ("Pod", "rel-myservice-test") in kinds
     assert ("Secret", "rel-myservice-test-user") in kinds
-    assert len(kinds) == 15
+    assert len(kinds) == 19
 
 
 def test_names_fit_63_characters_for_a_long_release_name(render):
@@ -70,7 +72,7 @@ def test_names_fit_63_characters_for_a_long_release_name(render):
     for m in render("-f", FULL, release=release):
         assert len(m["metadata"]["name"]) <= 63, m["metadata"]["name"]
         assert m["metadata"]["name"].endswith(("-gateway", "-operator", "-users", "-jwt", "-test",
-                                               "-test-user", "-instances", crd.GROUP))
+                                               "-test-user", "-instances", "-cleanup", crd.GROUP))
 
 
 # --- the CRD ------------------------------------------------------------------
@@ -118,11 +120,15 @@ def test_rbac_is_namespaced_least_privilege_without_wildcards(render):
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ]
-    for name in (GW, OP):
+    assert objects[("Role", CL)]["rules"] == [
+        {"apiGroups": ["myservice.io"], "resources": ["myservicesessions"], "verbs": ["get", "list", "delete", "patch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]},
+    ]
+    for name, kind in ((GW, "Deployment"), (OP, "Deployment"), (CL, "Job")):
         binding = objects[("RoleBinding", name)]
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": "ns"}]
-        assert objects[("Deployment", name)]["spec"]["template"]["spec"]["serviceAccountName"] == name
+        assert objects[(kind, name)]["spec"]["template"]["spec"]["serviceAccountName"] == name
 
 
 # --- security contexts --------------------------------------------------------
@@ -136,7 +142,7 @@ RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "readOnlyRootFilesyst
 @pytest.mark.parametrize("values", [[], ["-f", FULL]])
 def test_every_pod_is_restricted(render, values):
     specs = pod_specs(render(*values))
-    assert len(specs) == (2 if not values else 3)
+    assert len(specs) == (3 if not values else 4)
     for spec in specs:
         assert spec["securityContext"] == RESTRICTED_POD
         assert spec["enableServiceLinks"] is False
@@ -301,6 +307,28 @@ def test_existing_jwt_secret(render):
     assert ("Secret", "rel-myservice-jwt") not in objects
     volumes = objects[("Deployment", GW)]["spec"]["template"]["spec"]["volumes"]
     assert volumes[1] == {"name": "jwt", "secret": {"secretName": "my-jwt"}}
+
+
+# --- uninstall cleanup hook ---------------------------------------------------
+
+def test_cleanup_hook_runs_before_delete(render):
+    objects = by_kind_and_name(render())
+    for kind in ("ServiceAccount", "Role", "RoleBinding"):
+        assert objects[(kind, CL)]["metadata"]["annotations"] == {
+            "helm.sh/hook": "pre-delete", "helm.sh/hook-weight": "-10",
+            "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded"}
+    job = objects[("Job", CL)]
+    assert job["metadata"]["annotations"] == {
+        "helm.sh/hook": "pre-delete", "helm.sh/hook-weight": "0",
+        "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded"}
+    assert job["spec"]["activeDeadlineSeconds"] == 180
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["/usr/bin/tini", "--", "myservice-operator", "cleanup", "--grace-seconds", "60"]
+    assert env_of(container) == {"MYSERVICE_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+
+
+def test_cleanup_hook_can_be_turned_off(render):
+    assert not [m for m in render("--set", "cleanup.enabled=false") if m["metadata"]["name"] == CL]
 
 
 # --- network policy -----------------------------------------------------------
