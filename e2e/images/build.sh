@@ -20,6 +20,7 @@
 #   --service-tag IMAGE  instance image        (default $MYSERVICE_SERVICE_IMAGE or myservice-service:dev)
 #   --base-image IMAGE   base image            (default $MYSERVICE_BASE_IMAGE or myservice-base:bookworm)
 #   --only gateway|service  build one image only
+#   --no-cache           docker build --no-cache (the base image is kept)
 #   --refresh            resolve dependencies against PyPI again (newest matching
 #                        versions) instead of reusing the cached wheels
 #   --no-smoke           skip the smoke tests
@@ -49,6 +50,7 @@ SERVICE_TAG=${MYSERVICE_SERVICE_IMAGE:-myservice-service:dev}
 BASE_IMAGE=${MYSERVICE_BASE_IMAGE:-myservice-base:bookworm}
 ONLY=
 REFRESH=0
+NO_CACHE=()
 SMOKE=1
 STRICT=0
 while [ $# -gt 0 ]; do
@@ -60,6 +62,7 @@ while [ $# -gt 0 ]; do
     --only) ONLY=${2:?}; shift
             case "$ONLY" in gateway|service) ;; *) echo "--only gateway|service" >&2; exit 2 ;; esac ;;
     --refresh) REFRESH=1 ;;
+    --no-cache) NO_CACHE=(--no-cache) ;;
     --no-smoke) SMOKE=0 ;;
     --strict) STRICT=1 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -242,7 +245,7 @@ VERSION=$(basename "$PROJECT_WHL" | cut -d- -f2)
 REVISION=${MYSERVICE_IMAGE_REVISION:-wheel-sha256:$(sha256sum "$PROJECT_WHL" | cut -c1-16)}
 build_image() {  # $1 = gateway|service, $2 = tag
   step "docker build $2 (Dockerfile.$1)"
-  "$DOCKER" build -f "$REPO/Dockerfile.$1" -t "$2" \
+  "$DOCKER" build "${NO_CACHE[@]}" -f "$REPO/Dockerfile.$1" -t "$2" \
       --build-arg BASE_IMAGE="$BASE_IMAGE" \
       --build-arg VERSION="$VERSION" --build-arg REVISION="$REVISION" \
       "$CTX" >"$CACHE/images/build-$1.log" 2>&1 \

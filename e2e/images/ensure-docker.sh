@@ -10,7 +10,8 @@
 #      socket (log: $MYSERVICE_DOCKER_STATE/dockerd.log, pid: /var/run/docker.pid);
 #   3. waits until `docker info` works (up to $MYSERVICE_DOCKER_TIMEOUT s, default 90).
 #
-# dockerd is started with its own supervised containerd (socket under
+# dockerd is started without touching iptables or ip_forward (see below) and
+# with its own supervised containerd (socket under
 # /run/docker/containerd/). Another containerd — e.g. the e2e cluster's own,
 # at its own socket — is left alone. Only when a containerd listens at the
 # *default* address /run/containerd/containerd.sock does dockerd use that one
@@ -63,9 +64,15 @@ else
   as_root rm -f "$DOCKERD_PIDFILE"
   log "starting dockerd (log: $STATE/dockerd.log, pid file: $DOCKERD_PIDFILE)"
   # setsid: the daemon must outlive this script and its caller's process group.
+  # --iptables=false --ip-forward=false: dockerd leaves the host's firewall and
+  # sysctls alone. With iptables on it sets the FORWARD policy to DROP, which
+  # drops pod-to-pod traffic of a Kubernetes node on this machine (the e2e
+  # cluster, br_netfilter). Builds need no network (wheels are local) and
+  # `docker run -p 127.0.0.1:...` still works through docker-proxy.
   as_root setsid nohup /usr/sbin/dockerd \
       --host=unix:///var/run/docker.sock \
       --pidfile="$DOCKERD_PIDFILE" \
+      --iptables=false --ip-forward=false \
       >>"$STATE/dockerd.log" 2>&1 </dev/null &
   bg_pid=$!
 fi
