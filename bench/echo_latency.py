@@ -25,8 +25,12 @@ only. Every process started here (instance, nginx, gateway and, through it, its
 instance, the worker) is stopped on exit, on Ctrl-C and on SIGTERM; each also
 gets PR_SET_PDEATHSIG so that even a SIGKILLed bench leaves nothing behind.
 
+Besides latency and throughput it reports the CPU time per call of each process
+on the path (from /proc), which another job on the machine disturbs far less.
+
     .venv/bin/python bench/echo_latency.py [--requests N] [--rounds R]
         [--concurrency 1,16] [--json PATH|-] [--client threads|aio]
+        [--targets direct,nginx,gateway] [--compare-gateway DIR] [--profile FILE]
 
 nginx missing: the script installs Debian's nginx-light (apt-get, needs root)
 and says so; it never touches a system nginx service, it runs a private nginx
@@ -649,6 +653,9 @@ def render(rows: list[dict], rats: list[dict], floor_concurrency: int) -> str:
         lines.append(f"{r['target']:<9} {r['concurrency']:>7} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
                      f"{r['throughput_per_s']:>9,.0f} {r['rounds']:>6}   {proxy} + instance {cpu['instance']:.0f} "
                      f"| client {cpu['client']:.0f}")
+    failed = [f"{r['target']}@{r['concurrency']}: {r['errors']}" for r in rows if r["errors"]]
+    if failed:
+        lines.append("failed calls (not in the figures): " + ", ".join(failed))
     lines += ["", f"{'ratio':<18} {'callers':>7} {'p50':>7} {'throughput':>11}   "
               "(median of per-round ratios: p50, throughput)", "-" * 90]
     for x in rats:
