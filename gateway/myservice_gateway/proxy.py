@@ -10,6 +10,7 @@ from google.protobuf import descriptor_pool
 
 from myservice import contract
 
+from .auth import Authenticator, reject
 from .backends.base import Backend, BackendError, Endpoint
 
 # Not forwarded: the token stays at the gateway (instances never need it), and
@@ -37,8 +38,10 @@ def _timeout(context: grpc.aio.ServicerContext) -> float | None:
 
 
 class Proxy(grpc.GenericRpcHandler):
-    def __init__(self, backend: Backend, *, services: tuple[str, ...] = (contract.SERVICE,)) -> None:
+    def __init__(self, backend: Backend, authenticator: Authenticator, *,
+                 services: tuple[str, ...] = (contract.SERVICE,)) -> None:
         self._backend = backend
+        self._authenticator = authenticator
         self._prefixes = tuple(f"/{s}/" for s in services)
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
@@ -49,6 +52,9 @@ class Proxy(grpc.GenericRpcHandler):
             if not method.startswith(self._prefixes) or method == contract.LOGIN_METHOD:
                 return None
             handler = self._handlers[method] = self._make_handler(method)
+        problem = self._authenticator.check(handler_call_details.invocation_metadata)
+        if problem is not None:
+            return reject(handler.request_streaming, handler.response_streaming, problem)
         return handler
 
     async def _endpoint(self, context: grpc.aio.ServicerContext) -> Endpoint:

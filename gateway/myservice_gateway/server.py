@@ -14,7 +14,7 @@ from myservice import contract
 from myservice.v1 import myservice_pb2
 
 from . import tokens
-from .auth import AuthInterceptor
+from .auth import Authenticator
 from .backends.base import Backend
 from .login import LoginHandler
 from .proxy import Proxy
@@ -55,7 +55,7 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     backend = backend or make_backend(settings)
     users = UserStore(users_file=settings.users_file, dev_user=settings.dev_user)
     config = token_config(settings)
-    server = grpc.aio.server(interceptors=[AuthInterceptor(config)])
+    server = grpc.aio.server()
     login = LoginHandler(users=users, token_config=config, backend=backend)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(contract.SERVICE, {
         "Login": grpc.unary_unary_rpc_method_handler(
@@ -67,7 +67,7 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((contract.SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    server.add_generic_rpc_handlers((Proxy(backend),))
+    server.add_generic_rpc_handlers((Proxy(backend, Authenticator(config)),))
     try:
         port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     except RuntimeError:  # grpc's "Failed to bind": say it plainly
