@@ -9,7 +9,7 @@
 #               images = local images (docker-archive tars, never pulled):
 #                        registry.k8s.io/pause:3.10 (static C pause) and
 #                        myservice-e2e/probe:v1 (static Go smoke probe)
-#   default:    helm etcd kube crictl images   (helm first: others need it early)
+#   default:    helm images etcd kube crictl   (helm first: others need it early)
 #   Individual kube binaries may be named too (e.g. `build.sh kubelet`); any kube
 #   binary missing triggers the shared `kube` build.
 #
@@ -179,8 +179,8 @@ build_kube() {
 }
 
 comps=("$@")
-((${#comps[@]})) || comps=(helm etcd kube crictl images)
-want_kube=0
+((${#comps[@]})) || comps=(helm images etcd kube crictl)
+kube_done=0
 for c in "${comps[@]}"; do
   case "$c" in
     helm) build_timed "helm $HELM_VERSION" build_helm ;;
@@ -188,10 +188,10 @@ for c in "${comps[@]}"; do
     crictl) build_timed "crictl $CRICTL_VERSION" build_crictl ;;
     images) build_timed "images ($PAUSE_IMAGE $PROBE_IMAGE)" build_images ;;
     kube|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|kubectl)
-      want_kube=1 ;;
+      ((kube_done)) || build_timed "kube $K8S_VERSION (${KUBE_BINS[*]})" build_kube
+      kube_done=1 ;;
     *) echo "unknown component: $c (see --help)" >&2; exit 2 ;;
   esac
 done
-((want_kube)) && build_timed "kube $K8S_VERSION (${KUBE_BINS[*]})" build_kube
 log "binaries in $BIN:"
 ls -l "$BIN" | sed 1d
