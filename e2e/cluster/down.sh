@@ -141,11 +141,11 @@ cleanup_iptables() {
       "$ipt" -t "$t" -S >/dev/null 2>&1 || continue
       while read -r line; do
         eval "$ipt -t $t -D ${line#-A }" 2>/dev/null && n=$((n + 1)) || true
-      done < <("$ipt-save" -t "$t" | grep -E '^-A ' | grep -vE '^-A (KUBE|CNI)-' | grep -E -- '-j (KUBE|CNI)-')
-      for chain in $("$ipt-save" -t "$t" | sed -n 's/^:\(\(KUBE\|CNI\)-[^ ]*\) .*/\1/p'); do
+      done < <("$ipt-save" -t "$t" 2>/dev/null | grep -E '^-A ' | grep -vE '^-A (KUBE|CNI)-' | grep -E -- '-j (KUBE|CNI)-')
+      for chain in $("$ipt-save" -t "$t" 2>/dev/null | sed -n 's/^:\(\(KUBE\|CNI\)-[^ ]*\) .*/\1/p'); do
         "$ipt" -t "$t" -F "$chain" 2>/dev/null || true
       done
-      for chain in $("$ipt-save" -t "$t" | sed -n 's/^:\(\(KUBE\|CNI\)-[^ ]*\) .*/\1/p'); do
+      for chain in $("$ipt-save" -t "$t" 2>/dev/null | sed -n 's/^:\(\(KUBE\|CNI\)-[^ ]*\) .*/\1/p'); do
         "$ipt" -t "$t" -X "$chain" 2>/dev/null && n=$((n + 1)) || true
       done
     done
