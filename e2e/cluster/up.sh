@@ -180,6 +180,7 @@ make_certs() {
   [[ -f "$CERTS/scheduler.crt" ]] || cert scheduler system:kube-scheduler "" client
   [[ -f "$CERTS/kubelet.crt" ]] || cert kubelet "system:node:$NODE_NAME" system:nodes both "$NODE_NAME" "$NODE_IP" 127.0.0.1 localhost
   [[ -f "$CERTS/kube-proxy.crt" ]] || cert kube-proxy system:kube-proxy "" client
+  [[ -f "$CERTS/front-proxy-client.crt" ]] || cert front-proxy-client front-proxy-client "" client
   if [[ ! -f "$CERTS/sa.key" ]]; then
     genkey "$CERTS/sa.key"
     openssl pkey -in "$CERTS/sa.key" -pubout -out "$CERTS/sa.pub" 2>/dev/null
@@ -249,6 +250,11 @@ start_apiserver() {
     --authorization-mode Node,RBAC \
     --enable-admission-plugins NodeRestriction \
     --allow-privileged=true \
+    --requestheader-client-ca-file "$CERTS/ca.crt" --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$CERTS/front-proxy-client.crt" \
+    --proxy-client-key-file "$CERTS/front-proxy-client.key" \
     --profiling=false --v=1
   wait_for "kube-apiserver /readyz" 120 alive_and kube-apiserver kc get --raw /readyz
 }
