@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"myservice-operator cleanup: {count} session(s) deleted in {settings.namespace}")
         return
     kopf.configure(verbose=debug)
+    if not debug:
+        # kopf reports every timer run ("Timer 'session-recheck' succeeded") at INFO.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, handlers.Reconciler(settings, kube))
     kopf.run(

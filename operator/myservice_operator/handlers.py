@@ -37,6 +37,9 @@ KOPF_PREFIX = crd.GROUP
 FINALIZER = f"{crd.GROUP}/operator"
 CONNECT_TIMEOUT_SECONDS = 10
 EVENT_COMPONENT = "myservice-operator"
+# Our own logger: kopf's per-object logger also reports every timer run at INFO,
+# which __main__ quiets unless debugging.
+log = logging.getLogger("myservice_operator")
 
 
 def utcnow() -> datetime.datetime:
@@ -79,7 +82,7 @@ class Reconciler:
         # cannot both take the last slot.
         self._admission = threading.Lock()
 
-    def reconcile(self, name: str, logger: logging.Logger | logging.LoggerAdapter) -> None:
+    def reconcile(self, name: str) -> None:
         session = self.kube.get_session(name)
         if session is None or session.get("metadata", {}).get("deletionTimestamp"):
             return  # gone or going: its pod follows by garbage collection
@@ -89,21 +92,27 @@ class Reconciler:
         action = statuses.plan(status, created_at=created, now=now, settings=self.settings)
         pod_name = status.get("podName") or crd.pod_name(name)
         if action == statuses.PLAN_ADMIT:
-            self._admit(session, now, logger)
+            self._admit(session, now)
         elif action == statuses.PLAN_OBSERVE:
-            self._observe(session, pod_name, now, logger)
+            self._observe(session, pod_name, now)
         elif action in (statuses.PLAN_EXPIRE, statuses.PLAN_TIMEOUT):
             # What the pod says first (it may have become Ready since the last event);
             # only a session whose pod made no progress times out.
-            if self._observe(session, pod_name, now, logger):
+            if self._observe(session, pod_name, now):
                 return
             seconds = self.settings.ready_timeout_seconds
             failed = (statuses.expired_status(seconds, now) if action == statuses.PLAN_EXPIRE
                       else statuses.timed_out_status(pod_name, seconds, now))
-            if self._write(session, failed, logger):
+            if self._write(session, failed):
                 self.kube.delete_pod(pod_name)  # frees the slot now, not at the TTL
+        elif action == statuses.PLAN_WAIT and status.get("phase") == crd.PHASE_FAILED:
+            # A failed session's unfinished pod is deleted when it fails; this catches
+            # a delete that was lost (e.g. an operator restart in between).
+            pod = self._own_pod(session, pod_name)
+            if pod is not None and statuses.is_live_pod(pod) and not pod["metadata"].get("deletionTimestamp"):
+                self.kube.delete_pod(pod_name)
         elif action == statuses.PLAN_DELETE:
-            logger.info("deleting finished session %s (TTL over)", name)
+            log.info("deleting finished session %s (TTL over)", name)
             self.kube.delete_session(name)
 
     def _own_pod(self, session: Mapping, pod_name: str) -> dict | None:
@@ -112,19 +121,18 @@ class Reconciler:
             return None  # a deleted namesake's pod, still terminating
         return pod
 
-    def _observe(self, session: Mapping, pod_name: str, now: datetime.datetime,
-                 logger: logging.Logger | logging.LoggerAdapter) -> bool:
+    def _observe(self, session: Mapping, pod_name: str, now: datetime.datetime) -> bool:
         """Apply what the pod's state means; False when it changes nothing."""
         state = statuses.observe_pod(self._own_pod(session, pod_name))
         patch = statuses.transition(session.get("status") or {}, state,
                                     port=self.settings.instance_port, now=now)
         if not patch:
             return False
-        self._write(session, patch, logger)
+        if self._write(session, patch) and statuses.releases_pod(patch, state):
+            self.kube.delete_pod(pod_name)  # frees its slot now, not at the TTL
         return True
 
-    def _admit(self, session: Mapping, now: datetime.datetime,
-               logger: logging.Logger | logging.LoggerAdapter) -> None:
+    def _admit(self, session: Mapping, now: datetime.datetime) -> None:
         name = session["metadata"]["name"]
         uid = session["metadata"]["uid"]
         status = session.get("status") or {}
@@ -132,31 +140,30 @@ class Reconciler:
         with self._admission:
             pod = self.kube.get_pod(pod_name)
             if pod is not None and not statuses.is_owned_by(pod, uid):
-                logger.info("pod %s still belongs to a deleted session: waiting", pod_name)
+                log.info("pod %s still belongs to a deleted session: waiting", pod_name)
                 return
             if pod is None:
                 live = sum(statuses.is_live_pod(p) for p in self.kube.list_instance_pods())
                 if not statuses.admissible(name, self.kube.list_sessions(), live, self.settings.max_sessions):
                     pending = statuses.pending_status()
                     if {k: status.get(k) for k in pending} != pending:
-                        self._write(session, pending, logger)
+                        self._write(session, pending)
                     return
                 manifest = make_pod(resource=name, uid=uid, session_id=session["spec"]["sessionId"],
                                     settings=self.settings)
                 try:
                     created = self.kube.create_pod(manifest)
                 except PodRejected as error:
-                    self._write(session, statuses.rejected_status(str(error), now), logger)
+                    self._write(session, statuses.rejected_status(str(error), now))
                     return
-                logger.info("pod %s %s", pod_name, "created" if created else "already existed")
+                log.info("pod %s %s", pod_name, "created" if created else "already existed")
                 pod = manifest
         patch = statuses.transition(status, statuses.observe_pod(pod),
                                     port=self.settings.instance_port, now=now)
         if patch:
-            self._write(session, patch, logger)
+            self._write(session, patch)
 
-    def _write(self, session: Mapping, patch: Mapping,
-               logger: logging.Logger | logging.LoggerAdapter) -> bool:
+    def _write(self, session: Mapping, patch: Mapping) -> bool:
         """Patch the status if the session did not change since it was read; post an Event."""
         metadata = session["metadata"]
         body = dict(patch)
@@ -165,10 +172,10 @@ class Reconciler:
         try:
             self.kube.patch_session_status(metadata["name"], metadata["resourceVersion"], body)
         except Conflict as error:
-            logger.debug("status not written, will re-check: %s", error)
+            log.debug("status not written, will re-check: %s", error)
             return False
         if "phase" in patch:
-            logger.info("session %s: %s (%s) %s", metadata["name"], patch["phase"],
+            log.info("session %s: %s (%s) %s", metadata["name"], patch["phase"],
                         patch.get("reason", ""), patch.get("message", ""))
             kopf.event(dict(session), type=statuses.event_type(patch),
                        reason=patch.get("reason", patch["phase"]), message=patch.get("message", ""))
@@ -183,16 +190,16 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     kopf.on.login(registry=registry, id="login-via-client")(kopf.login_via_client)
 
     @kopf.on.create(group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL, registry=registry, id="session-created")
-    def session_created(name: str, logger: logging.Logger, **_: object) -> None:
-        reconciler.reconcile(name, logger)
+    def session_created(name: str, **_: object) -> None:
+        reconciler.reconcile(name)
 
     @kopf.timer(group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL, registry=registry,
                 id="session-recheck",
                 interval=settings.reconcile_interval_seconds)
-    def session_recheck(name: str, logger: logging.Logger, **_: object) -> None:
-        reconciler.reconcile(name, logger)
+    def session_recheck(name: str, **_: object) -> None:
+        reconciler.reconcile(name)
 
     @kopf.on.event(group="", version="v1", plural="pods", registry=registry, id="instance-pod-changed", labels={
         crd.LABEL_MANAGED_BY: crd.MANAGED_BY, crd.LABEL_SESSION: kopf.PRESENT})
-    def instance_pod_changed(labels: Mapping[str, str], logger: logging.Logger, **_: object) -> None:
-        reconciler.reconcile(labels[crd.LABEL_SESSION], logger)
+    def instance_pod_changed(labels: Mapping[str, str], **_: object) -> None:
+        reconciler.reconcile(labels[crd.LABEL_SESSION])

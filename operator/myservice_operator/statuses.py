@@ -172,9 +172,10 @@ def transition(status: Mapping, pod: PodState, *, port: int, now: datetime.datet
     if pod.kind == POD_MISSING:
         if phase == crd.PHASE_PENDING:
             return None  # no pod yet: admission (plan ADMIT) makes it
+        gone = pod.message if pod.name else f"pod {pod_label} was deleted"
         if was_ready:
-            return _failed(crd.REASON_POD_DELETED, f"{pod.message or 'pod deleted'}", now)
-        return _failed(crd.REASON_START_FAILED, f"pod deleted before it became ready: {pod.message}", now)
+            return _failed(crd.REASON_POD_DELETED, gone, now)
+        return _failed(crd.REASON_START_FAILED, f"before it became ready: {gone}", now)
     if pod.kind == POD_STARTING:
         if phase == crd.PHASE_PENDING:
             return starting_status(pod.name, now)
@@ -202,6 +203,12 @@ def transition(status: Mapping, pod: PodState, *, port: int, now: datetime.datet
             return None  # a container waiting after Ready cannot happen with restartPolicy Never
         return _failed(pod.reason, pod.message, now)
     raise ValueError(f"unknown pod state {pod.kind!r}")
+
+
+def releases_pod(patch: Mapping, pod: PodState) -> bool:
+    """Whether failing the session must also delete its pod: a pod that never
+    finished (it cannot start, or is still starting) would hold a slot until the TTL."""
+    return patch.get("phase") == crd.PHASE_FAILED and pod.kind in (POD_BROKEN, POD_STARTING, POD_READY)
 
 
 def event_type(patch: Mapping) -> str:

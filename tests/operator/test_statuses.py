@@ -134,13 +134,15 @@ def test_ready_then_pod_failure_keeps_its_reason(reason):
 
 def test_ready_then_pod_gone_is_pod_deleted():
     assert tr(READY_STATUS, st.PodState("missing", message="pod not found")) == {
-        "phase": "Failed", "reason": "PodDeleted", "message": "pod not found", "finishedAt": T}
+        "phase": "Failed", "reason": "PodDeleted", "message": f"pod {POD} was deleted", "finishedAt": T}
+    assert tr(READY_STATUS, st.PodState("missing", name=POD, message=f"pod {POD} is being deleted")) == {
+        "phase": "Failed", "reason": "PodDeleted", "message": f"pod {POD} is being deleted", "finishedAt": T}
 
 
 def test_failures_before_ready_are_start_failures():
     assert tr(STARTING, st.PodState("missing", message="pod not found")) == {
         "phase": "Failed", "reason": "StartFailed",
-        "message": "pod deleted before it became ready: pod not found", "finishedAt": T}
+        "message": f"before it became ready: pod {POD} was deleted", "finishedAt": T}
     assert tr(STARTING, st.PodState("failed", name=POD, reason="PodFailed", message="exit 1")) == {
         "phase": "Failed", "reason": "StartFailed", "message": "PodFailed: exit 1", "finishedAt": T}
     assert tr(STARTING, st.PodState("succeeded", name=POD, message="exit 0")) == {
@@ -274,3 +276,17 @@ def test_is_owned_by_the_session_uid():
     assert st.is_owned_by(owned, "u2") is False
     assert st.is_owned_by({"metadata": {"ownerReferences": [{"kind": "ReplicaSet", "uid": "u1"}]}}, "u1") is False
     assert st.is_owned_by({"metadata": {}}, "u1") is False
+
+
+@pytest.mark.parametrize("kind,expected", [
+    ("broken", True), ("starting", True), ("ready", True),
+    ("missing", False), ("succeeded", False), ("failed", False),
+])
+def test_a_failed_session_releases_a_pod_that_never_finished(kind, expected):
+    assert st.releases_pod({"phase": "Failed"}, st.PodState(kind)) is expected
+
+
+def test_only_failures_release_the_pod():
+    assert st.releases_pod({"phase": "Ready"}, st.PodState("ready")) is False
+    assert st.releases_pod({"phase": "Completed"}, st.PodState("succeeded")) is False
+    assert st.releases_pod({"podIP": "1.2.3.4"}, st.PodState("ready")) is False
