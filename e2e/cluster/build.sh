@@ -125,7 +125,7 @@ build_images() {
   else log "pause image up to date"; fi
   if [[ ! -f "$img/probe.tar" || "$here/images/probe/main.go" -nt "$img/probe.tar" ]]; then
     r="$(mktemp -d)"
-    ( cd "$here/images/probe" && GO111MODULE=off GOFLAGS= go build -trimpath -ldflags "-s -w" -o "$r/probe" main.go )
+    ( cd "$here/images/probe" && GO111MODULE=off GOFLAGS='' go build -trimpath -ldflags "-s -w" -o "$r/probe" main.go )
     "$here/mkimage.sh" "$PROBE_IMAGE" "$img/probe.tar" "$r" /probe
     rm -rf "$r"
   else log "probe image up to date"; fi
@@ -194,4 +194,4 @@ for c in "${comps[@]}"; do
   esac
 done
 log "binaries in $BIN:"
-ls -l "$BIN" | sed 1d
+find "$BIN" -maxdepth 1 -type f -printf '  %f\t%s bytes\t%TY-%Tm-%Td %TH:%TM\n' | sort

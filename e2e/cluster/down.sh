@@ -20,7 +20,7 @@ main() {
     --help|-h) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     --keep-state) keep=1 ;;
   esac
-  # shellcheck source=lib.sh
+  # shellcheck source=SCRIPTDIR/lib.sh
   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
   [[ $EUID -eq 0 ]] || die "must run as root"
   local t0=$SECONDS
@@ -89,19 +89,21 @@ kill_kubepods() {
   for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
     [[ -d "$d" ]] || continue
     while read -r f; do
-      for p in $(cat "$f" 2>/dev/null); do kill -KILL "$p" 2>/dev/null && n=$((n + 1)) || true; done
+      while read -r p; do
+        if kill -KILL "$p" 2>/dev/null; then n=$((n + 1)); fi
+      done <"$f"
     done < <(find "$d" -name cgroup.procs 2>/dev/null)
   done
-  ((n)) && { log "killed $n leftover pod processes"; sleep 1; }
+  if ((n)); then log "killed $n leftover pod processes"; sleep 1; fi
   for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
-    [[ -d "$d" ]] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    if [[ -d "$d" ]]; then find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true; fi
   done
 }
 
 unmount_all() {
   local m n=0
   while read -r m; do
-    umount -l "$m" 2>/dev/null && n=$((n + 1)) || true
+    if umount -l "$m" 2>/dev/null; then n=$((n + 1)); fi
   done < <(findmnt -rn -o TARGET | grep -E "^($STATE|$RUNDIR)(/|$)" | sort -r)
   # pod network namespaces (containerd CRI keeps them in /run/netns/cni-*)
   local ns
@@ -112,7 +114,7 @@ unmount_all() {
       n=$((n + 1))
     fi
   done
-  ((n)) && log "unmounted $n mounts/netns" || true
+  if ((n)); then log "unmounted $n mounts/netns"; fi
 }
 
 cleanup_network() {
@@ -140,17 +142,17 @@ cleanup_iptables() {
     for t in filter nat mangle; do
       "$ipt" -t "$t" -S >/dev/null 2>&1 || continue
       while read -r line; do
-        eval "$ipt -t $t -D ${line#-A }" 2>/dev/null && n=$((n + 1)) || true
+        if eval "$ipt -t $t -D ${line#-A }" 2>/dev/null; then n=$((n + 1)); fi
       done < <("$ipt-save" -t "$t" 2>/dev/null | grep -E '^-A ' | grep -vE '^-A (KUBE|CNI)-' | grep -E -- '-j (KUBE|CNI)-')
       for chain in $("$ipt-save" -t "$t" 2>/dev/null | sed -n 's/^:\(\(KUBE\|CNI\)-[^ ]*\) .*/\1/p'); do
         "$ipt" -t "$t" -F "$chain" 2>/dev/null || true
       done
       for chain in $("$ipt-save" -t "$t" 2>/dev/null | sed -n 's/^:\(\(KUBE\|CNI\)-[^ ]*\) .*/\1/p'); do
-        "$ipt" -t "$t" -X "$chain" 2>/dev/null && n=$((n + 1)) || true
+        if "$ipt" -t "$t" -X "$chain" 2>/dev/null; then n=$((n + 1)); fi
       done
     done
   done
-  ((n)) && log "removed $n KUBE-*/CNI-* iptables rules/chains" || true
+  if ((n)); then log "removed $n KUBE-*/CNI-* iptables rules/chains"; fi
 }
 
 main "$@"

@@ -9,7 +9,7 @@
 # CONTAINER_RUNTIME_ENDPOINT (for crictl), MYSERVICE_CONTAINERD_ADDRESS (for
 # e2e/images/load.sh), MYSERVICE_HELM, MYSERVICE_KUBECTL.
 _e2e_env() {
-  # shellcheck source=lib.sh
+  # shellcheck source=SCRIPTDIR/lib.sh
   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
   cat <<EOT
 export KUBECONFIG="$KUBECONFIG_ADMIN"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # settings are used by the scripts sourcing this
 # lib.sh - shared settings and helpers for the e2e cluster scripts (sourced, not run).
 # Every setting can be overridden from the environment.
 

@@ -22,7 +22,7 @@ main() {
     --help|-h) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     --keep) keep=1 ;;
   esac
-  # shellcheck source=lib.sh
+  # shellcheck source=SCRIPTDIR/lib.sh
   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
   local ns=e2e-smoke fails=0 t0=$SECONDS c
 

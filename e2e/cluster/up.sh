@@ -22,7 +22,7 @@ main() {
   if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
     sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0
   fi
-  # shellcheck source=lib.sh
+  # shellcheck source=SCRIPTDIR/lib.sh
   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
   [[ $EUID -eq 0 ]] || die "must run as root"
   local t_start=$SECONDS
