@@ -71,9 +71,15 @@ class Release:
         return int(self.values["operator"].get("reconcileIntervalSeconds", 5))
 
     @property
+    def owns_crd(self) -> bool:
+        return bool(self.values.get("crds", {}).get("install", True))
+
+    @property
     def crd_kept(self) -> bool:
+        """Whether the CRD must survive `helm uninstall`: the chart keeps it
+        (crds.keep), or this release never owned it (crds.install=false)."""
         crds = self.values.get("crds", {})
-        return crds.get("install", True) and crds.get("keep", True)
+        return not self.owns_crd or bool(crds.get("keep", True))
 
 
 def _prepare_crd(kube: fw.Kube, cfg: fw.Config) -> tuple[list[str], bool]:

@@ -37,13 +37,13 @@ def test_capacity_limit(client, kube, sessions, installed, t):
 
     def call_succeeds():
         try:
-            return client.echo(extra, timeout=20)
+            return client.echo(extra, timeout=t(60))  # waits while the pod starts
         except grpc.RpcError as e:
             if (e.code(), e.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED, contract.ALL_INSTANCES_BUSY):
                 return None  # not yet: retry
             raise AssertionError(f"unexpected {e.code().name} {e.details()!r} while waiting for the freed slot")
     reply = fw.wait_until("the waiting session's call to succeed after a Shutdown freed a slot", call_succeeds,
-                          t(60), interval=1)
+                          t(120), interval=1)
     fw.log(f"waiting session served {time.monotonic() - t0:.1f}s after the slot was freed")
     assert reply.pod_name == extra.pod
     assert kube.mss_status(extra.resource)["phase"] == crd.PHASE_READY

@@ -27,7 +27,9 @@ def test_helm_uninstall_leaves_nothing(client, kube, release, installed, t):
                   lambda: not leftovers(), t(120), interval=2, describe=lambda: ", ".join(leftovers()))
     assert kube.helm("list", "-q").split() == []
     obj = kube.get("crd", CRD_NAME, namespaced=False)
-    if release.crd_kept:
+    if not release.owns_crd:
+        assert obj is not None, "the CRD (not installed by this release) was deleted by its uninstall"
+    elif release.crd_kept:
         assert obj is not None and obj["metadata"]["annotations"].get("helm.sh/resource-policy") == "keep", \
             "the chart keeps the CRD (crds.keep): it must survive the uninstall"
     else:
