@@ -14,6 +14,8 @@ Environment (all optional; see e2e/README.md):
   MYSERVICE_E2E_FINISHED_TTL    operator.finishedTtlSeconds for the run (default 20)
   MYSERVICE_E2E_POD_SECURITY    Pod Security level enforced on the namespace (default restricted; "" = none)
   MYSERVICE_E2E_KEEP=1          keep the namespace and release after the run
+  MYSERVICE_E2E_REUSE=1         with MYSERVICE_E2E_NAMESPACE of a kept run: use that release as it is
+                                (no install, no teardown; e.g. to re-run one check while debugging)
   MYSERVICE_E2E_ARTIFACTS       where failure dumps go (default /tmp/myservice-e2e-artifacts/<namespace>)
   MYSERVICE_E2E_TIMEOUT_SCALE   multiply every wait (default 1; e.g. 2 on a slow machine)
 """
@@ -109,8 +111,13 @@ def release(cfg: fw.Config, kube: fw.Kube, t):
     """`helm install` into a fresh namespace (ci/e2e-values.yaml + image overrides + short TTL)."""
     fw.log(f"cluster: {kube.kubectl('config', 'view', '--minify', '-o', 'jsonpath={.clusters[0].cluster.server}', namespaced=False)} "
            f"namespace={cfg.namespace} release={cfg.release} images={cfg.gateway_image}, {cfg.service_image}")
+    if cfg.reuse and kube.get("namespace", cfg.namespace, namespaced=False) is not None:
+        # debugging: the release of an earlier MYSERVICE_E2E_KEEP=1 run, as it is now
+        fw.log(f"MYSERVICE_E2E_REUSE=1: using the existing release {cfg.release} in {cfg.namespace} (no install, no teardown)")
+        yield Release(cfg.release, cfg.namespace, _installed_values(kube, cfg), 0.0, False)
+        return
     assert kube.get("namespace", cfg.namespace, namespaced=False) is None, \
-        f"namespace {cfg.namespace} exists already: the suite wants a fresh one (unset MYSERVICE_E2E_NAMESPACE)"
+        f"namespace {cfg.namespace} exists already: the suite wants a fresh one (unset MYSERVICE_E2E_NAMESPACE, or MYSERVICE_E2E_REUSE=1)"
     kube.kubectl("create", "namespace", cfg.namespace, namespaced=False)
     if cfg.pod_security:
         kube.kubectl("label", "namespace", cfg.namespace, f"pod-security.kubernetes.io/enforce={cfg.pod_security}",
@@ -133,6 +140,12 @@ def release(cfg: fw.Config, kube: fw.Kube, t):
         fw.log(f"MYSERVICE_E2E_KEEP=1: leaving namespace {cfg.namespace} (release {cfg.release}) in place")
         return
     _teardown(kube, cfg, rel, t)
+
+
+def _installed_values(kube: fw.Kube, cfg: fw.Config) -> dict:
+    """The values the existing release was installed with (all of them, computed)."""
+    values = fw.json.loads(kube.helm("get", "values", cfg.release, "--all", "-o", "json"))
+    return values
 
 
 def wait_until_sa(kube: fw.Kube, timeout: float) -> None:

@@ -62,6 +62,7 @@ class Config:
     set_values: list[str]
     finished_ttl: int
     keep: bool
+    reuse: bool
     artifacts: Path
     pod_security: str
     timeout_scale: float
@@ -87,6 +88,7 @@ class Config:
             set_values=[f"operator.finishedTtlSeconds={int(env.get('MYSERVICE_E2E_FINISHED_TTL', '20'))}"],
             finished_ttl=int(env.get("MYSERVICE_E2E_FINISHED_TTL", "20")),
             keep=env.get("MYSERVICE_E2E_KEEP", "") == "1",
+            reuse=env.get("MYSERVICE_E2E_REUSE", "") == "1",
             artifacts=Path(env.get("MYSERVICE_E2E_ARTIFACTS") or f"/tmp/myservice-e2e-artifacts/{namespace}"),
             pod_security=env.get("MYSERVICE_E2E_POD_SECURITY", "restricted"),
             timeout_scale=float(env.get("MYSERVICE_E2E_TIMEOUT_SCALE", "1")),

@@ -38,7 +38,8 @@ def test_operator_and_gateway_available(release, kube, t, cfg):
     fw.log(f"operator and gateway Available {fw.time.monotonic() - t0:.1f}s after helm install returned")
 
     op = kube.get("deployment", kube.operator_deploy)
-    assert op["spec"]["replicas"] == 1 and op["spec"]["strategy"]["type"] == "Recreate"
+    assert (op["spec"]["replicas"], op["spec"]["strategy"]["type"]) == (1, "Recreate"), \
+        f"operator Deployment: replicas={op['spec']['replicas']} strategy={op['spec']['strategy']['type']}"
     gw = kube.get("deployment", kube.gateway_deploy)
     assert gw["spec"]["replicas"] == release.values.get("gateway", {}).get("replicas", 1)
 
