@@ -9,6 +9,11 @@ from typing import Protocol
 
 import grpc
 
+# Channels from the gateway to instances: calls are never retried by gRPC (a
+# retried call could reach an instance twice), which also spares the retry
+# machinery's work on every call.
+INSTANCE_CHANNEL_OPTIONS = (("grpc.enable_retries", 0),)
+
 
 @dataclasses.dataclass(frozen=True)
 class Endpoint:

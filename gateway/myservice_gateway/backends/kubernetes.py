@@ -18,7 +18,7 @@ from kubernetes.client.rest import ApiException
 from myservice import contract, crd
 
 from .. import routes
-from .base import BackendError, Endpoint, SessionOwner
+from .base import INSTANCE_CHANNEL_OPTIONS, BackendError, Endpoint, SessionOwner
 
 log = logging.getLogger("myservice.gateway.kubernetes")
 
@@ -187,7 +187,7 @@ class KubernetesBackend:
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address)
+            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=INSTANCE_CHANNEL_OPTIONS)
         return channel
 
     def _forget(self, resource: dict | None) -> None:

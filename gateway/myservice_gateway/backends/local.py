@@ -19,7 +19,7 @@ import grpc
 
 from myservice import contract
 
-from .base import BackendError, Endpoint, SessionOwner
+from .base import INSTANCE_CHANNEL_OPTIONS, BackendError, Endpoint, SessionOwner
 
 log = logging.getLogger("myservice.gateway.local")
 
@@ -95,7 +95,7 @@ class LocalBackend:
             if not line.startswith(b"LISTENING "):
                 raise RuntimeError(f"instance did not announce its port (got {line!r})")
             address = f"127.0.0.1:{int(line.split()[1])}"
-            instance.endpoint = Endpoint(address, instance.pod_name, grpc.aio.insecure_channel(address))
+            instance.endpoint = Endpoint(address, instance.pod_name, grpc.aio.insecure_channel(address, options=INSTANCE_CHANNEL_OPTIONS))
             instance.ready.set_result(instance.endpoint)
             log.info("session %s -> %s (pid %d, %s)", session_id, instance.pod_name, instance.process.pid, address)
         except Exception as e:  # noqa: BLE001 - any start failure means "no instance"
