@@ -16,6 +16,7 @@
 #
 # Environment:
 #   MYSERVICE_E2E_KEEP=1        keep the cluster (and the test namespace) for debugging
+#   MYSERVICE_E2E_KEEP_CLUSTER=1  keep the cluster only (e.g. others use it); the namespace goes
 #   MYSERVICE_E2E_SKIP_BUILD=1  skip phases 3-4 (images already in the cluster's containerd)
 #   MYSERVICE_E2E_PYTEST_ARGS   extra pytest arguments (also: arguments to this script)
 #   MYSERVICE_E2E_LOG_DIR       where phase logs go (default /tmp/myservice-e2e-logs)
@@ -51,7 +52,7 @@ phase() {
 finish() {
   local rc=$?
   trap - EXIT INT TERM
-  if [[ "${MYSERVICE_E2E_KEEP:-}" == 1 ]]; then
+  if [[ "${MYSERVICE_E2E_KEEP:-}" == 1 || "${MYSERVICE_E2E_KEEP_CLUSTER:-}" == 1 ]]; then
     say "MYSERVICE_E2E_KEEP=1: cluster left running. eval \"\$(e2e/cluster/env.sh)\"; kubectl get pods -A; e2e/cluster/down.sh when done"
   else
     phase "cluster down" e2e/cluster/down.sh || true
