@@ -35,8 +35,10 @@ def build_parser(prog: str = "myservice instance") -> argparse.ArgumentParser:
     parser.add_argument("--pod-name", default=None, help="identity reported as pod_name (default: $POD_NAME, $HOSTNAME)")
     parser.add_argument("--exit-with-parent", type=int, metavar="PID", default=None,
                         help="exit when process PID (our parent) dies (used by the local backend)")
+    parser.add_argument("--unix-socket", metavar="PATH", default=None,
+                        help="listen on this Unix socket instead of --host/--port (used by the local backend)")
     parser.add_argument("--announce-port", action="store_true",
-                        help="print 'LISTENING <port>' on stdout once serving (used by the local backend)")
+                        help="print 'LISTENING <port>' (or 'LISTENING unix:<path>') on stdout once serving")
     return parser
 
 
@@ -48,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if args.exit_with_parent is not None:
         exit_with_parent(args.exit_with_parent)
     try:
-        return asyncio.run(serve(host=args.host, port=args.port, pod_name=args.pod_name, announce=args.announce_port))
+        return asyncio.run(serve(host=args.host, port=args.port, pod_name=args.pod_name, announce=args.announce_port,
+                                 unix_socket=args.unix_socket))
     except OSError as e:
         print(f"myservice instance: {e}", file=sys.stderr)
         return 1

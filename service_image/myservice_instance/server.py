@@ -28,9 +28,10 @@ def default_pod_name() -> str:
 
 
 async def start_instance(
-    *, host: str = "0.0.0.0", port: int = 50051, pod_name: str | None = None
+    *, host: str = "0.0.0.0", port: int = 50051, pod_name: str | None = None, unix_socket: str | None = None
 ) -> tuple[grpc.aio.Server, int, asyncio.Event]:
-    """Start an instance; returns (server, bound port, shutdown-requested event)."""
+    """Start an instance on host:port, or on a Unix socket when given; returns
+    (server, bound port (0 for a Unix socket), shutdown-requested event)."""
     shutdown_requested = asyncio.Event()
     server = grpc.aio.server()
     servicer = InstanceServicer(pod_name or default_pod_name(), shutdown_requested)
@@ -42,27 +43,33 @@ async def start_instance(
          reflection.SERVICE_NAME),
         server,
     )
+    address = f"unix:{unix_socket}" if unix_socket else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        bound = server.add_insecure_port(address)
     except RuntimeError:  # grpc's "Failed to bind": say it plainly
         bound = 0
     if bound == 0:
-        raise OSError(f"cannot listen on {host}:{port} (address in use or not available)")
+        raise OSError(f"cannot listen on {address} (address in use or not available)")
+    if unix_socket:
+        bound = 0
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(contract.SERVICE, health_pb2.HealthCheckResponse.SERVING)
     return server, bound, shutdown_requested
 
 
-async def serve(*, host: str, port: int, pod_name: str | None, announce: bool) -> int:
-    server, bound, shutdown_requested = await start_instance(host=host, port=port, pod_name=pod_name)
+async def serve(*, host: str, port: int, pod_name: str | None, announce: bool, unix_socket: str | None = None) -> int:
+    server, bound, shutdown_requested = await start_instance(host=host, port=port, pod_name=pod_name,
+                                                             unix_socket=unix_socket)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, shutdown_requested.set)
-    log.info("instance %s listening on %s:%d", pod_name or default_pod_name(), host, bound)
+    where = f"unix:{unix_socket}" if unix_socket else f"{host}:{bound}"
+    log.info("instance %s listening on %s", pod_name or default_pod_name(), where)
     if announce:
-        # The local backend reads this one line to learn the port (we bind port 0).
-        sys.stdout.write(f"LISTENING {bound}\n")
+        # The local backend reads this one line to learn where we listen (port 0
+        # means the kernel chose): "LISTENING <port>" or "LISTENING unix:<path>".
+        sys.stdout.write(f"LISTENING {where if unix_socket else bound}\n")
         sys.stdout.flush()
     await shutdown_requested.wait()
     log.info("instance stopping (grace %.0fs)", STOP_GRACE_SECONDS)

@@ -88,7 +88,7 @@ async def test_max_instances_zero_means_no_available_instances(make_gateway):
 
 
 async def test_instance_that_fails_to_start_means_no_available_instances(gw, monkeypatch):
-    monkeypatch.setattr(local, "instance_command", lambda name: ["/bin/false"])
+    monkeypatch.setattr(local, "instance_command", lambda name, socket_path: ["/bin/false"])
     metadata = await gw.session("nostart")
     assert await error_of(echo(gw, metadata)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "no available instances")
     assert gw.backend.live_count == 0
@@ -175,3 +175,12 @@ async def test_deadline_and_metadata_propagate_but_not_the_token(make_gateway):
 
 async def _drain(call):
     return [r async for r in call]
+
+
+async def test_instances_listen_on_unix_sockets_removed_at_close(make_gateway):
+    gw = await make_gateway()
+    await echo(gw, await gw.session("uds"))
+    socket_dir = gw.backend._socket_dir
+    assert [p.startswith("myservice-local-") for p in os.listdir(socket_dir)] == [True]
+    await gw.gateway.stop(grace=1)
+    assert not os.path.exists(socket_dir)

@@ -80,3 +80,17 @@ def test_bad_port_is_a_clear_error():
     r = subprocess.run([sys.executable, "-m", "myservice_instance", "--port", "70000"], capture_output=True, text=True)
     assert r.returncode == 2
     assert "--port must be 0..65535" in r.stderr
+
+
+def test_unix_socket_listener(tmp_path):
+    path = tmp_path / "inst.sock"
+    proc = subprocess.Popen([str(BIN / "myservice"), "instance", "--unix-socket", str(path), "--pod-name", "uds",
+                             "--announce-port"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout.readline() == f"LISTENING unix:{path}\n"
+        with grpc.insecure_channel(f"unix:{path}") as channel:
+            reply = pb_grpc.MyServiceStub(channel).MyServiceEcho(pb.EchoRequest(value="u"), metadata=sid("A"), timeout=5)
+        assert (reply.pod_name, reply.client_value) == ("uds", "u")
+    finally:
+        proc.kill()
+        proc.wait()

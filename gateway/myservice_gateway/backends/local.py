@@ -1,4 +1,4 @@
-"""Local backend: one instance child process per session, on a free loopback port.
+"""Local backend: one instance child process per session, on its own Unix socket.
 
 An instance's exit (Shutdown or crash) ends its session and frees its slot.
 Stopping the backend terminates every child; children also die with the
@@ -13,7 +13,9 @@ import dataclasses
 import itertools
 import logging
 import os
+import shutil
 import sys
+import tempfile
 
 import grpc
 
@@ -34,9 +36,17 @@ class _Instance:
     ready: asyncio.Future[Endpoint] = dataclasses.field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-def instance_command(pod_name: str) -> list[str]:
-    return [sys.executable, "-m", "myservice_instance", "--host", "127.0.0.1", "--port", "0",
+def instance_command(pod_name: str, socket_path: str) -> list[str]:
+    return [sys.executable, "-m", "myservice_instance", "--unix-socket", socket_path,
             "--pod-name", pod_name, "--announce-port", "--exit-with-parent", str(os.getpid())]
+
+
+def target_of(announcement: bytes) -> str:
+    """The gRPC target from an instance's 'LISTENING …' line."""
+    if not announcement.startswith(b"LISTENING "):
+        raise RuntimeError(f"instance did not announce where it listens (got {announcement!r})")
+    where = announcement.split()[1].decode()
+    return where if where.startswith("unix:") else f"127.0.0.1:{int(where)}"
 
 
 class LocalBackend:
@@ -48,6 +58,9 @@ class LocalBackend:
         self._names = itertools.count(1)
         self._watchers: set[asyncio.Task] = set()
         self._closing = False
+        # Instances listen on Unix sockets here: cheaper per call than loopback TCP
+        # (docs/benchmarks.md), and reachable only by this machine's users.
+        self._socket_dir = tempfile.mkdtemp(prefix="myservice-instances-")
 
     @property
     def live_count(self) -> int:
@@ -88,13 +101,11 @@ class LocalBackend:
         """Start the child, publish its endpoint, wait for its exit, free the slot."""
         try:
             instance.process = await asyncio.create_subprocess_exec(
-                *instance_command(instance.pod_name), stdin=asyncio.subprocess.DEVNULL,
+                *instance_command(instance.pod_name, os.path.join(self._socket_dir, instance.pod_name)), stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, start_new_session=True,
             )
             line = await asyncio.wait_for(instance.process.stdout.readline(), self.start_timeout)
-            if not line.startswith(b"LISTENING "):
-                raise RuntimeError(f"instance did not announce its port (got {line!r})")
-            address = f"127.0.0.1:{int(line.split()[1])}"
+            address = target_of(line)
             instance.endpoint = Endpoint(address, instance.pod_name, grpc.aio.insecure_channel(address, options=INSTANCE_CHANNEL_OPTIONS))
             instance.ready.set_result(instance.endpoint)
             log.info("session %s -> %s (pid %d, %s)", session_id, instance.pod_name, instance.process.pid, address)
@@ -137,3 +148,4 @@ class LocalBackend:
         for task in list(self._watchers):
             task.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
+        shutil.rmtree(self._socket_dir, ignore_errors=True)
