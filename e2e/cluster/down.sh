@@ -42,7 +42,11 @@ main() {
     log "state kept in $STATE"
   else
     rm -rf --one-file-system "$STATE" "$RUNDIR"
-    rm -f /var/lib/cni/results/"$CNI_NETWORK"-* 2>/dev/null || true
+    # host paths the kubelet/containerd use whatever their root dirs: CNI result
+    # cache (our network, pod loopbacks), the kubelet's device-plugin socket
+    rm -f /var/lib/cni/results/"$CNI_NETWORK"-* /var/lib/cni/results/cni-loopback-* 2>/dev/null || true
+    rm -f /var/lib/kubelet/device-plugins/kubelet.sock /var/lib/kubelet/device-plugins/DEPRECATION
+    rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null || true
     find /var/log/containers -maxdepth 1 -type l -lname "$STATE/*" -delete 2>/dev/null || true
     log "removed $STATE and $RUNDIR (build cache $CACHE kept)"
   fi
