@@ -23,16 +23,13 @@ main() {
   # shellcheck source=SCRIPTDIR/lib.sh
   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
   [[ $EUID -eq 0 ]] || die "must run as root"
+  cluster_lock
   local t0=$SECONDS
 
-  stop kube-proxy
-  stop kubelet
+  stop_parallel kube-proxy kubelet
   remove_pods
-  stop kube-controller-manager
-  stop kube-scheduler
-  stop kube-apiserver
-  stop etcd
-  stop containerd
+  stop_parallel kube-controller-manager kube-scheduler kube-apiserver
+  stop_parallel etcd containerd
   kill_shims
   kill_kubepods
   unmount_all
@@ -63,6 +60,12 @@ stop() {
     if [[ -d /proc/$pid ]]; then log "  $name still alive, SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; sleep 0.5; fi
   fi
   rm -f "$PIDS/$name.pid"
+}
+
+stop_parallel() {
+  local n
+  for n in "$@"; do stop "$n" & done
+  wait
 }
 
 remove_pods() {

@@ -64,3 +64,17 @@ pid_of() {
   [[ "$(basename "${exe% (deleted)}")" == "$1" ]] || return 1
   echo "$pid"
 }
+
+# cluster_lock: serialize up.sh/down.sh runs (several engineers share this machine).
+# Nested calls (up.sh running down.sh) inherit the lock via MYSERVICE_E2E_LOCKED.
+cluster_lock() {
+  [[ -n "${MYSERVICE_E2E_LOCKED:-}" ]] && return 0
+  local lock="${MYSERVICE_E2E_LOCK:-/run/lock/myservice-e2e-cluster.lock}"
+  mkdir -p "$(dirname "$lock")"
+  exec 9>"$lock"
+  if ! flock -n 9; then
+    log "another up.sh/down.sh holds $lock - waiting (up to 10 min)"
+    flock -w 600 9 || die "could not take $lock"
+  fi
+  export MYSERVICE_E2E_LOCKED=1
+}

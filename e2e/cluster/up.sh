@@ -25,6 +25,7 @@ main() {
   # shellcheck source=SCRIPTDIR/lib.sh
   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
   [[ $EUID -eq 0 ]] || die "must run as root"
+  cluster_lock
   local t_start=$SECONDS
 
   if cluster_healthy; then
@@ -102,7 +103,7 @@ wait_for() {
 start_bg() {
   local name="$1"; shift
   log "  starting $name"
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &  # 9: the cluster lock, not for daemons
   echo $! >"$PIDS/$name.pid"
   sleep 0.5
   pid_of "$name" >/dev/null || { tail -20 "$LOGS/$name.log" >&2; die "$name exited at once (log: $LOGS/$name.log)"; }
