@@ -67,6 +67,13 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     # Single replica, strategy Recreate: no KopfPeering CRD to install (see docs/kubernetes.md).
     config.peering.standalone = True
     config.posting.reporting_component = EVENT_COMPONENT
+    # The finished-TTL delete is made by the session's own timer, which is still
+    # running when kopf sees the deletion; kopf then re-checks that timer only every
+    # cancellation_polling seconds (default 60) before it removes its finalizer, so
+    # every TTL deletion took TTL + 60 s (e2e check 4). Wait a moment for the timer
+    # to return, and poll each second.
+    config.background.instant_exit_timeout = 2.0
+    config.background.cancellation_polling = 1.0
     return config
 
 
