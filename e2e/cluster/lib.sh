@@ -9,6 +9,7 @@ _pin() { sed -n "s/^$1=\"\${$1:-\(.*\)}\"\$/\1/p" "$E2E_CLUSTER_DIR/build.sh"; }
 K8S_VERSION="${K8S_VERSION:-$(_pin K8S_VERSION)}"
 PAUSE_IMAGE="registry.k8s.io/pause:3.10"
 PROBE_IMAGE="myservice-e2e/probe:v1"
+COREDNS_IMAGE="myservice-e2e/coredns:$(_pin COREDNS_VERSION)"
 
 CACHE="${MYSERVICE_CACHE:-/var/cache/myservice}"
 BIN="$CACHE/k8s/$K8S_VERSION/bin"
@@ -32,6 +33,7 @@ ETCD_CLIENT_PORT=12379
 ETCD_PEER_PORT=12380
 SERVICE_CIDR="10.96.0.0/16"
 SERVICE_API_IP="10.96.0.1"
+DNS_IP="10.96.0.10"
 CLUSTER_CIDR="10.244.0.0/16"
 POD_CIDR="10.244.0.0/24"
 CNI_BRIDGE="myse2e-cni0"
@@ -46,6 +48,9 @@ KUBELET_ROOT="$STATE/kubelet"
 
 # Order matters: started in this order, stopped in reverse.
 COMPONENTS=(etcd kube-apiserver containerd kube-controller-manager kube-scheduler kubelet kube-proxy)
+
+# Cluster DNS (CoreDNS) is deployed when its image was built; MYSERVICE_E2E_DNS=0 disables it.
+dns_enabled() { [[ "${MYSERVICE_E2E_DNS:-1}" != 0 && -f "$IMAGES/coredns.tar" ]]; }
 
 log()  { printf '[e2e-cluster %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die()  { log "ERROR: $*" >&2; exit 1; }

@@ -9,7 +9,8 @@
 #   2. a pod from a locally imported image (myservice-e2e/probe:v1, never pulled)
 #      reaches Running
 #   3. that pod reaches the API server through the `kubernetes` Service
-#      (10.96.0.1:443) with its ServiceAccount token and verified TLS
+#      (10.96.0.1:443) with its ServiceAccount token and verified TLS, and (when
+#      CoreDNS is deployed) resolves kubernetes.default.svc.cluster.local
 #   4. the host reaches the API server through the Service IP (kube-proxy rules)
 #   5. the host reaches the probe pod's HTTP port through a ClusterIP Service, a
 #      NodePort on the node IP and on 127.0.0.1, and `kubectl port-forward`
@@ -54,6 +55,10 @@ EOF
   check "pod -> API server via Service $SERVICE_API_IP:443 (SA token, TLS verified)" \
     wait_until 90 sh -c "'$BIN/kubectl' --kubeconfig '$KUBECONFIG_ADMIN' -n $ns logs probe | grep -q 'PROBE OK'"
   kc -n "$ns" logs probe | grep -E 'PROBE|attempt' | tail -3 | cut -c1-200 | sed 's/^/    /'
+  if dns_enabled; then
+    check "pod resolves kubernetes.default.svc.cluster.local to $SERVICE_API_IP (CoreDNS)" \
+      wait_until 90 sh -c "'$BIN/kubectl' --kubeconfig '$KUBECONFIG_ADMIN' -n $ns logs probe | grep -q 'DNS OK $SERVICE_API_IP'"
+  fi
 
   # 4
   check "host -> API server via Service $SERVICE_API_IP:443" \

@@ -67,6 +67,7 @@ main() {
   log "node $NODE_NAME Ready $((SECONDS - t_node))s after kubelet start"
   wait_for "default ServiceAccount" 60 kc -n default get serviceaccount default
   wait_for "kube-proxy rules for Service $SERVICE_API_IP:443" 60 has_api_svc_rules
+  if dns_enabled; then deploy_dns; else log "cluster DNS disabled (no CoreDNS image or MYSERVICE_E2E_DNS=0)"; fi
   log "cluster up in $((SECONDS - t_start))s. export KUBECONFIG=$KUBECONFIG_ADMIN  (or: eval \"\$($E2E_CLUSTER_DIR/env.sh)\")"
   kc get nodes -o wide
 }
@@ -340,12 +341,13 @@ start_containerd() {
   write_containerd_config
   start_bg containerd containerd --config "$CONF/containerd.toml"
   wait_for "containerd socket" 60 alive_and containerd ctr_ version
-  local tar
-  for tar in "$IMAGES/pause.tar" "$IMAGES/probe.tar"; do
-    ctr_ images import --no-unpack=false "$tar" >/dev/null
+  local tar tars=("$IMAGES/pause.tar" "$IMAGES/probe.tar") names="$PAUSE_IMAGE (pinned sandbox image), docker.io/$PROBE_IMAGE"
+  if dns_enabled; then tars+=("$IMAGES/coredns.tar"); names+=", docker.io/$COREDNS_IMAGE"; fi
+  for tar in "${tars[@]}"; do
+    ctr_ images import "$tar" >/dev/null
   done
   ctr_ images label "$PAUSE_IMAGE" io.cri-containerd.pinned=pinned >/dev/null
-  log "  imported local images: $PAUSE_IMAGE (pinned sandbox image), docker.io/$PROBE_IMAGE"
+  log "  imported local images: $names"
 }
 
 start_controller_manager() {
@@ -395,7 +397,7 @@ containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 failSwapOn: false
 registerNode: true
 clusterDomain: cluster.local
-clusterDNS: []
+clusterDNS: [$(if dns_enabled; then echo "$DNS_IP"; fi)]
 resolvConf: /etc/resolv.conf
 podLogsDir: $STATE/pod-logs
 serializeImagePulls: false
@@ -446,6 +448,98 @@ conntrack:
 EOF
   start_bg kube-proxy "$BIN/kube-proxy" --config "$CONF/kube-proxy.yaml" --v=1
   wait_for "kube-proxy healthz" 60 alive_and kube-proxy curl -fsS http://127.0.0.1:10256/healthz
+}
+
+# CoreDNS serving cluster.local only: no upstream forwarding, so no DNS query ever
+# leaves the machine (other names get REFUSED/SERVFAIL).
+deploy_dns() {
+  log "  deploying CoreDNS ($COREDNS_IMAGE) as Service kube-system/kube-dns $DNS_IP"
+  kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: coredns, namespace: kube-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:coredns"}
+rules:
+- {apiGroups: [""], resources: [endpoints, services, pods, namespaces], verbs: [list, watch]}
+- {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:coredns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
+subjects: [{kind: ServiceAccount, name: coredns, namespace: kube-system}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: coredns, namespace: kube-system}
+data:
+  Corefile: |
+    .:53 {
+        errors
+        health :8080
+        ready :8181
+        kubernetes cluster.local in-addr.arpa ip6.arpa {
+            pods insecure
+            fallthrough in-addr.arpa ip6.arpa
+        }
+        cache 30
+        loadbalance
+    }
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: coredns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {k8s-app: kube-dns}}
+  template:
+    metadata: {labels: {k8s-app: kube-dns}}
+    spec:
+      serviceAccountName: coredns
+      priorityClassName: system-cluster-critical
+      dnsPolicy: Default
+      containers:
+      - name: coredns
+        image: $COREDNS_IMAGE
+        imagePullPolicy: Never
+        args: [-conf, /etc/coredns/Corefile]
+        ports:
+        - {name: dns, containerPort: 53, protocol: UDP}
+        - {name: dns-tcp, containerPort: 53, protocol: TCP}
+        resources: {requests: {cpu: 50m, memory: 70Mi}, limits: {memory: 170Mi}}
+        securityContext:
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities: {add: [NET_BIND_SERVICE], drop: [ALL]}
+        livenessProbe: {httpGet: {path: /health, port: 8080}, initialDelaySeconds: 10}
+        readinessProbe: {httpGet: {path: /ready, port: 8181}, periodSeconds: 2}
+        volumeMounts: [{name: config, mountPath: /etc/coredns, readOnly: true}]
+      volumes:
+      - {name: config, configMap: {name: coredns}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec:
+  clusterIP: $DNS_IP
+  selector: {k8s-app: kube-dns}
+  ports:
+  - {name: dns, port: 53, protocol: UDP}
+  - {name: dns-tcp, port: 53, protocol: TCP}
+EOF
+  if wait_for_soft 60 kc -n kube-system rollout status deployment/coredns --timeout=5s; then
+    log "  ok: CoreDNS ready"
+  else
+    log "  WARNING: CoreDNS not ready (kubectl -n kube-system describe pod -l k8s-app=kube-dns); the cluster works without it"
+  fi
+}
+
+wait_for_soft() { # wait_for_soft TIMEOUT_S CMD... : like wait_for, but returns 1 instead of dying
+  local timeout="$1" t0=$SECONDS; shift
+  until "$@" >/dev/null 2>&1; do ((SECONDS - t0 < timeout)) || return 1; sleep 1; done
 }
 
 main "$@"

@@ -4,7 +4,8 @@
 // token, verifying TLS with the mounted CA, prints "PROBE OK <version>" or
 // "PROBE FAIL <err>", then serves HTTP on :8080 ("probe ok <hostname>") until
 // SIGTERM, so Services, NodePorts and port-forward can be checked too.
-// `probe sleep` skips the API call.
+// It also resolves kubernetes.default.svc.cluster.local ("DNS OK <ip>" or
+// "DNS FAIL <err>"). `probe sleep` skips the API and DNS checks.
 package main
 
 import (
@@ -72,6 +73,18 @@ func main() {
 		}
 		if err != nil {
 			fmt.Println("PROBE FAIL", err)
+		}
+		// cluster DNS (when the cluster runs CoreDNS): the API Service by name
+		for i := 0; i < 30; i++ {
+			addrs, err := net.LookupHost("kubernetes.default.svc.cluster.local")
+			if err == nil {
+				fmt.Println("DNS OK", strings.Join(addrs, ","))
+				break
+			}
+			if i == 29 {
+				fmt.Println("DNS FAIL", err)
+			}
+			time.Sleep(2 * time.Second)
 		}
 	}
 	host, _ := os.Hostname()
