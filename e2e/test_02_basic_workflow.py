@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import framework as fw
 from framework import crd
 
@@ -50,3 +52,18 @@ def test_echoes_come_from_the_sessions_pod(client, kube, sessions):
     assert status["port"] == int(pod["spec"]["containers"][0]["ports"][0]["containerPort"])
     bye = client.shutdown(session)
     assert bye.pod_name == session.pod
+
+
+def test_helm_test_passes(release, installed, kube, sessions, t):
+    """The chart's own `helm test` (basic_workflow from a pod, through the Service's DNS name)."""
+    if not release.values.get("testUser", {}).get("enabled"):
+        pytest.skip("testUser.enabled is off: the chart renders no helm test")
+    if kube.run([kube.cfg.kubectl, "-n", "kube-system", "get", "service", "kube-dns"], check=False).returncode != 0:
+        pytest.skip("the cluster has no DNS (no kube-system/kube-dns Service): the test pod cannot resolve the gateway Service")
+    proc = kube.run([kube.cfg.helm, "-n", kube.ns, "test", release.name, "--logs", "--timeout", "180s"],
+                    check=False, timeout=t(240))
+    print(proc.stdout, proc.stderr)
+    assert proc.returncode == 0, f"helm test failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    assert "PASS basic_workflow" in proc.stdout, proc.stdout
+    session_id = re.search(r"Login ok \(session_id=(\S+?),", proc.stdout).group(1)
+    sessions.resources.append(crd.resource_name(session_id))
