@@ -83,6 +83,7 @@ def make_pod(*, resource: str, uid: str, session_id: str, settings: Settings) ->
             "readinessProbe": {
                 "grpc": {"port": port},
                 "periodSeconds": 2,
+                "timeoutSeconds": 3,  # the default 1 s fails spuriously on a busy node
                 "failureThreshold": 3,
             },
             "securityContext": {

@@ -46,7 +46,8 @@ TERMINAL_PHASES = frozenset({PHASE_COMPLETED, PHASE_FAILED})
 # Reasons (status.reason). The gateway maps them to gRPC codes:
 #   Pending + REASON_CAPACITY              -> RESOURCE_EXHAUSTED "all instances are busy"
 #   Failed + is_start_failure(reason)      -> RESOURCE_EXHAUSTED "no available instances"
-#   Failed/Completed after Ready (others)  -> UNAVAILABLE "backend service unavailable"
+#   Failed after Ready (other reasons)     -> UNAVAILABLE "backend service unavailable"
+#   Completed                              -> FAILED_PRECONDITION "session <id> has ended; ..."
 REASON_CAPACITY = "CapacityExceeded"
 """Pending: MYSERVICE_MAX_SESSIONS live pods already. Failed: still no slot after
 MYSERVICE_READY_TIMEOUT_SECONDS of waiting."""
