@@ -15,7 +15,7 @@ import grpc
 
 from myservice import contract
 
-from . import tokens
+from . import rpckinds, tokens
 
 log = logging.getLogger("myservice.gateway.auth")
 
@@ -104,13 +104,8 @@ def reject(request_streaming: bool, response_streaming: bool, message: str) -> g
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
         yield  # pragma: no cover - makes this an async generator
 
-    if request_streaming and response_streaming:
-        return grpc.stream_stream_rpc_method_handler(stream_reject)
-    if request_streaming:
-        return grpc.stream_unary_rpc_method_handler(unary_reject)
-    if response_streaming:
-        return grpc.unary_stream_rpc_method_handler(stream_reject)
-    return grpc.unary_unary_rpc_method_handler(unary_reject)
+    return rpckinds.method_handler(request_streaming, response_streaming,
+                                   stream_reject if response_streaming else unary_reject)
 
 
 class Authenticator:

@@ -10,6 +10,7 @@ from google.protobuf import descriptor_pool
 
 from myservice import contract
 
+from . import rpckinds
 from .auth import Authenticator, reject
 from .backends.base import Backend, BackendError, Endpoint
 
@@ -77,13 +78,19 @@ class Proxy(grpc.GenericRpcHandler):
 
     def _make_handler(self, method: str) -> grpc.RpcMethodHandler:
         request_streaming, response_streaming = method_kind(method)
+        # The channel's multicallable of the same kind: unary_unary, stream_stream, ...
+        kind = rpckinds.kind_name(request_streaming, response_streaming)
         abort_from = self._abort_from
         endpoint_of = self._endpoint
 
-        async def unary_unary(request: bytes, context):
+        async def start(request_or_iterator, context):
             endpoint = await endpoint_of(context)
-            call = endpoint.channel.unary_unary(method)(
-                request, metadata=forwarded_metadata(context.invocation_metadata()), timeout=_timeout(context))
+            return getattr(endpoint.channel, kind)(method)(
+                request_or_iterator, metadata=forwarded_metadata(context.invocation_metadata()),
+                timeout=_timeout(context))
+
+        async def forward_unary_response(request_or_iterator, context):
+            call = await start(request_or_iterator, context)
             try:
                 response = await call
             except grpc.aio.AioRpcError as e:
@@ -91,21 +98,8 @@ class Proxy(grpc.GenericRpcHandler):
             context.set_trailing_metadata(await call.trailing_metadata() or ())
             return response
 
-        async def stream_unary(request_iterator, context):
-            endpoint = await endpoint_of(context)
-            call = endpoint.channel.stream_unary(method)(
-                request_iterator, metadata=forwarded_metadata(context.invocation_metadata()), timeout=_timeout(context))
-            try:
-                response = await call
-            except grpc.aio.AioRpcError as e:
-                await abort_from(context, e)
-            context.set_trailing_metadata(await call.trailing_metadata() or ())
-            return response
-
-        async def unary_stream(request: bytes, context):
-            endpoint = await endpoint_of(context)
-            call = endpoint.channel.unary_stream(method)(
-                request, metadata=forwarded_metadata(context.invocation_metadata()), timeout=_timeout(context))
+        async def forward_stream_response(request_or_iterator, context):
+            call = await start(request_or_iterator, context)
             try:
                 async for response in call:
                     yield response
@@ -113,21 +107,5 @@ class Proxy(grpc.GenericRpcHandler):
                 await abort_from(context, e)
             context.set_trailing_metadata(await call.trailing_metadata() or ())
 
-        async def stream_stream(request_iterator, context):
-            endpoint = await endpoint_of(context)
-            call = endpoint.channel.stream_stream(method)(
-                request_iterator, metadata=forwarded_metadata(context.invocation_metadata()), timeout=_timeout(context))
-            try:
-                async for response in call:
-                    yield response
-            except grpc.aio.AioRpcError as e:
-                await abort_from(context, e)
-            context.set_trailing_metadata(await call.trailing_metadata() or ())
-
-        if request_streaming and response_streaming:
-            return grpc.stream_stream_rpc_method_handler(stream_stream)
-        if request_streaming:
-            return grpc.stream_unary_rpc_method_handler(stream_unary)
-        if response_streaming:
-            return grpc.unary_stream_rpc_method_handler(unary_stream)
-        return grpc.unary_unary_rpc_method_handler(unary_unary)
+        forward = forward_stream_response if response_streaming else forward_unary_response
+        return rpckinds.method_handler(request_streaming, response_streaming, forward)
