@@ -20,8 +20,9 @@
 #   KIND_NODE_IMAGE              node image (default: kind's own default)
 #   MYSERVICE_E2E_KEEP=1         keep the cluster
 #   MYSERVICE_E2E_GATEWAY_IMAGE, MYSERVICE_E2E_SERVICE_IMAGE  image names (default myservice-{gateway,service}:dev)
-#   MYSERVICE_DEBIAN_MIRROR      for the base image (default http://deb.debian.org/debian on a
-#                                non-Debian host such as ubuntu-latest)
+#   MYSERVICE_DEBIAN_MIRROR      Debian mirror for the base image; required on a non-Debian host
+#                                such as ubuntu-latest (on Debian, apt's own sources are used)
+#   MYSERVICE_DEBIAN_SECURITY    its security mirror (default: derived from MYSERVICE_DEBIAN_MIRROR)
 #   everything e2e/conftest.py reads
 set -uo pipefail
 
@@ -41,9 +42,9 @@ export MYSERVICE_E2E_GATEWAY_IMAGE=${MYSERVICE_E2E_GATEWAY_IMAGE:-myservice-gate
 export MYSERVICE_E2E_SERVICE_IMAGE=${MYSERVICE_E2E_SERVICE_IMAGE:-myservice-service:dev}
 # build.sh reads these names
 export MYSERVICE_GATEWAY_IMAGE=$MYSERVICE_E2E_GATEWAY_IMAGE MYSERVICE_SERVICE_IMAGE=$MYSERVICE_E2E_SERVICE_IMAGE
-if ! grep -qs '^ID=debian' /etc/os-release; then
-  export MYSERVICE_DEBIAN_MIRROR=${MYSERVICE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-  export MYSERVICE_DEBIAN_SECURITY=${MYSERVICE_DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
+if ! grep -qs '^ID=debian' /etc/os-release && [ -z "${MYSERVICE_DEBIAN_MIRROR:-}" ]; then
+  echo "kind.sh: not a Debian host: set MYSERVICE_DEBIAN_MIRROR to a Debian mirror for the base image" >&2
+  exit 2
 fi
 export KUBECONFIG=${MYSERVICE_E2E_KUBECONFIG:-$LOG_DIR/kind-kubeconfig}
 

@@ -71,7 +71,7 @@ export GOMODCACHE="$GOCACHE_ROOT/mod"
 export GOCACHE="$GOCACHE_ROOT/build"
 export GOFLAGS="-mod=mod -buildvcs=false"
 export GOTOOLCHAIN=local
-export GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}"
+# GOPROXY: the Go toolchain's own setting (go env GOPROXY) is used as it is.
 export CGO_ENABLED=0
 
 log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*"; }

@@ -77,7 +77,10 @@ mirror_from_sources() {  # $1 = suite to look for (bookworm | bookworm-security)
   done
 }
 MIRROR=${MYSERVICE_DEBIAN_MIRROR:-$(mirror_from_sources "$SUITE" | head -n1)}
-MIRROR=${MIRROR:-http://deb.debian.org/debian}
+if [ -z "$MIRROR" ]; then
+  echo "base.sh: no Debian $SUITE mirror in /etc/apt/sources*; set MYSERVICE_DEBIAN_MIRROR to one" >&2
+  exit 2
+fi
 SECURITY=${MYSERVICE_DEBIAN_SECURITY:-$(mirror_from_sources "$SUITE-security" | head -n1)}
 SECURITY=${SECURITY:-${MIRROR%/debian}/debian-security}
 
