@@ -23,13 +23,13 @@ def forwarded_metadata(metadata) -> tuple[tuple[str, str | bytes], ...]:
     return tuple((k, v) for k, v in metadata or () if k not in _DROPPED_METADATA and not k.startswith((":", "grpc-")))
 
 
-def method_kind(method: str) -> tuple[bool, bool]:
-    """(request_streaming, response_streaming) of '/pkg.Service/Method'."""
+def method_kind(method: str) -> tuple[bool, bool] | None:
+    """(request_streaming, response_streaming) of '/pkg.Service/Method', None if unknown."""
     try:
         service, name = method.lstrip("/").rsplit("/", 1)
         descriptor = descriptor_pool.Default().FindMethodByName(f"{service}.{name}")
     except (KeyError, ValueError):
-        return True, True
+        return None
     return descriptor.client_streaming, descriptor.server_streaming
 
 
@@ -52,7 +52,12 @@ class Proxy(grpc.GenericRpcHandler):
         if handler is None:
             if not method.startswith(self._prefixes) or method == contract.LOGIN_METHOD:
                 return None
-            handler = self._handlers[method] = self._make_handler(method)
+            kind = method_kind(method)
+            # Unknown methods go as bidi streams and are not cached: callers must
+            # not be able to grow this dict with made-up method names.
+            handler = self._make_handler(method, *(kind or (True, True)))
+            if kind is not None:
+                self._handlers[method] = handler
         problem = self._authenticator.check(handler_call_details.invocation_metadata)
         if problem is not None:
             return reject(handler.request_streaming, handler.response_streaming, problem)
@@ -76,8 +81,7 @@ class Proxy(grpc.GenericRpcHandler):
             await context.abort(grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE, trailing)
         await context.abort(error.code(), error.details() or "", trailing)
 
-    def _make_handler(self, method: str) -> grpc.RpcMethodHandler:
-        request_streaming, response_streaming = method_kind(method)
+    def _make_handler(self, method: str, request_streaming: bool, response_streaming: bool) -> grpc.RpcMethodHandler:
         # The channel's multicallable of the same kind: unary_unary, stream_stream, ...
         kind = rpckinds.kind_name(request_streaming, response_streaming)
         abort_from = self._abort_from

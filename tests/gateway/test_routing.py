@@ -184,3 +184,33 @@ async def test_instances_listen_on_unix_sockets_removed_at_close(make_gateway):
     assert [p.startswith("myservice-local-") for p in os.listdir(socket_dir)] == [True]
     await gw.gateway.stop(grace=1)
     assert not os.path.exists(socket_dir)
+
+
+async def test_unknown_method_is_forwarded_not_cached(gw):
+    metadata = await gw.session("unk")
+    await echo(gw, metadata)
+    nope = gw.channel.unary_unary("/myservice.v1.MyService/Nope")
+    # Forwarded (as a bidi stream) to the instance, whose answer comes back unchanged.
+    assert await error_of(nope(b"", metadata=metadata)) == (grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+    assert (await error_of(nope(b"", metadata=(("session-id", "unk"),))))[0] == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_proxy_caches_only_known_methods():
+    import collections
+
+    from myservice_gateway import proxy, tokens
+    from myservice_gateway.auth import Authenticator
+
+    details = collections.namedtuple("Details", "method invocation_metadata")
+    p = proxy.Proxy(backend=None, authenticator=Authenticator(tokens.TokenConfig(b"k" * 32, "i", "a", 60)))
+    assert p.service(details("/myservice.v1.MyService/Login", ())) is None
+    assert p.service(details("/other.Service/X", ())) is None
+    echo_handler = p.service(details("/myservice.v1.MyService/MyServiceEcho", ()))
+    assert (echo_handler.request_streaming, echo_handler.response_streaming) == (False, False)
+    chat = p.service(details("/myservice.v1.MyService/MyServiceChat", ()))
+    assert (chat.request_streaming, chat.response_streaming) == (True, True)
+    unknown = p.service(details("/myservice.v1.MyService/Nope", ()))
+    assert (unknown.request_streaming, unknown.response_streaming) == (True, True)
+    assert sorted(p._handlers) == ["/myservice.v1.MyService/MyServiceChat", "/myservice.v1.MyService/MyServiceEcho"]
+    assert proxy.method_kind("/myservice.v1.MyService/MyServiceEchoStream") == (False, True)
+    assert proxy.method_kind("/myservice.v1.MyService/Nope") is None
