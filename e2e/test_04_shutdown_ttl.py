@@ -1,5 +1,6 @@
 """Check 4: after MyServiceShutdown the pod ends Succeeded, the resource goes Completed
-(calls answer FAILED_PRECONDITION), and both are deleted once the TTL has passed."""
+(calls answer FAILED_PRECONDITION), and both are deleted once the TTL has passed;
+calls still answer FAILED_PRECONDITION then, and no second pod appears."""
 from __future__ import annotations
 
 import datetime as dt
@@ -44,3 +45,8 @@ def test_shutdown_completes_and_ttl_deletes(client, kube, sessions, installed, t
     fw.log(f"resource deleted {gone_after:.1f}s after finishedAt (TTL {ttl}s)")
     assert gone_after >= ttl - 1, f"deleted {gone_after:.1f}s after finishedAt, before the TTL of {ttl}s"
     fw.wait_until(f"pod {session.pod} deleted with its resource", lambda: kube.get("pod", session.pod) is None, t(60))
+
+    # after the TTL the resource is gone, and the session is still over: no second pod
+    err = fw.rpc_error(lambda: client.echo(session, timeout=20))
+    fw.assert_status(err, grpc.StatusCode.FAILED_PRECONDITION, contract.session_ended(session.session_id))
+    assert kube.mss(session.resource) is None and kube.get("pod", session.pod) is None

@@ -28,6 +28,10 @@ WATCH_SECONDS = 240
 # Client-side read timeout on the watch: longer than the server's, shorter than forever.
 WATCH_READ_TIMEOUT = WATCH_SECONDS + 30
 FIRST_SYNC_TIMEOUT = 30.0
+# A caller holds a token, so its session's resource was created at Login. If the
+# cache still lacks it after this long, it is not "about to arrive" but gone
+# (deleted after its TTL, or by hand): the session has ended.
+MISSING_GRACE_SECONDS = 5.0
 
 
 def load_api_client() -> kubernetes.client.ApiClient:
@@ -167,18 +171,25 @@ class KubernetesBackend:
         if route.address:  # the common case: no lock, no wait
             return Endpoint(route.address, route.pod_name, self._channel(route.address))
         limit = self.ready_timeout if timeout is None else min(timeout, self.ready_timeout)
-        deadline = time.monotonic() + limit
+        started = time.monotonic()
+        deadline = started + limit
         async with self._cache.changed:
             while True:
-                route = routes.decide(self._cache.items.get(name), session_id)
+                resource = self._cache.items.get(name)
+                route = routes.decide(resource, session_id)
                 if route.address:
                     return Endpoint(route.address, route.pod_name, self._channel(route.address))
                 if route.error:
                     raise route.error
-                remaining = deadline - time.monotonic()
+                now = time.monotonic()
+                if resource is None and now - started >= MISSING_GRACE_SECONDS:
+                    raise BackendError(grpc.StatusCode.FAILED_PRECONDITION, contract.session_ended(session_id))
+                remaining = deadline - now
                 if remaining <= 0:
                     raise BackendError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                        f"the session's instance was not ready within {limit:.0f}s")
+                if resource is None:
+                    remaining = min(remaining, started + MISSING_GRACE_SECONDS - now)
                 try:
                     await asyncio.wait_for(self._cache.changed.wait(), remaining)
                 except asyncio.TimeoutError:
