@@ -73,7 +73,9 @@ else
       --host=unix:///var/run/docker.sock \
       --pidfile="$DOCKERD_PIDFILE" \
       --iptables=false --ip-forward=false \
-      >>"$STATE/dockerd.log" 2>&1 </dev/null &
+      >>"$STATE/dockerd.log" 2>&1 </dev/null 8>&- 9>&- &
+  # (8>&- 9>&-: the daemon outlives us and must not keep the lock files that
+  # base.sh and build.sh hold on fds 8 and 9, or their next run waits forever.)
   bg_pid=$!
 fi
 
