@@ -118,11 +118,24 @@ alive_and() { # alive_and NAME CMD... : CMD succeeds while NAME is still running
 
 # --------------------------------------------------------------------------- host
 host_prereqs() {
-  local cmd
-  for cmd in iptables ip openssl containerd runc ctr conntrack; do
-    command -v "$cmd" >/dev/null || die "$cmd missing: apt-get install -y containerd runc containernetworking-plugins iptables conntrack socat openssl gcc"
+  local cmd missing=()
+  # command -> the Debian package that brings it (a fresh machine has none of them)
+  local -A package_of=([iptables]=iptables [ip]=iproute2 [openssl]=openssl [containerd]=containerd
+                       [runc]=runc [ctr]=containerd [conntrack]=conntrack [socat]=socat)
+  for cmd in "${!package_of[@]}"; do
+    command -v "$cmd" >/dev/null || missing+=("${package_of[$cmd]}")
   done
-  [[ -x "$CNI_BIN_DIR/bridge" ]] || die "CNI plugins missing in $CNI_BIN_DIR: apt-get install -y containernetworking-plugins"
+  [[ -x "$CNI_BIN_DIR/bridge" ]] || missing+=(containernetworking-plugins)
+  if ((${#missing[@]})); then
+    log "installing host packages: ${missing[*]}"
+    apt-get update -q >/dev/null || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
+      || die "apt-get install ${missing[*]} failed"
+  fi
+  for cmd in "${!package_of[@]}"; do
+    command -v "$cmd" >/dev/null || die "$cmd still missing after installing ${package_of[$cmd]}"
+  done
+  [[ -x "$CNI_BIN_DIR/bridge" ]] || die "CNI plugins missing in $CNI_BIN_DIR after installing containernetworking-plugins"
   [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] || modprobe br_netfilter 2>/dev/null || true
   sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 2>/dev/null || true
   swapoff -a 2>/dev/null || true
