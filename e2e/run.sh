@@ -27,26 +27,10 @@ if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
   sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0
 fi
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO" || exit 2
-LOG_DIR=${MYSERVICE_E2E_LOG_DIR:-/tmp/myservice-e2e-logs}
-mkdir -p "$LOG_DIR"
-T0=$SECONDS
-SUMMARY=()
-PYTEST=${MYSERVICE_E2E_PYTEST:-$REPO/.venv/bin/pytest}
-
-say() { printf '[run.sh %s +%4ds] %s\n' "$(date -u +%H:%M:%S)" "$((SECONDS - T0))" "$*"; }
-
-# phase NAME CMD...: run CMD with its output shown and logged; record its time
-phase() {
-  local name="$1" t=$SECONDS rc; shift
-  say "==> $name: $*"
-  "$@" 2>&1 | tee "$LOG_DIR/${name// /_}.log"
-  rc=${PIPESTATUS[0]}
-  SUMMARY+=("$(printf '%-14s %5ds  %s' "$name" "$((SECONDS - t))" "$([[ $rc == 0 ]] && echo ok || echo "FAILED ($rc)")")")
-  say "<== $name: $([[ $rc == 0 ]] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - t))s"
-  return "$rc"
-}
+# shellcheck disable=SC2034  # PHASES_TAG is read by phases.sh
+PHASES_TAG=run.sh
+# shellcheck source=e2e/phases.sh
+source "$(dirname "${BASH_SOURCE[0]}")/phases.sh"
 
 # shellcheck disable=SC2317  # invoked by the EXIT trap
 finish() {
