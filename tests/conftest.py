@@ -18,7 +18,6 @@ from myservice_gateway import settings as gateway_settings
 from myservice_gateway.backends.local import LocalBackend
 from myservice_gateway.server import start_gateway
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 KEY = b"k" * 32
 

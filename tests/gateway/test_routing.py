@@ -18,6 +18,14 @@ async def echo(gw, metadata, value="v"):
     return await gw.stub.MyServiceEcho(pb.EchoRequest(value=value), metadata=metadata)
 
 
+async def until_no_instances(gw, timeout: float = 5.0):
+    """Wait (bounded) until the backend has noticed its instances' exits."""
+    for _ in range(int(timeout / 0.05)):
+        if gw.backend.live_count == 0:
+            return
+        await asyncio.sleep(0.05)
+
+
 async def error_of(awaitable):
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await awaitable
@@ -56,10 +64,7 @@ async def test_shutdown_exits_the_process_and_frees_the_slot(make_gateway):
     b = await gw.session("B")
     assert await error_of(echo(gw, b)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "all instances are busy")
     await gw.stub.MyServiceShutdown(pb.ShutdownRequest(), metadata=a)
-    for _ in range(100):
-        if gw.backend.live_count == 0:
-            break
-        await asyncio.sleep(0.05)
+    await until_no_instances(gw)
     assert not pid_alive(pid_a)
     reply_b = await echo(gw, b)  # the freed slot is reused
     assert reply_b.pod_name != pod_a and reply_b.server_session_id == "B"
@@ -73,10 +78,7 @@ async def test_crashed_instance_ends_the_session(gw):
     await echo(gw, a)
     [pid] = gw.backend.pids()
     os.kill(pid, signal.SIGKILL)
-    for _ in range(100):
-        if gw.backend.live_count == 0:
-            break
-        await asyncio.sleep(0.05)
+    await until_no_instances(gw)
     assert await error_of(echo(gw, a)) == (
         grpc.StatusCode.FAILED_PRECONDITION, "session crash has ended; log in with a new session_id")
 
@@ -99,7 +101,6 @@ class StaticBackend:
 
     def __init__(self, port):
         self.address = f"127.0.0.1:{port}"
-        self.live_count = 0
 
     async def start(self):
         self.channel = grpc.aio.insecure_channel(self.address)

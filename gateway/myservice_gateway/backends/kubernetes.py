@@ -131,10 +131,6 @@ class KubernetesBackend:
         self._cache: SessionCache | None = None
         self._channels: dict[str, grpc.aio.Channel] = {}
 
-    @property
-    def live_count(self) -> int:
-        return len(self._channels)
-
     async def start(self) -> None:
         self._api_client = self._api_client or load_api_client()
         self._api = kubernetes.client.CustomObjectsApi(self._api_client)
