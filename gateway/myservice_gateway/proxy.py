@@ -13,6 +13,7 @@ from myservice import contract
 from . import rpckinds
 from .auth import Authenticator, reject
 from .backends.base import Backend, BackendError, Endpoint
+from .finalstatus import FinalStatus, instance_status
 
 # Not forwarded: the token stays at the gateway (instances never need it), and
 # transport-level keys are the channel's own business.
@@ -75,11 +76,11 @@ class Proxy(grpc.GenericRpcHandler):
             raise  # unreachable: abort raises
 
     @staticmethod
-    async def _abort_from(context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError) -> None:
-        trailing = error.trailing_metadata() or ()
-        if error.code() == grpc.StatusCode.UNAVAILABLE:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE, trailing)
-        await context.abort(error.code(), error.details() or "", trailing)
+    async def _abort_from(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str,
+                          trailing: tuple) -> None:
+        if code == grpc.StatusCode.UNAVAILABLE:
+            details = contract.BACKEND_UNAVAILABLE
+        await context.abort(code, details, trailing)
 
     def _make_handler(self, method: str, request_streaming: bool, response_streaming: bool) -> grpc.RpcMethodHandler:
         # The channel's multicallable of the same kind: unary_unary, stream_stream, ...
@@ -89,27 +90,35 @@ class Proxy(grpc.GenericRpcHandler):
 
         async def start(request_or_iterator, context):
             endpoint = await endpoint_of(context)
-            return getattr(endpoint.channel, kind)(method)(
+            call = getattr(endpoint.channel, kind)(method)(
                 request_or_iterator, metadata=forwarded_metadata(context.invocation_metadata()),
                 timeout=_timeout(context))
+            return call, (FinalStatus(call) if request_streaming else None)
 
         async def forward_unary_response(request_or_iterator, context):
-            call = await start(request_or_iterator, context)
+            call, final = await start(request_or_iterator, context)
             try:
                 response = await call
             except grpc.aio.AioRpcError as e:
-                await abort_from(context, e)
-            context.set_trailing_metadata(await call.trailing_metadata() or ())
+                code, details, trailing = instance_status(e, final)
+                if code == grpc.StatusCode.OK:  # its response was lost with the race
+                    code, details, trailing = e.code(), e.details() or "", ()
+                await abort_from(context, code, details, trailing)
+            context.set_trailing_metadata(tuple(await call.trailing_metadata() or ()))
             return response
 
         async def forward_stream_response(request_or_iterator, context):
-            call = await start(request_or_iterator, context)
+            call, final = await start(request_or_iterator, context)
             try:
                 async for response in call:
                     yield response
             except grpc.aio.AioRpcError as e:
-                await abort_from(context, e)
-            context.set_trailing_metadata(await call.trailing_metadata() or ())
+                code, details, trailing = instance_status(e, final)
+                if code != grpc.StatusCode.OK:
+                    await abort_from(context, code, details, trailing)
+                context.set_trailing_metadata(trailing)
+                return
+            context.set_trailing_metadata(tuple(await call.trailing_metadata() or ()))
 
         forward = forward_stream_response if response_streaming else forward_unary_response
         return rpckinds.method_handler(request_streaming, response_streaming, forward)

@@ -154,10 +154,11 @@ class Inspector(pb_grpc.MyServiceServicer):
 
     async def MyServiceEcho(self, request, context):
         keys = sorted(k for k, _ in context.invocation_metadata())
+        context.set_trailing_metadata((("x-served-by", "inspector"),))
         return pb.EchoResponse(client_value=f"{context.time_remaining():.3f}", server_method=",".join(keys))
 
 
-async def test_deadline_and_metadata_propagate_but_not_the_token(make_gateway):
+async def test_deadline_and_metadata_propagate_both_ways_but_not_the_token(make_gateway):
     server = grpc.aio.server()
     pb_grpc.add_MyServiceServicer_to_server(Inspector(), server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -165,11 +166,47 @@ async def test_deadline_and_metadata_propagate_but_not_the_token(make_gateway):
     try:
         gw = await make_gateway(backend=StaticBackend(port))
         metadata = await gw.session("d") + (("x-trace", "t1"),)
-        reply = await gw.stub.MyServiceEcho(pb.EchoRequest(value="v"), metadata=metadata, timeout=7)
+        call = gw.stub.MyServiceEcho(pb.EchoRequest(value="v"), metadata=metadata, timeout=7)
+        reply = await call
+        assert ("x-served-by", "inspector") in tuple(await call.trailing_metadata())
         assert 5 < float(reply.client_value) <= 7.1  # the wire encoding of grpc-timeout rounds up
         keys = reply.server_method.split(",")
         assert "session-id" in keys and "x-trace" in keys
         assert "authorization" not in keys
+    finally:
+        await server.stop(0)
+
+
+class EarlyEnder(pb_grpc.MyServiceServicer):
+    """Ends a Chat at its first message, while the caller is still streaming."""
+
+    async def MyServiceChat(self, request_iterator, context):
+        async for request in request_iterator:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"ended at {request.value}",
+                                (("x-ended", "yes"),))
+        yield pb.EchoResponse()  # never reached
+
+
+async def test_status_of_a_call_the_instance_ends_early_reaches_the_client(make_gateway):
+    # The gateway is still writing when the instance's status arrives; grpc.aio
+    # would report its own failed write instead (grpc/grpc#36066). Repeated
+    # because it is a race.
+    server = grpc.aio.server()
+    pb_grpc.add_MyServiceServicer_to_server(EarlyEnder(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        gw = await make_gateway(backend=StaticBackend(port))
+        metadata = await gw.session("early")
+        # A sync client: grpc.aio's own client would show the same bug on its leg.
+        with grpc.insecure_channel(f"127.0.0.1:{gw.gateway.port}") as channel:
+            chat = pb_grpc.MyServiceStub(channel).MyServiceChat
+            for _ in range(40):
+                requests = (pb.EchoRequest(value=str(i)) for i in range(200))
+                with pytest.raises(grpc.RpcError) as e:
+                    await asyncio.to_thread(lambda: list(chat(requests, metadata=metadata)))
+                assert (e.value.code(), e.value.details()) == (grpc.StatusCode.FAILED_PRECONDITION, "ended at 0")
+                assert ("x-ended", "yes") in tuple(e.value.trailing_metadata())
     finally:
         await server.stop(0)
 

@@ -1,0 +1,59 @@
+"""The final status an instance gave a call whose requests the gateway streams.
+
+grpc.aio loses it in a race (grpc/grpc#36066, open in grpcio 1.85): when the
+instance ends the call while the gateway is still writing requests, the failed
+write replaces the instance's status with its own INTERNAL "Internal error from
+Core". A done callback runs each time the call is given a status, in order, so
+the first status it sees that is not that local write failure is the
+instance's."""
+from __future__ import annotations
+
+import grpc
+
+LOCAL_WRITE_FAILURE = (grpc.StatusCode.INTERNAL, "Internal error from Core")
+
+
+def _now(awaitable):
+    """The value of an awaitable that is already complete (a finished call's
+    status), without an event loop turn: by the next turn it may be replaced."""
+    steps = awaitable.__await__()
+    try:
+        steps.send(None)
+    except StopIteration as done:
+        return done.value
+    steps.close()
+    raise RuntimeError("awaitable was not complete")
+
+
+def is_local_write_failure(code, details) -> bool:
+    return (code, details) == LOCAL_WRITE_FAILURE
+
+
+class FinalStatus:
+    """Watches one request-streaming call for the first status that is the instance's."""
+
+    __slots__ = ("_status",)
+
+    def __init__(self, call: grpc.aio.Call) -> None:
+        self._status: tuple | None = None
+        call.add_done_callback(self._record)
+
+    def _record(self, call: grpc.aio.Call) -> None:
+        if self._status is not None:
+            return
+        code, details = _now(call.code()), _now(call.details())
+        if not is_local_write_failure(code, details):
+            self._status = (code, details, _now(call.trailing_metadata()))
+
+    @property
+    def recorded(self) -> tuple | None:
+        return self._status
+
+
+def instance_status(error: grpc.aio.AioRpcError, final: FinalStatus | None) -> tuple[grpc.StatusCode, str, tuple]:
+    """(code, details, trailing metadata) that the instance ended the call with."""
+    if final is not None and final.recorded is not None and is_local_write_failure(error.code(), error.details()):
+        code, details, trailing = final.recorded
+    else:
+        code, details, trailing = error.code(), error.details() or "", error.trailing_metadata()
+    return code, details, tuple(trailing or ())
