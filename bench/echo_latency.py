@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Unary MyServiceEcho latency (p50, p99) and throughput, three ways, in one run:
+"""Unary MyServiceEcho latency (p50, p99) and throughput, four ways, in one run:
 
   direct   straight to an instance process (`myservice instance`)
   nginx    through Debian's nginx `grpc_pass` in front of that same instance
            (no auth, no routing: the reference proxy a user might put in front)
+  bare     through bench/bare_proxy.py in front of that same instance: the least
+           a grpc.aio proxy can do (no auth, no routing), i.e. the floor of the
+           gateway's own stack
   gateway  through `myservice up` (Login first, then token + session-id on every
            call: authentication and routing on)
 
@@ -30,7 +33,7 @@ on the path (from /proc), which another job on the machine disturbs far less.
 
     .venv/bin/python bench/echo_latency.py [--requests N] [--rounds R]
         [--concurrency 1,16] [--json PATH|-] [--client threads|aio]
-        [--targets direct,nginx,gateway] [--compare-gateway DIR] [--profile FILE]
+        [--targets direct,nginx,bare,gateway] [--compare-gateway DIR] [--profile FILE]
 
 nginx missing: the script installs Debian's nginx-light (apt-get, needs root)
 and says so; it never touches a system nginx service, it runs a private nginx
@@ -58,7 +61,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TARGETS = ("direct", "nginx", "gateway")
+TARGETS = ("direct", "nginx", "bare", "gateway")
 BASELINE = "gw-base"  # --compare-gateway: a second gateway, from another source tree (A/B of a change)
 METHOD = "/myservice.v1.MyService/MyServiceEcho"
 ECHO_VALUE = "bench-echo-0123456789abcdefgh"  # EchoRequest(value=...) is 31 bytes on the wire
@@ -471,11 +474,11 @@ class Bench:
             raise BenchError(f"load worker: {reply.get('error')}")
         return reply
 
-    def _read_announce(self, proc: subprocess.Popen, log_path: Path) -> int:
+    def _read_announce(self, proc: subprocess.Popen, log_path: Path, what: str = "instance") -> int:
         ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
         line = proc.stdout.readline() if ready else b""
         if not line.startswith(b"LISTENING "):
-            raise BenchError(f"instance did not announce its port (got {line!r}){_tail(log_path)}")
+            raise BenchError(f"{what} did not announce its port (got {line!r}){_tail(log_path)}")
         return int(line.split()[1])
 
     def start(self) -> dict[str, str]:
@@ -500,7 +503,15 @@ class Bench:
                                 stderr=(self.tmp / "nginx-stderr.log").open("wb"))
         _wait_port(nginx_port, proc, "nginx", self.tmp / "nginx-stderr.log")
         say(f"nginx {nginx_version(nginx)} pid {proc.pid} on 127.0.0.1:{nginx_port} -> 127.0.0.1:{instance_port}")
-        # (c) the gateway, with its local backend (its instance starts at our first call).
+        # (c) the bare grpc.aio proxy -> that instance.
+        blog = self.tmp / "bare.log"
+        bare = self.procs.start("bare proxy", [
+            sys.executable, str(Path(__file__).resolve().parent / "bare_proxy.py"),
+            "--upstream", f"127.0.0.1:{instance_port}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=blog.open("wb"))
+        bare_port = self._read_announce(bare, blog, "bare proxy")
+        say(f"bare grpc.aio proxy pid {bare.pid} on 127.0.0.1:{bare_port} -> 127.0.0.1:{instance_port}")
+        # (d) the gateway, with its local backend (its instance starts at our first call).
         gw, gateway_port = self._start_gateway("gateway", None)
         self.gateway_pid = gw.pid
         gateways = {"gateway": (gw, gateway_port)}
@@ -514,6 +525,7 @@ class Bench:
         self.info.update(grpc=hello["grpc"], nginx=nginx_version(nginx))
         direct_sid = f"bench-direct-{uuid.uuid4().hex[:8]}"
         addresses = {"direct": f"127.0.0.1:{instance_port}", "nginx": f"127.0.0.1:{nginx_port}",
+                     "bare": f"127.0.0.1:{bare_port}",
                      **{name: f"127.0.0.1:{port}" for name, (_, port) in gateways.items()}}
         for name in addresses:
             sid = f"bench-{name}-{uuid.uuid4().hex[:8]}" if name in gateways else direct_sid
@@ -523,7 +535,8 @@ class Bench:
             self.info["request_bytes"] = reply["request_bytes"]
         # Whose CPU time each path costs (the client's is the worker's, the same for all).
         self.cpu_pids = {"direct": {"instance": [instance.pid]},
-                         "nginx": {"nginx": [proc.pid] + _descendants(proc.pid), "instance": [instance.pid]}}
+                         "nginx": {"nginx": [proc.pid] + _descendants(proc.pid), "instance": [instance.pid]},
+                         "bare": {"bare": [bare.pid], "instance": [instance.pid]}}
         for name, (p, _) in gateways.items():
             # "loop": the gateway's main thread alone (the asyncio loop), the rest is gRPC's own threads.
             self.cpu_pids[name] = {"gateway": [p.pid], "loop": [f"{p.pid}/task/{p.pid}"], "instance": _descendants(p.pid)}
@@ -632,7 +645,7 @@ def ratios(rows: list[dict], samples: dict) -> list[dict]:
         g = by.get(("gateway", c))
         if not g:
             continue
-        for base in ("direct", "nginx", BASELINE):
+        for base in ("direct", "nginx", "bare", BASELINE):
             b = by.get((base, c))
             if b:
                 out.append({"concurrency": c, "vs": base, "p50_ratio": g["p50_ms"] / b["p50_ms"],
@@ -647,7 +660,7 @@ def render(rows: list[dict], rats: list[dict], floor_concurrency: int) -> str:
              "CPU us/call (median): proxy + instance | client", "-" * 98]
     for r in sorted(rows, key=lambda r: (r["concurrency"], (TARGETS + (BASELINE,)).index(r["target"]))):
         cpu = r["cpu_us_per_call"]
-        proxy = next((f"{g} {cpu[g]:.0f}" for g in ("nginx", "gateway") if g in cpu), "-")
+        proxy = next((f"{g} {cpu[g]:.0f}" for g in ("nginx", "bare", "gateway") if g in cpu), "-")
         if "loop" in cpu:
             proxy += f" (loop thread {cpu['loop']:.0f})"
         lines.append(f"{r['target']:<9} {r['concurrency']:>7} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
@@ -696,7 +709,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--time-limit", type=float, default=900.0, help="cap on all measurements (default %(default)s s)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-': stdout, table to stderr)")
     p.add_argument("--targets", default=",".join(TARGETS),
-                   help="comma-separated subset of %(default)s (all three are always started)")
+                   help="comma-separated subset of %(default)s (all are always started)")
     p.add_argument("--compare-gateway", metavar="DIR",
                    help=f"A/B: also run a gateway whose myservice_gateway package is imported from DIR "
                         f"(e.g. a copy of the previous version), as target {BASELINE!r}, interleaved with the rest")
