@@ -17,7 +17,7 @@ help:
 	@echo "make run    start the gateway with local instances on :$(PORT) (dev user TestUser/TestPassword)"
 	@echo "make test   run the test suite (unit, gRPC over loopback, real processes, chart checks)"
 	@echo "make e2e    bring up a local Kubernetes built from source, run the e2e suite, take it down"
-	@echo "make bench  measure gateway latency/throughput against direct and nginx (see docs/benchmarks.md)"
+	@echo "make bench  measure gateway latency/throughput against direct, nginx and a bare grpc.aio proxy (see docs/benchmarks.md)"
 
 $(INSTALL_STAMP): pyproject.toml setup.py proto/myservice/v1/myservice.proto
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
