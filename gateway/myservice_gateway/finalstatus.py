@@ -41,9 +41,12 @@ class FinalStatus:
     def _record(self, call: grpc.aio.Call) -> None:
         if self._status is not None:
             return
-        code, details = _now(call.code()), _now(call.details())
-        if not is_local_write_failure(code, details):
-            self._status = (code, details, _now(call.trailing_metadata()))
+        try:
+            code, details = _now(call.code()), _now(call.details())
+            if not is_local_write_failure(code, details):
+                self._status = (code, details, _now(call.trailing_metadata()))
+        except RuntimeError:  # not complete after all: keep what grpc reports
+            pass
 
     @property
     def recorded(self) -> tuple | None:
