@@ -32,31 +32,27 @@ def is_local_write_failure(code, details) -> bool:
 class FinalStatus:
     """Watches one request-streaming call for the first status that is the instance's."""
 
-    __slots__ = ("_status",)
+    __slots__ = ("status",)
 
     def __init__(self, call: grpc.aio.Call) -> None:
-        self._status: tuple | None = None
+        self.status: tuple | None = None  # (code, details, trailing metadata)
         call.add_done_callback(self._record)
 
     def _record(self, call: grpc.aio.Call) -> None:
-        if self._status is not None:
+        if self.status is not None:
             return
         try:
             code, details = _now(call.code()), _now(call.details())
             if not is_local_write_failure(code, details):
-                self._status = (code, details, _now(call.trailing_metadata()))
+                self.status = (code, details, _now(call.trailing_metadata()))
         except RuntimeError:  # not complete after all: keep what grpc reports
             pass
-
-    @property
-    def recorded(self) -> tuple | None:
-        return self._status
 
 
 def instance_status(error: grpc.aio.AioRpcError, final: FinalStatus | None) -> tuple[grpc.StatusCode, str, tuple]:
     """(code, details, trailing metadata) that the instance ended the call with."""
-    if final is not None and final.recorded is not None and is_local_write_failure(error.code(), error.details()):
-        code, details, trailing = final.recorded
+    if final is not None and final.status is not None and is_local_write_failure(error.code(), error.details()):
+        code, details, trailing = final.status
     else:
         code, details, trailing = error.code(), error.details() or "", error.trailing_metadata()
     return code, details, tuple(trailing or ())

@@ -7,7 +7,7 @@ from myservice_gateway.finalstatus import LOCAL_WRITE_FAILURE, instance_status
 
 class Recorded:
     def __init__(self, status):
-        self.recorded = status
+        self.status = status
 
 
 def error(code, details, trailing=()):
