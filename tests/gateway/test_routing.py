@@ -1,5 +1,6 @@
 """Sticky routing, the local backend's capacity and lifecycle, through a real gateway."""
 import asyncio
+import contextlib
 import os
 import signal
 
@@ -149,6 +150,19 @@ async def test_instance_errors_pass_through_unchanged(gw):
     assert await error_of(_drain(call)) == (grpc.StatusCode.INVALID_ARGUMENT, "count must be >= 0")
 
 
+@contextlib.asynccontextmanager
+async def instance_stand_in(servicer):
+    """A real gRPC server in place of an instance; yields its loopback port."""
+    server = grpc.aio.server()
+    pb_grpc.add_MyServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield port
+    finally:
+        await server.stop(0)
+
+
 class Inspector(pb_grpc.MyServiceServicer):
     """A real gRPC server that reports what the gateway forwarded to it."""
 
@@ -159,11 +173,7 @@ class Inspector(pb_grpc.MyServiceServicer):
 
 
 async def test_deadline_and_metadata_propagate_both_ways_but_not_the_token(make_gateway):
-    server = grpc.aio.server()
-    pb_grpc.add_MyServiceServicer_to_server(Inspector(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
+    async with instance_stand_in(Inspector()) as port:
         gw = await make_gateway(backend=StaticBackend(port))
         metadata = await gw.session("d") + (("x-trace", "t1"),)
         call = gw.stub.MyServiceEcho(pb.EchoRequest(value="v"), metadata=metadata, timeout=7)
@@ -173,8 +183,6 @@ async def test_deadline_and_metadata_propagate_both_ways_but_not_the_token(make_
         keys = reply.server_method.split(",")
         assert "session-id" in keys and "x-trace" in keys
         assert "authorization" not in keys
-    finally:
-        await server.stop(0)
 
 
 class EarlyEnder(pb_grpc.MyServiceServicer):
@@ -191,11 +199,7 @@ async def test_status_of_a_call_the_instance_ends_early_reaches_the_client(make_
     # The gateway is still writing when the instance's status arrives; grpc.aio
     # would report its own failed write instead (grpc/grpc#36066). Repeated
     # because it is a race.
-    server = grpc.aio.server()
-    pb_grpc.add_MyServiceServicer_to_server(EarlyEnder(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
+    async with instance_stand_in(EarlyEnder()) as port:
         gw = await make_gateway(backend=StaticBackend(port))
         metadata = await gw.session("early")
         # A sync client: grpc.aio's own client would show the same bug on its leg.
@@ -207,8 +211,6 @@ async def test_status_of_a_call_the_instance_ends_early_reaches_the_client(make_
                     await asyncio.to_thread(lambda: list(chat(requests, metadata=metadata)))
                 assert (e.value.code(), e.value.details()) == (grpc.StatusCode.FAILED_PRECONDITION, "ended at 0")
                 assert ("x-ended", "yes") in tuple(e.value.trailing_metadata())
-    finally:
-        await server.stop(0)
 
 
 async def _drain(call):
