@@ -10,12 +10,13 @@
 #   4. e2e/images/load.sh --address <the cluster's containerd socket>
 #   5. .venv/bin/pytest e2e            the suite (e2e/README.md), with KUBECONFIG etc. from env.sh
 #   6. e2e/cluster/down.sh             always (trap), unless MYSERVICE_E2E_KEEP=1
+#   7. dockerd stop                    only if phase 3 started it (a daemon already running stays)
 #
 # Exit status: pytest's (0 all passed; 1 failures; 5 nothing collected, also a failure);
 # a failing phase before pytest exits with that phase's status (at least 1).
 #
 # Environment:
-#   MYSERVICE_E2E_KEEP=1        keep the cluster (and the test namespace) for debugging
+#   MYSERVICE_E2E_KEEP=1        keep the cluster (and the test namespace, and dockerd) for debugging
 #   MYSERVICE_E2E_KEEP_CLUSTER=1  keep the cluster only (e.g. others use it); the namespace goes
 #   MYSERVICE_E2E_SKIP_BUILD=1  skip phases 3-4 (images already in the cluster's containerd)
 #   MYSERVICE_E2E_PYTEST_ARGS   extra pytest arguments (also: arguments to this script)
@@ -40,6 +41,7 @@ finish() {
     say "MYSERVICE_E2E_KEEP=1: cluster left running. eval \"\$(e2e/cluster/env.sh)\"; kubectl get pods -A; e2e/cluster/down.sh when done"
   else
     phase "cluster down" e2e/cluster/down.sh || true
+    [[ "${DOCKERD_STARTED_HERE:-0}" == 1 ]] && { phase "dockerd stop" stop_dockerd || true; }
   fi
   say "summary (logs in $LOG_DIR):"
   printf '    %s\n' "${SUMMARY[@]}"
@@ -48,6 +50,18 @@ finish() {
   exit "$rc"
 }
 trap finish EXIT
+
+# dockerd is needed for the image builds only: one that this run started is
+# stopped at the end, so that `make e2e` leaves no daemon behind.
+DOCKERD_PIDFILE=/var/run/docker.pid
+# shellcheck disable=SC2317  # invoked from finish, by the EXIT trap
+stop_dockerd() {
+  local pid
+  pid=$(cat "$DOCKERD_PIDFILE" 2>/dev/null) || { say "dockerd: no pid file, nothing to stop"; return 0; }
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || { say "dockerd (pid $pid) stopped"; return 0; }; sleep 0.5; done
+  say "dockerd (pid $pid) did not stop within 30s: SIGKILL"; kill -KILL "$pid" 2>/dev/null; return 1
+}
 trap 'exit 130' INT TERM
 
 [[ $EUID -eq 0 ]] || { say "must run as root (the cluster runs kubelet/containerd as local processes)"; exit 2; }
@@ -61,6 +75,7 @@ NODE_READY=$(grep -o 'node .* Ready [0-9]*s after kubelet start' "$LOG_DIR/clust
 eval "$(bash e2e/cluster/env.sh)"
 
 if [[ "${MYSERVICE_E2E_SKIP_BUILD:-}" != 1 ]]; then
+  docker info >/dev/null 2>&1 || DOCKERD_STARTED_HERE=1
   phase "images build" e2e/images/build.sh || exit $?
   phase "images load" e2e/images/load.sh --address "$MYSERVICE_E2E_CONTAINERD_SOCK" || exit $?
 fi
