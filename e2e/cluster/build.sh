@@ -85,40 +85,32 @@ build_timed() {
   log "built $name in $((SECONDS - t0))s"
 }
 
+# go_tool NAME MODULE VERSION PACKAGE [LDFLAGS]: `go build` PACKAGE of MODULE@VERSION
+# into $BIN/NAME, in its own throwaway module; nothing to do when it is there.
+go_tool() {
+  local name="$1" module="$2" version="$3" package="$4" ldflags="-s -w ${5:-}"
+  if [[ -x "$BIN/$name" ]]; then log "$name $version already built"; return; fi
+  local d="$SRC/$name"; mkdir -p "$d"
+  ( cd "$d"
+    [[ -f go.mod ]] || go mod init "myservice-e2e/${name}build" >/dev/null 2>&1
+    go get "$module@$version"
+    go build -trimpath -o "$BIN/$name.tmp" -ldflags "$ldflags" "$package"
+    mv "$BIN/$name.tmp" "$BIN/$name" )
+}
+
 build_helm() {
-  if [[ -x "$BIN/helm" ]]; then log "helm $HELM_VERSION already built"; else
-    local d="$SRC/helm"; mkdir -p "$d"
-    ( cd "$d"
-      [[ -f go.mod ]] || go mod init myservice-e2e/helmbuild >/dev/null 2>&1
-      go get "helm.sh/helm/v3@$HELM_VERSION"
-      go build -trimpath -o "$BIN/helm.tmp" \
-        -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-        helm.sh/helm/v3/cmd/helm
-      mv "$BIN/helm.tmp" "$BIN/helm" )
-  fi
+  go_tool helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
+    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
   ln -sfn "$BIN/helm" "$CACHE/bin/helm"
 }
 
 build_etcd() {
-  if [[ -x "$BIN/etcd" ]]; then log "etcd $ETCD_VERSION already built"; return; fi
-  local d="$SRC/etcd"; mkdir -p "$d"
-  ( cd "$d"
-    [[ -f go.mod ]] || go mod init myservice-e2e/etcdbuild >/dev/null 2>&1
-    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
-    go build -trimpath -o "$BIN/etcd.tmp" -ldflags "-s -w" go.etcd.io/etcd/server/v3
-    mv "$BIN/etcd.tmp" "$BIN/etcd" )
+  go_tool etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3
 }
 
 build_crictl() {
-  if [[ -x "$BIN/crictl" ]]; then log "crictl $CRICTL_VERSION already built"; return; fi
-  local d="$SRC/crictl"; mkdir -p "$d"
-  ( cd "$d"
-    [[ -f go.mod ]] || go mod init myservice-e2e/crictlbuild >/dev/null 2>&1
-    go get "sigs.k8s.io/cri-tools@$CRICTL_VERSION"
-    go build -trimpath -o "$BIN/crictl.tmp" \
-      -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
-      sigs.k8s.io/cri-tools/cmd/crictl
-    mv "$BIN/crictl.tmp" "$BIN/crictl" )
+  go_tool crictl sigs.k8s.io/cri-tools "$CRICTL_VERSION" sigs.k8s.io/cri-tools/cmd/crictl \
+    "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
 }
 
 # CoreDNS with a minimal plugin set (the documented "external main" way), and its image.
