@@ -35,3 +35,30 @@ def client_session_mismatch(client: str, server: str) -> str:
 def session_ended(session_id: str) -> str:
     """Beyond the seed: a call on a session whose instance has already exited."""
     return f"session {session_id} has ended; log in with a new session_id"
+
+
+# Beyond the seed: Login's own checks and answers (issue 7).
+SESSION_ID_MAX_LENGTH = 128
+# A session_id travels back in the `session-id` metadata of every later call, so it
+# must be a valid metadata value that no proxy rewrites: visible ASCII only.
+SESSION_ID_RULE = ("session_id must be 1 to 128 printable ASCII characters "
+                   "(0x21-0x7E: no spaces, no control characters)")
+MALFORMED_REQUEST = "malformed request"
+# Login refused before any password hashing, each with a google.rpc.RetryInfo detail.
+LOGIN_THROTTLED = "too many login attempts, retry later"
+LOGIN_BUSY = "too many logins in progress, retry later"
+
+
+def session_id_problem(session_id: str) -> str | None:
+    """None if `session_id` can be used as a session's id, else the message for the client
+    (the seed's "session_id is required" for the empty one, else the rule)."""
+    if not session_id:
+        return SESSION_ID_REQUIRED
+    if len(session_id) > SESSION_ID_MAX_LENGTH or not _visible_ascii(session_id):
+        return SESSION_ID_RULE
+    return None
+
+
+def _visible_ascii(text: str) -> bool:
+    # isascii + isprintable leaves exactly 0x20-0x7E; the space is the one left to refuse.
+    return text.isascii() and text.isprintable() and " " not in text
