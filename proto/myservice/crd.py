@@ -66,6 +66,14 @@ REASON_POD_READY = "PodReady"
 """Ready: the pod passes its gRPC readiness probe."""
 REASON_INSTANCE_EXITED = "InstanceExited"
 """Completed: the instance process exited 0 (pod Succeeded), e.g. after MyServiceShutdown."""
+REASON_IDLE_TIMEOUT = "IdleTimeout"
+"""Completed: the instance ended itself after MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS
+without a call (none in flight; an open stream counts as a call), and said so in its
+termination message ("IdleTimeout: no call for 900s")."""
+REASON_LIFETIME_EXCEEDED = "LifetimeExceeded"
+"""Completed: the session reached MYSERVICE_SESSION_MAX_LIFETIME_SECONDS since its
+instance started: the instance ended itself (termination message "LifetimeExceeded:
+..."), or kubelet stopped the pod at its activeDeadlineSeconds (the backstop)."""
 REASON_POD_FAILED = "PodFailed"
 """Failed after Ready: the instance exited non-zero (pod Failed)."""
 REASON_EVICTED = "Evicted"

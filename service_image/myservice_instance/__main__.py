@@ -9,7 +9,8 @@ import os
 import signal
 import sys
 
-from .server import serve
+from . import limits as limits_module
+from .server import DEFAULT_TERMINATION_LOG, default_termination_log, serve
 
 _PR_SET_PDEATHSIG = 1
 
@@ -38,7 +39,18 @@ def build_parser(prog: str = "myservice instance") -> argparse.ArgumentParser:
     parser.add_argument("--unix-socket", metavar="PATH", default=None,
                         help="listen on this Unix socket instead of --host/--port (used by the local backend)")
     parser.add_argument("--announce-port", action="store_true",
-                        help="print 'LISTENING <port>' (or 'LISTENING unix:<path>') on stdout once serving")
+                        help="print 'LISTENING <port>' (or 'LISTENING unix:<path>') on stdout once serving, "
+                             "and 'ENDED <Reason> <message>' when a limit ends the instance")
+    # Text, parsed in run(): a bad value is reported naming the flag or the variable it came from.
+    parser.add_argument("--idle-timeout", metavar="SECONDS", default=None,
+                        help="end after this long without a call (an open stream is a call); 0 = off "
+                             f"(default: ${limits_module.IDLE_TIMEOUT_ENV} or 900)")
+    parser.add_argument("--max-lifetime", metavar="SECONDS", default=None,
+                        help="end this long after the start, calls or not; 0 = off "
+                             f"(default: ${limits_module.MAX_LIFETIME_ENV} or 86400)")
+    parser.add_argument("--termination-log", metavar="PATH", default=None,
+                        help="write '<Reason>: <message>' here when a limit ends the instance; '' = nowhere "
+                             f"(default: {DEFAULT_TERMINATION_LOG} if it exists and is writable, as in a pod)")
     return parser
 
 
@@ -47,11 +59,18 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         print(f"error: --port must be 0..65535, got {args.port}", file=sys.stderr)
         return 2
+    try:
+        limits = limits_module.Limits.resolve(idle_timeout=args.idle_timeout, max_lifetime=args.max_lifetime,
+                                              env=os.environ)
+    except limits_module.LimitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    termination_log = default_termination_log() if args.termination_log is None else (args.termination_log or None)
     if args.exit_with_parent is not None:
         exit_with_parent(args.exit_with_parent)
     try:
         return asyncio.run(serve(host=args.host, port=args.port, pod_name=args.pod_name, announce=args.announce_port,
-                                 unix_socket=args.unix_socket))
+                                 unix_socket=args.unix_socket, limits=limits, termination_log=termination_log))
     except OSError as e:
         print(f"myservice instance: {e}", file=sys.stderr)
         return 1

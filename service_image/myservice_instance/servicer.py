@@ -1,8 +1,10 @@
-"""The instance's MyService servicer: a thin adapter over SessionBinding."""
+"""The instance's MyService servicer: a thin adapter over SessionBinding, which
+also tells the instance's Activity when each call starts and ends."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 
@@ -10,6 +12,7 @@ from myservice import contract
 from myservice.v1 import myservice_pb2 as pb
 from myservice.v1 import myservice_pb2_grpc as pb_grpc
 
+from .limits import Activity
 from .sessions import SessionBinding, SessionError
 
 
@@ -21,10 +24,21 @@ def client_session_of(context: grpc.aio.ServicerContext) -> str:
 
 
 class InstanceServicer(pb_grpc.MyServiceServicer):
-    def __init__(self, pod_name: str, shutdown_requested: asyncio.Event) -> None:
+    def __init__(self, pod_name: str, shutdown_requested: asyncio.Event, activity: Activity) -> None:
         self.pod_name = pod_name
         self.binding = SessionBinding()
         self._shutdown_requested = shutdown_requested
+        self._activity = activity
+
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[None]:
+        """One MyService call in flight, from its start until its handler returns
+        (for a stream: until it closes, however quiet it was meanwhile)."""
+        self._activity.call_started()
+        try:
+            yield
+        finally:
+            self._activity.call_ended()
 
     async def _bind(self, context: grpc.aio.ServicerContext) -> tuple[str, str]:
         client = client_session_of(context)
@@ -46,36 +60,40 @@ class InstanceServicer(pb_grpc.MyServiceServicer):
         )
 
     async def MyServiceEcho(self, request: pb.EchoRequest, context) -> pb.EchoResponse:
-        server, client = await self._bind(context)
-        return self._echo(request.value, server, client, 0, "MyServiceEcho")
+        with self._call():
+            server, client = await self._bind(context)
+            return self._echo(request.value, server, client, 0, "MyServiceEcho")
 
     async def MyServiceEchoStream(self, request: pb.EchoStreamRequest, context) -> AsyncIterator[pb.EchoResponse]:
-        server, client = await self._bind(context)
-        if request.count < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "count must be >= 0")
-        for index in range(request.count):
-            yield self._echo(request.value, server, client, index, "MyServiceEchoStream")
+        with self._call():
+            server, client = await self._bind(context)
+            if request.count < 0:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "count must be >= 0")
+            for index in range(request.count):
+                yield self._echo(request.value, server, client, index, "MyServiceEchoStream")
 
     async def MyServiceChat(self, request_iterator, context) -> AsyncIterator[pb.EchoResponse]:
-        server, client = await self._bind(context)
-        index = 0
-        async for request in request_iterator:
-            yield self._echo(request.value, server, client, index, "MyServiceChat")
-            index += 1
+        with self._call():
+            server, client = await self._bind(context)
+            index = 0
+            async for request in request_iterator:
+                yield self._echo(request.value, server, client, index, "MyServiceChat")
+                index += 1
 
     async def MyServiceShutdown(self, request: pb.ShutdownRequest, context) -> pb.ShutdownResponse:
-        client = client_session_of(context)
-        try:
-            server = self.binding.check_shutdown(client)
-        except SessionError as e:
-            await context.abort(e.code, e.message)
-        # Exit only once this answer is on its way: the done callback fires after
-        # the RPC has completed.
-        context.add_done_callback(lambda _ctx: self._shutdown_requested.set())
-        return pb.ShutdownResponse(
-            pod_name=self.pod_name,
-            server_session_id=server,
-            client_session_id=client,
-            index=0,
-            server_method="MyServiceShutdown",
-        )
+        with self._call():
+            client = client_session_of(context)
+            try:
+                server = self.binding.check_shutdown(client)
+            except SessionError as e:
+                await context.abort(e.code, e.message)
+            # Exit only once this answer is on its way: the done callback fires after
+            # the RPC has completed.
+            context.add_done_callback(lambda _ctx: self._shutdown_requested.set())
+            return pb.ShutdownResponse(
+                pod_name=self.pod_name,
+                server_session_id=server,
+                client_session_id=client,
+                index=0,
+                server_method="MyServiceShutdown",
+            )

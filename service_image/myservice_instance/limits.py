@@ -1,0 +1,140 @@
+"""Idle timeout and maximum lifetime of one instance: pure rules, no I/O.
+
+The instance enforces both limits itself because it alone sees every call as it
+happens: on Kubernetes this costs the API server nothing per call (no activity
+writes, no polling); the operator only records the reason once the pod ended.
+
+Idle means no MyService call in flight and none ended for `idle_timeout`
+seconds; an open stream is a call in flight, so it keeps the session alive
+however quiet it is. Both clocks start when the instance starts, so an instance
+that is never called ends too. Health checks and reflection are not calls of the
+session (kubelet probes them): the servicer counts MyService calls only.
+
+Times are seconds on a monotonic clock that the caller provides.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+from myservice import crd
+
+DEFAULT_IDLE_TIMEOUT_SECONDS = 900.0       # 15 min
+DEFAULT_MAX_LIFETIME_SECONDS = 86400.0     # 24 h
+IDLE_TIMEOUT_ENV = "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS"
+MAX_LIFETIME_ENV = "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS"
+
+
+class LimitError(ValueError):
+    """A limit has a value the instance cannot use (said in the message)."""
+
+
+def parse_seconds(raw: str, *, name: str) -> float:
+    """A limit in seconds from text: a finite number >= 0 (0 = off)."""
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise LimitError(f"{name} must be a number of seconds >= 0 (0 = off), got {raw!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise LimitError(f"{name} must be a number of seconds >= 0 (0 = off), got {raw!r}")
+    return value
+
+
+def format_seconds(value: float) -> str:
+    """900.0 -> '900s', 0.5 -> '0.5s' (whole seconds without a fraction, never an exponent)."""
+    return f"{int(value)}s" if value == int(value) else f"{value}s"
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT_SECONDS
+    """Seconds without a call (none in flight) after which the instance ends; 0 = off."""
+    max_lifetime: float = DEFAULT_MAX_LIFETIME_SECONDS
+    """Seconds after its start at which the instance ends, calls or not; 0 = off."""
+
+    @classmethod
+    def resolve(cls, *, idle_timeout: str | None, max_lifetime: str | None, env: Mapping[str, str]) -> Limits:
+        """Flags (text, None when not given) win over the environment, which wins over the defaults."""
+        def one(flag_value: str | None, flag: str, key: str, default: float) -> float:
+            if flag_value is not None:
+                return parse_seconds(flag_value, name=flag)
+            raw = env.get(key, "").strip()
+            return parse_seconds(raw, name=key) if raw else default
+
+        return cls(
+            idle_timeout=one(idle_timeout, "--idle-timeout", IDLE_TIMEOUT_ENV, DEFAULT_IDLE_TIMEOUT_SECONDS),
+            max_lifetime=one(max_lifetime, "--max-lifetime", MAX_LIFETIME_ENV, DEFAULT_MAX_LIFETIME_SECONDS),
+        )
+
+
+class Ending(NamedTuple):
+    """Why the instance ends on its own: a crd.REASON_* and a message for people."""
+    reason: str
+    message: str
+
+    def line(self) -> str:
+        """'<Reason>: <message>', as written to the termination message file."""
+        return f"{self.reason}: {self.message}"
+
+
+class Activity:
+    """The calls of one instance, and when its limits end it.
+
+    call_started()/call_ended() are all the servicer does per call (two counter
+    updates); expired() and next_check() are asked by the one timer.
+    """
+
+    def __init__(self, limits: Limits, *, clock: Callable[[], float]) -> None:
+        self.limits = limits
+        self._clock = clock
+        self.started_at = clock()
+        self.in_flight = 0
+        # When the instance was last seen busy: its start, or the end of its last call.
+        self.last_active_at = self.started_at
+
+    def call_started(self) -> None:
+        self.in_flight += 1
+
+    def call_ended(self) -> None:
+        self.in_flight -= 1
+        self.last_active_at = self._clock()
+
+    def _idle_deadline(self) -> float | None:
+        if not self.limits.idle_timeout or self.in_flight:
+            return None
+        return self.last_active_at + self.limits.idle_timeout
+
+    def _lifetime_deadline(self) -> float | None:
+        if not self.limits.max_lifetime:
+            return None
+        return self.started_at + self.limits.max_lifetime
+
+    def expired(self, now: float) -> Ending | None:
+        """Why the instance must end at `now`, or None. When both limits are past,
+        the one reached first is the reason."""
+        reached = []
+        idle = self._idle_deadline()
+        if idle is not None and now >= idle:
+            reached.append((idle, Ending(crd.REASON_IDLE_TIMEOUT,
+                                         f"no call for {format_seconds(self.limits.idle_timeout)}")))
+        lifetime = self._lifetime_deadline()
+        if lifetime is not None and now >= lifetime:
+            reached.append((lifetime, Ending(
+                crd.REASON_LIFETIME_EXCEEDED,
+                f"session reached its maximum lifetime of {format_seconds(self.limits.max_lifetime)}")))
+        return min(reached)[1] if reached else None
+
+    def next_check(self, now: float) -> float | None:
+        """The earliest time at which expired() can become true (None: never).
+
+        Calls only ever push the idle end later, so a check at this time is never
+        late; while calls are in flight the idle end is at least one idle timeout
+        away. The timer therefore fires about once per idle timeout under steady
+        traffic, never once per call.
+        """
+        candidates = [d for d in (self._idle_deadline(), self._lifetime_deadline()) if d is not None]
+        if self.limits.idle_timeout and self.in_flight:
+            candidates.append(now + self.limits.idle_timeout)
+        return min(candidates) if candidates else None
