@@ -7,6 +7,7 @@ import sys
 
 import grpc
 
+from . import tls
 from .checks import CheckFailed
 from .scenarios import SCENARIOS, Options
 
@@ -25,6 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--password", default=os.environ.get("MYSERVICE_TEST_PASSWORD", "TestPassword"),
                         help="password (env MYSERVICE_TEST_PASSWORD, default TestPassword)")
     parser.add_argument("--timeout", type=float, default=30.0, help="per-call deadline in seconds (default %(default)s)")
+    group = parser.add_argument_group("TLS (plaintext unless one of these is given)")
+    group.add_argument("--tls-ca", metavar="FILE", help="verify the gateway against these PEM CA certificates "
+                       "(default with the other TLS options: the system's trusted roots)")
+    group.add_argument("--tls-cert", metavar="FILE", help="client certificate (PEM) for a gateway that requires one")
+    group.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
+    group.add_argument("--tls-server-name", metavar="NAME",
+                       help="the name to check in the gateway's certificate instead of the host of --gateway "
+                            "(e.g. the Service's DNS name through a port-forward)")
     return parser
 
 
@@ -40,8 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in args.scenario if s not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(unknown)} (see --list)")
+    try:
+        client_tls = tls.from_options(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+    except tls.ClientTlsError as e:
+        parser.error(str(e))
     opts = Options(gateway=args.gateway, username=args.username, password=args.password, timeout=args.timeout)
-    with grpc.insecure_channel(args.gateway) as channel:
+    with tls.open_channel(args.gateway, client_tls) as channel:
         for name in args.scenario:
             print(f"== {name}")
             try:

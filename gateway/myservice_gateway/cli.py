@@ -29,6 +29,14 @@ def _add_gateway_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=None, help="listen port (env MYSERVICE_PORT, default 10000)")
     parser.add_argument("--max-instances", type=int, default=None,
                         help="most live local instances at once (env MYSERVICE_MAX_INSTANCES, default 16)")
+    parser.add_argument("--tls-cert", default=None, metavar="FILE",
+                        help="serve TLS with this PEM certificate chain, re-read when it changes "
+                             "(env MYSERVICE_TLS_CERT_FILE; default: plaintext)")
+    parser.add_argument("--tls-key", default=None, metavar="FILE",
+                        help="the PEM private key of --tls-cert (env MYSERVICE_TLS_KEY_FILE)")
+    parser.add_argument("--tls-client-ca", default=None, metavar="FILE",
+                        help="require client certificates signed by these PEM CA certificates "
+                             "(env MYSERVICE_TLS_CLIENT_CA_FILE)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -67,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.backend:
         env["MYSERVICE_BACKEND"] = args.backend
     try:
-        settings = settings_module.from_env(env, host=args.host, port=args.port, max_instances=args.max_instances)
+        settings = settings_module.from_env(env, host=args.host, port=args.port, max_instances=args.max_instances,
+                                            tls_cert_file=args.tls_cert, tls_key_file=args.tls_key,
+                                            tls_client_ca_file=args.tls_client_ca)
     except settings_module.SettingsError as e:
         print(f"myservice: configuration error: {e}", file=sys.stderr)
         return 2
@@ -75,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return asyncio.run(serve(settings))
+    except settings_module.SettingsError as e:  # a file the settings name does not check out (TLS)
+        print(f"myservice: configuration error: {e}", file=sys.stderr)
+        return 2
     except (OSError, RuntimeError) as e:  # cannot listen; cannot reach the cluster
         print(f"myservice: {e}", file=sys.stderr)
         return 1

@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection
 from myservice import contract
 from myservice.v1 import myservice_pb2
 
-from . import tokens
+from . import tls, tokens
 from .auth import Authenticator
 from .backends.base import Backend
 from .login import LoginHandler
@@ -51,6 +51,18 @@ def token_config(settings: GatewaySettings) -> tokens.TokenConfig:
     return tokens.TokenConfig(settings.jwt_key, settings.jwt_issuer, settings.jwt_audience, settings.token_ttl_seconds)
 
 
+def tls_credentials(settings: GatewaySettings) -> grpc.ServerCredentials | None:
+    """None for plaintext; raises tls.TlsConfigError (a SettingsError) if the files do not check out."""
+    if not settings.tls_cert_file or not settings.tls_key_file:
+        return None
+    files = tls.TlsFiles(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+    credentials = tls.server_credentials(files)
+    log.info("TLS on: certificate %s, key %s, %s (re-read when they change)", files.cert_file, files.key_file,
+             f"client certificates required, signed by {files.client_ca_file}" if files.client_ca_file
+             else "no client certificates")
+    return credentials
+
+
 async def start_gateway(settings: GatewaySettings, backend: Backend | None = None) -> Gateway:
     backend = backend or make_backend(settings)
     users = UserStore(users_file=settings.users_file, dev_user=settings.dev_user)
@@ -69,7 +81,9 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     reflection.enable_server_reflection((contract.SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     server.add_generic_rpc_handlers((Proxy(backend, Authenticator(config)),))
     try:
-        port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+        credentials = tls_credentials(settings)
+        port = (server.add_secure_port(f"{settings.host}:{settings.port}", credentials) if credentials
+                else server.add_insecure_port(f"{settings.host}:{settings.port}"))
     except RuntimeError:  # grpc's "Failed to bind": say it plainly
         port = 0
     if port == 0:

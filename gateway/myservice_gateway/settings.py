@@ -33,6 +33,10 @@ class GatewaySettings:
     # kubernetes backend
     namespace: str = "default"
     session_ready_timeout: float = 120.0
+    # TLS (tls.py): plaintext unless a certificate and key are given
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None  # set: clients must present a certificate signed by it
 
 
 def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> int:
@@ -113,6 +117,9 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
         dev_user=_bool(env, "MYSERVICE_DEV_USER", backend == "local"),
         namespace=env.get("MYSERVICE_NAMESPACE", "default"),
         session_ready_timeout=_float(env, "MYSERVICE_SESSION_READY_TIMEOUT", 120.0),
+        tls_cert_file=env.get("MYSERVICE_TLS_CERT_FILE") or None,
+        tls_key_file=env.get("MYSERVICE_TLS_KEY_FILE") or None,
+        tls_client_ca_file=env.get("MYSERVICE_TLS_CLIENT_CA_FILE") or None,
     )
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = GatewaySettings(**values)  # type: ignore[arg-type]
@@ -122,4 +129,12 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
         raise SettingsError(f"max instances must be >= 0, got {settings.max_instances}")
     if not settings.dev_user and not settings.users_file:
         raise SettingsError("no users: set MYSERVICE_USERS_FILE, or MYSERVICE_DEV_USER=true for local development")
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        given, missing = (("MYSERVICE_TLS_CERT_FILE (--tls-cert)", "MYSERVICE_TLS_KEY_FILE (--tls-key)")
+                          if settings.tls_cert_file else
+                          ("MYSERVICE_TLS_KEY_FILE (--tls-key)", "MYSERVICE_TLS_CERT_FILE (--tls-cert)"))
+        raise SettingsError(f"{given} is set but {missing} is not: TLS needs both")
+    if settings.tls_client_ca_file and not settings.tls_cert_file:
+        raise SettingsError("MYSERVICE_TLS_CLIENT_CA_FILE (--tls-client-ca) needs TLS: "
+                            "set MYSERVICE_TLS_CERT_FILE and MYSERVICE_TLS_KEY_FILE too")
     return settings
