@@ -3,7 +3,8 @@
 One pod per MyServiceSession, named crd.pod_name(resource) (never generateName,
 so a replayed create finds the existing pod instead of making a second one),
 owned by the session (deleting the session deletes the pod), and meeting the
-Pod Security "restricted" profile.
+Pod Security "restricted" profile. The session's idle timeout and maximum
+lifetime go to the instance in its env; activeDeadlineSeconds backs the lifetime.
 """
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from .settings import Settings
 # The instance image runs as this non-root user (see service_image/).
 INSTANCE_UID = 10001
 CONTAINER_NAME = "instance"
+# activeDeadlineSeconds = max lifetime + this.
+LIFETIME_DEADLINE_MARGIN_SECONDS = 60
+# Where the instance writes why it ended (its --termination-log default).
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 
 
 def instance_labels(resource: str) -> dict[str, str]:
@@ -44,6 +49,15 @@ def owner_reference(resource: str, uid: str) -> dict:
     }
 
 
+def active_deadline_seconds(max_lifetime_seconds: int) -> int | None:
+    """The pod's activeDeadlineSeconds: the backstop for an instance that does not end
+    at its maximum lifetime (hung); None when the lifetime is off. The margin covers
+    the time between the pod's start and the instance's, and its stop grace."""
+    if not max_lifetime_seconds:
+        return None
+    return max_lifetime_seconds + LIFETIME_DEADLINE_MARGIN_SECONDS
+
+
 def make_pod(*, resource: str, uid: str, session_id: str, settings: Settings) -> dict:
     """The pod manifest for the session named `resource` (uid = the session's metadata.uid)."""
     port = settings.instance_port
@@ -68,6 +82,12 @@ def make_pod(*, resource: str, uid: str, session_id: str, settings: Settings) ->
             "env": [
                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                 {"name": "MYSERVICE_INSTANCE_PORT", "value": str(port)},
+                # The instance enforces its limits itself: no API call per call or per
+                # session; it says why it ended in its termination message.
+                {"name": "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS",
+                 "value": str(settings.session_idle_timeout_seconds)},
+                {"name": "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS",
+                 "value": str(settings.session_max_lifetime_seconds)},
             ],
             "resources": {
                 "requests": {
@@ -92,6 +112,10 @@ def make_pod(*, resource: str, uid: str, session_id: str, settings: Settings) ->
                 "runAsNonRoot": True,
                 "capabilities": {"drop": ["ALL"]},
             },
+            # The instance writes "<Reason>: <message>" here when its idle timeout or
+            # lifetime ends it (kubelet's default, spelled out: statuses.py reads it).
+            "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+            "terminationMessagePolicy": "File",
             # /tmp stays writable for Python and gRPC despite the read-only root.
             "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         }],
@@ -99,6 +123,9 @@ def make_pod(*, resource: str, uid: str, session_id: str, settings: Settings) ->
     }
     if settings.instance_service_account:
         spec["serviceAccountName"] = settings.instance_service_account
+    deadline = active_deadline_seconds(settings.session_max_lifetime_seconds)
+    if deadline is not None:
+        spec["activeDeadlineSeconds"] = deadline
     return {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -58,6 +58,13 @@ class Settings:
     watch_timeout_seconds: int = 300
     """MYSERVICE_WATCH_TIMEOUT_SECONDS: server-side timeout of one watch request (the client
     timeout is 60 s more), so a silently dead watch stream is replaced."""
+    session_idle_timeout_seconds: int = 900
+    """MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS: passed to every instance, which ends itself
+    after this long without a call (IdleTimeout); 0 = off."""
+    session_max_lifetime_seconds: int = 86400
+    """MYSERVICE_SESSION_MAX_LIFETIME_SECONDS: passed to every instance, which ends itself
+    this long after its start (LifetimeExceeded); the pod's activeDeadlineSeconds is 60 s
+    more, in case it does not. 0 = off."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], namespace_file: Path = NAMESPACE_FILE) -> Settings:
@@ -120,4 +127,8 @@ class Settings:
             liveness_port=number("MYSERVICE_OPERATOR_LIVENESS_PORT", defaults.liveness_port, 1),
             watch_timeout_seconds=number(
                 "MYSERVICE_WATCH_TIMEOUT_SECONDS", defaults.watch_timeout_seconds, 10),
+            session_idle_timeout_seconds=number(
+                "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS", defaults.session_idle_timeout_seconds, 0),
+            session_max_lifetime_seconds=number(
+                "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS", defaults.session_max_lifetime_seconds, 0),
         )

@@ -22,6 +22,7 @@ POD_READY = "ready"          # passes its readiness probe and has an IP
 POD_SUCCEEDED = "succeeded"  # the instance exited 0
 POD_FAILED = "failed"        # the instance exited non-zero, or the pod was evicted
 POD_BROKEN = "broken"        # will not start by itself: unschedulable, image, container config
+POD_LIMIT_REACHED = "limit"  # ended by the session's idle timeout or maximum lifetime
 
 # Container waiting reasons (kubelet) that mean the image cannot be had.
 IMAGE_PULL_REASONS = frozenset({
@@ -39,6 +40,10 @@ EVICTION_REASONS = frozenset({
     "EvictionByEvictionAPI", "PreemptionByScheduler", "DeletionByTaintManager",
     "DeletionByPodGC", "TerminationByKubelet",
 })
+# The instance's termination message when one of its limits ended it: "<Reason>: <message>".
+LIMIT_REASONS = (crd.REASON_IDLE_TIMEOUT, crd.REASON_LIFETIME_EXCEEDED)
+# Pod status reason kubelet sets when the pod ran past spec.activeDeadlineSeconds.
+DEADLINE_EXCEEDED = "DeadlineExceeded"
 
 # What plan() tells the periodic re-check to do.
 PLAN_ADMIT = "admit"      # Pending: try to take a slot and create the pod
@@ -87,6 +92,17 @@ def _terminated_detail(pod: Mapping) -> str:
     return ""
 
 
+def _limit_ending(pod: Mapping) -> tuple[str, str] | None:
+    """(reason, message) when the instance ended itself at a limit and said so in its
+    termination message (service_image/myservice_instance/limits.py), else None."""
+    for container in _containers(pod):
+        said = (container.get("state", {}).get("terminated") or {}).get("message") or ""
+        for reason in LIMIT_REASONS:
+            if said.startswith(f"{reason}:"):
+                return reason, said[len(reason) + 1:].strip()
+    return None
+
+
 def observe_pod(pod: Mapping | None) -> PodState:
     """Classify a pod (a dict as returned by the API, or None when there is none)."""
     if pod is None:
@@ -96,7 +112,16 @@ def observe_pod(pod: Mapping | None) -> PodState:
     phase = status.get("phase", "")
     conditions = _conditions(pod)
     if phase == "Succeeded":
+        ending = _limit_ending(pod)
+        if ending:
+            return PodState(POD_LIMIT_REACHED, name=name, reason=ending[0], message=ending[1])
         return PodState(POD_SUCCEEDED, name=name, message=_terminated_detail(pod) or "instance exited")
+    if phase == "Failed" and status.get("reason") == DEADLINE_EXCEEDED:
+        # The backstop: the instance did not end at its maximum lifetime, kubelet stopped it.
+        deadline = pod.get("spec", {}).get("activeDeadlineSeconds")
+        why = status.get("message") or "pod ran past its deadline"
+        return PodState(POD_LIMIT_REACHED, name=name, reason=crd.REASON_LIFETIME_EXCEEDED,
+                        message=f"pod stopped at its activeDeadlineSeconds ({deadline}s): {why}")
     if phase == "Failed":
         disruption = conditions.get("DisruptionTarget", {})
         disrupted = disruption.get("status") == "True"
@@ -162,7 +187,8 @@ def transition(status: Mapping, pod: PodState, *, port: int, now: datetime.datet
 
     Phases only move forward (Pending -> Starting -> Ready -> Completed/Failed);
     Completed and Failed are final. A failure before Ready always carries a start
-    failure reason (crd.is_start_failure), one after Ready never does.
+    failure reason (crd.is_start_failure), one after Ready never does. A session
+    ended by its idle timeout or lifetime is Completed from any phase.
     """
     phase = status.get("phase") or crd.PHASE_PENDING
     if crd.is_terminal(phase):
@@ -194,6 +220,10 @@ def transition(status: Mapping, pod: PodState, *, port: int, now: datetime.datet
             return {"phase": crd.PHASE_COMPLETED, "reason": crd.REASON_INSTANCE_EXITED,
                     "message": pod.message, "finishedAt": timestamp(now)}
         return _failed(crd.REASON_START_FAILED, f"instance exited before it became ready: {pod.message}", now)
+    if pod.kind == POD_LIMIT_REACHED:
+        # The session ended as configured (also when its Ready was never recorded): a normal end.
+        return {"phase": crd.PHASE_COMPLETED, "reason": pod.reason, "message": pod.message,
+                "finishedAt": timestamp(now)}
     if pod.kind == POD_FAILED:
         if was_ready:
             return _failed(pod.reason, pod.message, now)

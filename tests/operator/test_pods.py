@@ -49,6 +49,8 @@ def test_make_pod_with_default_settings():
                 "env": [
                     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                     {"name": "MYSERVICE_INSTANCE_PORT", "value": "50051"},
+                    {"name": "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS", "value": "900"},
+                    {"name": "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS", "value": "86400"},
                 ],
                 "resources": {
                     "requests": {"cpu": "100m", "memory": "128Mi"},
@@ -62,9 +64,12 @@ def test_make_pod_with_default_settings():
                     "runAsNonRoot": True,
                     "capabilities": {"drop": ["ALL"]},
                 },
+                "terminationMessagePath": "/dev/termination-log",
+                "terminationMessagePolicy": "File",
                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
             }],
             "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+            "activeDeadlineSeconds": 86460,
         },
     }
 
@@ -86,6 +91,27 @@ def test_make_pod_takes_image_port_resources_and_account_from_settings():
     assert container["readinessProbe"]["grpc"] == {"port": 6000}
     assert container["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"},
                                       "limits": {"cpu": "2", "memory": "2Gi"}}
+
+
+def test_make_pod_passes_the_session_limits_and_bounds_the_lifetime():
+    settings = Settings(namespace="ns", session_idle_timeout_seconds=5, session_max_lifetime_seconds=3600)
+    pod = make_pod(resource=RESOURCE, uid="u", session_id="s", settings=settings)
+    assert pod["spec"]["containers"][0]["env"][2:] == [
+        {"name": "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS", "value": "5"},
+        {"name": "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS", "value": "3600"},
+    ]
+    assert pod["spec"]["activeDeadlineSeconds"] == 3660
+
+
+def test_make_pod_with_the_limits_off_passes_zero_and_sets_no_deadline():
+    # 0 reaches the instance as 0 (off), not as "unset" (which would be its own default)
+    settings = Settings(namespace="ns", session_idle_timeout_seconds=0, session_max_lifetime_seconds=0)
+    pod = make_pod(resource=RESOURCE, uid="u", session_id="s", settings=settings)
+    assert pod["spec"]["containers"][0]["env"][2:] == [
+        {"name": "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS", "value": "0"},
+        {"name": "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS", "value": "0"},
+    ]
+    assert "activeDeadlineSeconds" not in pod["spec"]
 
 
 def test_make_pod_never_uses_generate_name():

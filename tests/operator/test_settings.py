@@ -23,6 +23,8 @@ def test_defaults(tmp_path):
         instance_termination_grace_seconds=5,
         liveness_port=8080,
         watch_timeout_seconds=300,
+        session_idle_timeout_seconds=900,
+        session_max_lifetime_seconds=86400,
     )
 
 
@@ -44,6 +46,8 @@ def test_every_key_overrides(tmp_path):
         "MYSERVICE_INSTANCE_TERMINATION_GRACE_SECONDS": "1",
         "MYSERVICE_OPERATOR_LIVENESS_PORT": "9090",
         "MYSERVICE_WATCH_TIMEOUT_SECONDS": "60",
+        "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS": "0",
+        "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS": "7200",
     }
     assert Settings.from_env(env, tmp_path / "absent") == Settings(
         namespace="prod", instance_image="reg/svc:1.2", instance_image_pull_policy="Never",
@@ -51,7 +55,8 @@ def test_every_key_overrides(tmp_path):
         reconcile_interval_seconds=1, instance_cpu_request="50m", instance_cpu_limit="1",
         instance_memory_request="64Mi", instance_memory_limit="1Gi",
         instance_service_account="instances", instance_termination_grace_seconds=1,
-        liveness_port=9090, watch_timeout_seconds=60)
+        liveness_port=9090, watch_timeout_seconds=60,
+        session_idle_timeout_seconds=0, session_max_lifetime_seconds=7200)
 
 
 def test_namespace_from_the_service_account_file(tmp_path):
@@ -71,6 +76,9 @@ def test_no_namespace_anywhere_is_an_error(tmp_path):
     ("MYSERVICE_MAX_SESSIONS", "-1", "MYSERVICE_MAX_SESSIONS=-1 is below 0"),
     ("MYSERVICE_INSTANCE_PORT", "70000", "MYSERVICE_INSTANCE_PORT=70000 is above 65535"),
     ("MYSERVICE_READY_TIMEOUT_SECONDS", "0", "MYSERVICE_READY_TIMEOUT_SECONDS=0 is below 1"),
+    ("MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS", "-1", "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS=-1 is below 0"),
+    ("MYSERVICE_SESSION_MAX_LIFETIME_SECONDS", "1.5",
+     "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS='1.5' is not an integer"),
     ("MYSERVICE_INSTANCE_IMAGE_PULL_POLICY", "Sometimes",
      "MYSERVICE_INSTANCE_IMAGE_PULL_POLICY='Sometimes' is not Always, IfNotPresent or Never"),
 ])

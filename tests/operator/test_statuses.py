@@ -139,6 +139,73 @@ def test_ready_then_pod_gone_is_pod_deleted():
         "phase": "Failed", "reason": "PodDeleted", "message": f"pod {POD} is being deleted", "finishedAt": T}
 
 
+# --- idle timeout and maximum lifetime ------------------------------------------
+
+def ended_pod(message, code=0, phase="Succeeded", reason="", status_message="", deadline=None):
+    """A finished instance pod as the API returns it (kubelet's fields included)."""
+    container = {"name": "instance", "ready": False, "restartCount": 0, "image": "myservice-service:dev",
+                 "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                          "startedAt": "2026-01-02T03:00:00Z", "finishedAt": T,
+                                          "containerID": "containerd://abc"}}}
+    if message is not None:
+        container["state"]["terminated"]["message"] = message
+    status = {"phase": phase, "podIP": "10.0.0.7", "startTime": "2026-01-02T02:59:59Z",
+              "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted"}],
+              "containerStatuses": [container]}
+    if reason:
+        status["reason"] = reason
+    if status_message:
+        status["message"] = status_message
+    spec = {"restartPolicy": "Never"}
+    if deadline is not None:
+        spec["activeDeadlineSeconds"] = deadline
+    return {"metadata": {"name": POD, "uid": "pod-uid"}, "spec": spec, "status": status}
+
+
+@pytest.mark.parametrize("message,reason,text", [
+    ("IdleTimeout: no call for 900s", "IdleTimeout", "no call for 900s"),
+    ("LifetimeExceeded: session reached its maximum lifetime of 86400s", "LifetimeExceeded",
+     "session reached its maximum lifetime of 86400s"),
+])
+def test_an_instance_ended_by_a_limit_says_so_in_its_termination_message(message, reason, text):
+    assert st.observe_pod(ended_pod(message)) == st.PodState("limit", name=POD, reason=reason, message=text)
+    assert tr(READY_STATUS, st.observe_pod(ended_pod(message))) == {
+        "phase": "Completed", "reason": reason, "message": text, "finishedAt": T}
+
+
+@pytest.mark.parametrize("message", [None, "", "goodbye", "IdleTimeoutish", "idletimeout: no call for 900s"])
+def test_other_exits_stay_instance_exited(message):
+    assert st.observe_pod(ended_pod(message)) == st.PodState(
+        "succeeded", name=POD, message="container instance exited with code 0 (Completed)")
+    assert tr(READY_STATUS, st.observe_pod(ended_pod(message)))["reason"] == "InstanceExited"
+
+
+def test_a_limit_message_on_a_failed_pod_is_still_a_failure():
+    pod = ended_pod("IdleTimeout: no call for 900s", code=1, phase="Failed")
+    assert st.observe_pod(pod) == st.PodState(
+        "failed", name=POD, reason="PodFailed", message="container instance exited with code 1 (Error)")
+
+
+def test_the_active_deadline_backstop_is_lifetime_exceeded_not_a_failure():
+    pod = ended_pod(None, code=137, phase="Failed", reason="DeadlineExceeded",
+                    status_message="Pod was active on the node longer than the specified deadline", deadline=86460)
+    state = st.observe_pod(pod)
+    assert state == st.PodState("limit", name=POD, reason="LifetimeExceeded", message=(
+        "pod stopped at its activeDeadlineSeconds (86460s): "
+        "Pod was active on the node longer than the specified deadline"))
+    patch = tr(READY_STATUS, state)
+    assert patch == {"phase": "Completed", "reason": "LifetimeExceeded", "message": state.message,
+                     "finishedAt": T}
+    assert st.event_type(patch) == "Normal"
+    assert st.releases_pod(patch, state) is False
+
+
+def test_a_limit_reached_before_ready_was_recorded_completes_the_session():
+    state = st.observe_pod(ended_pod("IdleTimeout: no call for 5s"))
+    assert tr(STARTING, state) == {"phase": "Completed", "reason": "IdleTimeout", "message": "no call for 5s",
+                                   "finishedAt": T}
+
+
 def test_failures_before_ready_are_start_failures():
     assert tr(STARTING, st.PodState("missing", message="pod not found")) == {
         "phase": "Failed", "reason": "StartFailed",
@@ -158,7 +225,7 @@ def test_broken_pod_fails_the_session_with_its_reason(reason):
 
 
 @pytest.mark.parametrize("phase", ["Completed", "Failed"])
-@pytest.mark.parametrize("kind", ["missing", "starting", "ready", "succeeded", "failed", "broken"])
+@pytest.mark.parametrize("kind", ["missing", "starting", "ready", "succeeded", "failed", "broken", "limit"])
 def test_terminal_phases_are_final(phase, kind):
     assert tr({"phase": phase}, st.PodState(kind, name=POD, ip="1.2.3.4", reason="PodFailed")) is None
 
