@@ -1,7 +1,8 @@
-"""Authentication of every proxied call: the proxy asks `Authenticator.check`
-while it looks up the call's handler, and an unauthenticated call gets a handler
-that only answers UNAUTHENTICATED, so it never reaches a backend. Login, health
-and reflection are served by their own handlers and never get here.
+"""Authentication of every proxied call: the proxy's handler asks
+`Authenticator.authenticate` first, and an unauthenticated call is answered
+UNAUTHENTICATED before it reaches a backend. The answer is the session the call
+belongs to, (token's user, session-id), which is all the proxy routes by.
+Login, health and reflection are served by their own handlers and never get here.
 
 (A grpc.aio ServerInterceptor would do the same job at the cost of an extra
 coroutine per call on the gateway's hot path: see docs/benchmarks.md.)"""
@@ -11,24 +12,49 @@ import collections
 import logging
 import time
 
-import grpc
-
 from myservice import contract
 
-from . import rpckinds, tokens
+from . import tokens
+from .backends.base import SessionKey
 
 log = logging.getLogger("myservice.gateway.auth")
-
-def metadata_value(metadata, key: str) -> str:
-    for k, v in metadata or ():
-        if k == key:
-            return v if isinstance(v, str) else ""
-    return ""
-
 
 MISSING_TOKEN = "missing authorization token"
 MISSING_SESSION_ID = "missing session-id"
 INVALID_TOKEN = "invalid token"
+REPEATED_METADATA = "more than one authorization or session-id value"
+
+
+class Rejected(Exception):
+    """The call is not authenticated; the message is what the client is told."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def call_credentials(metadata) -> tuple[str, str]:
+    """The call's (authorization, session-id), each given exactly once.
+
+    Read in one pass, and a second value of either key rejects the call: the
+    value checked against the token must be the only one that routing and the
+    instance can ever see (a token for one session, routed by another's id, is
+    a takeover)."""
+    authorization = session_id = None
+    for key, value in metadata or ():
+        if key == contract.AUTHORIZATION:
+            if authorization is not None:
+                raise Rejected(REPEATED_METADATA)
+            authorization = value if isinstance(value, str) else ""
+        elif key == contract.SESSION_ID:
+            if session_id is not None:
+                raise Rejected(REPEATED_METADATA)
+            session_id = value if isinstance(value, str) else ""
+    if not authorization:
+        raise Rejected(MISSING_TOKEN)
+    if not session_id:
+        raise Rejected(MISSING_SESSION_ID)
+    return authorization, session_id
 
 
 # Verified (token, session-id) pairs remembered, least recently used dropped first.
@@ -48,72 +74,58 @@ class VerifiedTokens:
     def __init__(self, maxsize: int = VERIFIED_CACHE_SIZE, clock=time.time) -> None:
         self._maxsize = maxsize
         self._clock = clock
-        self._exp: collections.OrderedDict[tuple[str, str], int] = collections.OrderedDict()
+        self._entries: collections.OrderedDict[tuple[str, str], tuple[int, SessionKey]] = collections.OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._exp)
+        return len(self._entries)
 
-    def valid(self, token: str, session_id: str) -> bool:
+    def session(self, token: str, session_id: str) -> SessionKey | None:
+        """The session the token was verified for, if it still holds."""
         key = (token, session_id)
-        exp = self._exp.get(key)
-        if exp is None:
-            return False
-        if exp <= self._clock():
-            del self._exp[key]
-            return False
-        self._exp.move_to_end(key)
-        return True
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
 
-    def add(self, token: str, session_id: str, exp: int) -> None:
-        self._exp[(token, session_id)] = exp
-        self._exp.move_to_end((token, session_id))
-        while len(self._exp) > self._maxsize:
-            self._exp.popitem(last=False)
+    def add(self, token: str, session_id: str, exp: int, session: SessionKey) -> None:
+        self._entries[(token, session_id)] = (exp, session)
+        self._entries.move_to_end((token, session_id))
+        while len(self._entries) > self._maxsize:
+            self._entries.popitem(last=False)
 
 
-def check(config: tokens.TokenConfig, metadata, verified: VerifiedTokens | None = None) -> str | None:
-    """None if the call is authenticated, else the message for the client. Which
-    check a bad token failed (signature, expiry, session) is logged, not told.
-    With `verified`, a token already verified for this session-id and not yet
-    expired is not decoded again."""
-    authorization = metadata_value(metadata, contract.AUTHORIZATION)
-    if not authorization:
-        return MISSING_TOKEN
-    session_id = metadata_value(metadata, contract.SESSION_ID)
-    if not session_id:
-        return MISSING_SESSION_ID
+def authenticate(config: tokens.TokenConfig, metadata, verified: VerifiedTokens | None = None) -> SessionKey:
+    """The session a call belongs to: the token's user and its session-id, which
+    the token must be bound to. Raises Rejected. Which check a bad token failed
+    (signature, expiry, session) is logged, not told. With `verified`, a token
+    already verified for this session-id and not yet expired is not decoded again."""
+    authorization, session_id = call_credentials(metadata)
     token = tokens.strip_bearer(authorization)
-    if verified is not None and verified.valid(token, session_id):
-        return None
+    if verified is not None:
+        session = verified.session(token, session_id)
+        if session is not None:
+            return session
     try:
         claims = tokens.verify(config, token, session_id=session_id)
     except tokens.InvalidToken as e:
         log.info("rejected token for session-id %r: %s", session_id, e)
-        return INVALID_TOKEN
+        raise Rejected(INVALID_TOKEN) from None
+    session = SessionKey(claims.username, claims.session_id)
     if verified is not None:
-        verified.add(token, session_id, claims.expires_at)
-    return None
-
-
-def reject(request_streaming: bool, response_streaming: bool, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the call's own kind that only answers UNAUTHENTICATED."""
-    async def unary_reject(request, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    async def stream_reject(request, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-        yield  # pragma: no cover - makes this an async generator
-
-    return rpckinds.method_handler(request_streaming, response_streaming,
-                                   stream_reject if response_streaming else unary_reject)
+        verified.add(token, session_id, claims.expires_at, session)
+    return session
 
 
 class Authenticator:
-    """Decides, before any handler runs, whether a proxied call may go on."""
+    """Decides, before any backend work, which session a proxied call belongs to."""
 
     def __init__(self, config: tokens.TokenConfig) -> None:
         self._config = config
         self._verified = VerifiedTokens()
 
-    def check(self, metadata) -> str | None:
-        return check(self._config, metadata, self._verified)
+    def authenticate(self, metadata) -> SessionKey:
+        return authenticate(self._config, metadata, self._verified)

@@ -11,7 +11,7 @@ from google.protobuf import descriptor_pool
 from myservice import contract
 
 from . import rpckinds
-from .auth import Authenticator, reject
+from .auth import Authenticator, Rejected
 from .backends.base import Backend, BackendError, Endpoint
 from .finalstatus import FinalStatus, instance_status
 
@@ -59,18 +59,16 @@ class Proxy(grpc.GenericRpcHandler):
             handler = self._make_handler(method, *(kind or (True, True)))
             if kind is not None:
                 self._handlers[method] = handler
-        problem = self._authenticator.check(handler_call_details.invocation_metadata)
-        if problem is not None:
-            return reject(handler.request_streaming, handler.response_streaming, problem)
         return handler
 
-    async def _endpoint(self, context: grpc.aio.ServicerContext) -> Endpoint:
-        session_id = ""
-        for key, value in context.invocation_metadata() or ():
-            if key == contract.SESSION_ID:
-                session_id = value
+    async def _endpoint(self, context: grpc.aio.ServicerContext, metadata) -> Endpoint:
+        """Authenticate the call, then find its session's instance; aborts otherwise."""
         try:
-            return await self._backend.acquire(session_id, timeout=_timeout(context))
+            key = self._authenticator.authenticate(metadata)
+        except Rejected as e:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, e.message)
+        try:
+            return await self._backend.acquire(key, timeout=_timeout(context))
         except BackendError as e:
             await context.abort(e.code, e.message)
             raise  # unreachable: abort raises
@@ -78,8 +76,11 @@ class Proxy(grpc.GenericRpcHandler):
     @staticmethod
     async def _abort_from(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str,
                           trailing: tuple) -> None:
-        if code == grpc.StatusCode.UNAVAILABLE:
-            details = contract.BACKEND_UNAVAILABLE
+        # CANCELLED here was not asked for by our client (its cancellation ends this
+        # handler instead): the instance or its channel went away mid-call, e.g. right
+        # after a Shutdown. Say so as the seed does for a lost instance.
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+            code, details = grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE
         await context.abort(code, details, trailing)
 
     def _make_handler(self, method: str, request_streaming: bool, response_streaming: bool) -> grpc.RpcMethodHandler:
@@ -89,10 +90,10 @@ class Proxy(grpc.GenericRpcHandler):
         endpoint_of = self._endpoint
 
         async def start(request_or_iterator, context):
-            endpoint = await endpoint_of(context)
+            metadata = context.invocation_metadata()
+            endpoint = await endpoint_of(context, metadata)
             call = getattr(endpoint.channel, kind)(method)(
-                request_or_iterator, metadata=forwarded_metadata(context.invocation_metadata()),
-                timeout=_timeout(context))
+                request_or_iterator, metadata=forwarded_metadata(metadata), timeout=_timeout(context))
             return call, (FinalStatus(call) if request_streaming else None)
 
         async def forward_unary_response(request_or_iterator, context):

@@ -8,7 +8,7 @@ import grpc
 
 from myservice import contract, crd
 
-from .backends.base import BackendError
+from .backends.base import BackendError, SessionKey, SessionOwner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,9 +26,14 @@ class Route:
 WAIT = Route()
 
 
-def decide(resource: dict | None, session_id: str) -> Route:
+def decide(resource: dict | None, key: SessionKey) -> Route:
     if resource is None:
         return WAIT  # not in the cache yet: just created, the watch will bring it
+    if (resource.get("spec") or {}).get("user") != key.username:
+        # Names are derived from (user, session_id), so this takes a hash collision
+        # or a resource made by hand: never route a token to another user's pod.
+        return Route(error=BackendError(grpc.StatusCode.PERMISSION_DENIED, contract.SESSION_OF_ANOTHER_USER))
+    session_id = key.session_id
     status = resource.get("status") or {}
     phase, reason = status.get("phase"), status.get("reason")
     if phase == crd.PHASE_READY and status.get("podIP") and status.get("port"):
@@ -46,12 +51,19 @@ def decide(resource: dict | None, session_id: str) -> Route:
     return WAIT  # no status yet, Pending without a reason, Starting
 
 
-def session_resource(*, session_id: str, username: str, role: str, namespace: str) -> dict:
+def session_resource(owner: SessionOwner, *, namespace: str) -> dict:
     """The MyServiceSession the gateway creates at Login."""
     return {
         "apiVersion": crd.API_VERSION,
         "kind": crd.KIND,
-        "metadata": {"name": crd.resource_name(session_id), "namespace": namespace,
+        "metadata": {"name": crd.resource_name(owner.username, owner.session_id), "namespace": namespace,
                      "labels": {crd.LABEL_NAME: crd.APP_NAME}},
-        "spec": {"sessionId": session_id, "user": username, "role": role},
+        "spec": {"sessionId": owner.session_id, "user": owner.username, "role": owner.role},
     }
+
+
+def holds_a_slot(resource: dict | None) -> bool:
+    """Whether a session counts against its user's limit: not finished, not being deleted."""
+    if resource is None or resource.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    return not crd.is_terminal((resource.get("status") or {}).get("phase"))

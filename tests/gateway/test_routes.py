@@ -4,23 +4,26 @@ import pytest
 
 from myservice import crd
 from myservice_gateway import routes
+from myservice_gateway.backends.base import SessionKey, SessionOwner
+
+A = SessionKey("alice", "a")
 
 
-def mss(phase=None, reason=None, ip=None, port=None, pod="p", deleting=False):
+def mss(phase=None, reason=None, ip=None, port=None, pod="p", deleting=False, user="alice"):
     status = {k: v for k, v in dict(phase=phase, reason=reason, podIP=ip, port=port, podName=pod).items() if v}
     meta = {"name": "n", **({"deletionTimestamp": "2026-01-01T00:00:00Z"} if deleting else {})}
-    return {"metadata": meta, "status": status}
+    return {"metadata": meta, "spec": {"sessionId": "a", "user": user}, "status": status}
 
 
 def test_ready_routes_to_pod():
-    assert routes.decide(mss("Ready", "PodReady", "10.244.0.7", 50051, "mss-a-pod"), "a") == routes.Route(
+    assert routes.decide(mss("Ready", "PodReady", "10.244.0.7", 50051, "mss-a-pod"), A) == routes.Route(
         address="10.244.0.7:50051", pod_name="mss-a-pod")
 
 
 @pytest.mark.parametrize("resource", [None, mss(), mss("Pending"), mss("Starting", "PodCreated"),
                                       mss("Ready", "PodReady")])  # Ready without an IP yet: wait
 def test_waits(resource):
-    assert routes.decide(resource, "a").wait
+    assert routes.decide(resource, A).wait
 
 
 @pytest.mark.parametrize("resource,code,message", [
@@ -38,15 +41,34 @@ def test_waits(resource):
      "session a has ended; log in with a new session_id"),
 ])
 def test_errors(resource, code, message):
-    route = routes.decide(resource, "a")
+    route = routes.decide(resource, A)
     assert (route.error.code, route.error.message, route.address) == (code, message, None)
 
 
+@pytest.mark.parametrize("resource", [
+    mss("Ready", "PodReady", "10.244.0.7", 50051, user="bob"),
+    mss("Pending", crd.REASON_CAPACITY, user="bob"),
+    mss("Ready", "PodReady", "10.244.0.7", 50051, user=None),
+])
+def test_a_resource_of_another_user_is_never_routed_to(resource):
+    route = routes.decide(resource, A)
+    assert (route.error.code, route.error.message, route.address) == (
+        grpc.StatusCode.PERMISSION_DENIED, "session belongs to another user", None)
+
+
+@pytest.mark.parametrize("resource,holds", [
+    (None, False), (mss(), True), (mss("Pending", crd.REASON_CAPACITY), True), (mss("Ready", "PodReady"), True),
+    (mss("Ready", deleting=True), False), (mss("Completed"), False), (mss("Failed", crd.REASON_POD_FAILED), False),
+])
+def test_holds_a_slot(resource, holds):
+    assert routes.holds_a_slot(resource) is holds
+
+
 def test_session_resource():
-    assert routes.session_resource(session_id="Sess 1", username="alice", role="admin", namespace="ns") == {
+    assert routes.session_resource(SessionOwner("Sess 1", "alice", "admin"), namespace="ns") == {
         "apiVersion": "myservice.io/v1alpha1",
         "kind": "MyServiceSession",
-        "metadata": {"name": crd.resource_name("Sess 1"), "namespace": "ns",
+        "metadata": {"name": crd.resource_name("alice", "Sess 1"), "namespace": "ns",
                      "labels": {"app.kubernetes.io/name": "myservice"}},
         "spec": {"sessionId": "Sess 1", "user": "alice", "role": "admin"},
     }

@@ -45,7 +45,7 @@ async def test_seed_scenario(gw):
 
 
 async def test_twenty_concurrent_sessions_get_twenty_sticky_instances(make_gateway):
-    gw = await make_gateway(max_instances=20)
+    gw = await make_gateway(max_instances=20, max_sessions_per_user=0)
 
     async def one_session(i):
         metadata = await gw.session(f"conc-{i}")

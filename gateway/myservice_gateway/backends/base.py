@@ -31,10 +31,25 @@ class BackendError(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
+class SessionKey:
+    """What names a session everywhere: the user who logged in and the session_id
+    they chose. Two users who pick the same session_id have two sessions."""
+    username: str
+    session_id: str
+
+    def __str__(self) -> str:  # for logs: session ids are printable ASCII (Login checks)
+        return f"{self.username}/{self.session_id}"
+
+
+@dataclasses.dataclass(frozen=True)
 class SessionOwner:
     session_id: str
     username: str
     role: str
+
+    @property
+    def key(self) -> SessionKey:
+        return SessionKey(self.username, self.session_id)
 
 
 class Backend(Protocol):
@@ -42,9 +57,11 @@ class Backend(Protocol):
         """Begin serving (connect, start watches)."""
 
     async def prepare(self, owner: SessionOwner) -> None:
-        """Called at Login. Must not fail for lack of capacity (that comes on the call)."""
+        """Called at Login; raises BackendError (e.g. the per-user limit, where Login is
+        what starts the instance). Must not fail for lack of global capacity (that
+        comes on the call)."""
 
-    async def acquire(self, session_id: str, *, timeout: float | None) -> Endpoint:
+    async def acquire(self, key: SessionKey, *, timeout: float | None) -> Endpoint:
         """The session's instance, allocating it on first use; raises BackendError."""
 
     async def close(self) -> None:

@@ -18,7 +18,7 @@ from kubernetes.client.rest import ApiException
 from myservice import contract, crd
 
 from .. import routes
-from .base import INSTANCE_CHANNEL_OPTIONS, BackendError, Endpoint, SessionOwner
+from .base import INSTANCE_CHANNEL_OPTIONS, BackendError, Endpoint, SessionKey, SessionOwner
 
 log = logging.getLogger("myservice.gateway.kubernetes")
 
@@ -44,7 +44,9 @@ def load_api_client() -> kubernetes.client.ApiClient:
 
 class SessionCache:
     """Informer-style cache of the namespace's MyServiceSessions: list, then watch,
-    re-list on expiry; `changed` wakes every waiter on the event loop."""
+    re-list on expiry; `changed` wakes every waiter on the event loop.
+    `slots_by_user` indexes the sessions that count against their user's limit
+    (routes.holds_a_slot), kept up to date per event: O(1), never a scan."""
 
     def __init__(self, api: kubernetes.client.CustomObjectsApi, namespace: str, loop: asyncio.AbstractEventLoop,
                  on_finished=lambda resource: None):
@@ -53,6 +55,7 @@ class SessionCache:
         self._namespace = namespace
         self._loop = loop
         self.items: dict[str, dict] = {}
+        self.slots_by_user: dict[str, set[str]] = {}
         self.synced = asyncio.Event()
         self.changed = asyncio.Condition()
         self._stop = threading.Event()
@@ -68,16 +71,47 @@ class SessionCache:
         def apply() -> None:
             if items is not None:
                 self.items = items
+                self.slots_by_user = {}
+                for each, resource in items.items():
+                    self.index(each, resource)
                 self.synced.set()
             elif obj is None:
-                self._on_finished(self.items.pop(name, None))
+                gone = self.items.pop(name, None)
+                self.index(name, None, gone)
+                self._on_finished(gone)
             else:
                 self.items[name] = obj
+                self.index(name, obj)
                 if crd.is_terminal((obj.get("status") or {}).get("phase")):
                     self._on_finished(obj)
             self._loop.create_task(self._notify())
 
         self._loop.call_soon_threadsafe(apply)
+
+    def index(self, name: str, resource: dict | None, previous: dict | None = None) -> None:
+        """Count `name` for its user while it holds a slot (runs on the event loop)."""
+        user = ((resource or previous or {}).get("spec") or {}).get("user")
+        if user is None:
+            return
+        names = self.slots_by_user.setdefault(user, set())
+        if routes.holds_a_slot(resource):
+            names.add(name)
+        else:
+            names.discard(name)
+            if not names:
+                del self.slots_by_user[user]
+
+    def reserve(self, user: str, name: str) -> None:
+        """Count a session being created before its watch event arrives (two
+        concurrent Logins of one user must not both pass the limit)."""
+        self.slots_by_user.setdefault(user, set()).add(name)
+
+    def unreserve(self, user: str, name: str) -> None:
+        if name not in self.items:
+            self.index(name, None, {"spec": {"user": user}})
+
+    def live_sessions(self, user: str) -> int:
+        return len(self.slots_by_user.get(user, ()))
 
     async def _notify(self) -> None:
         async with self.changed:
@@ -123,9 +157,11 @@ class SessionCache:
 
 
 class KubernetesBackend:
-    def __init__(self, *, namespace: str, ready_timeout: float, api_client: kubernetes.client.ApiClient | None = None):
+    def __init__(self, *, namespace: str, ready_timeout: float, max_per_user: int = 0,
+                 api_client: kubernetes.client.ApiClient | None = None):
         self.namespace = namespace
         self.ready_timeout = ready_timeout
+        self.max_per_user = max_per_user  # 0: no per-user limit
         self._api_client = api_client
         self._api: kubernetes.client.CustomObjectsApi | None = None
         self._cache: SessionCache | None = None
@@ -144,26 +180,59 @@ class KubernetesBackend:
         log.info("session cache synced: %d sessions in %s", len(self._cache.items), self.namespace)
 
     async def prepare(self, owner: SessionOwner) -> None:
-        """Create the session's resource, or find it again (same session id, same name)."""
-        body = routes.session_resource(session_id=owner.session_id, username=owner.username, role=owner.role,
-                                       namespace=self.namespace)
+        """Create the session's resource (which starts its pod), or find it again:
+        the same user with the same session id resumes the same session.
+
+        The per-user limit is checked here, since on Kubernetes Login is the call
+        that starts the instance; each gateway counts from its watch cache, so with
+        several replicas two Logins at the same instant may both pass (soft limit)."""
+        assert self._cache is not None
+        body = routes.session_resource(owner, namespace=self.namespace)
+        name = body["metadata"]["name"]
+        existing = self._cache.items.get(name)
+        if existing is not None:
+            self._check_owner(existing, owner)
+            return
+        if self.max_per_user and self._cache.live_sessions(owner.username) >= self.max_per_user:
+            raise BackendError(grpc.StatusCode.RESOURCE_EXHAUSTED, contract.per_user_limit(self.max_per_user))
+        self._cache.reserve(owner.username, name)
         try:
             await asyncio.to_thread(self._api.create_namespaced_custom_object, crd.GROUP, crd.VERSION,
                                     self.namespace, crd.PLURAL, body, _request_timeout=10)
-            log.info("session %s -> %s created", owner.session_id, body["metadata"]["name"])
+            log.info("session %s -> %s created", owner.key, name)
+            return
         except ApiException as e:
-            if e.status != 409:  # 409: it exists already, which is what we want
-                log.error("creating %s failed: %s %s", body["metadata"]["name"], e.status, e.reason)
+            if e.status != 409:
+                log.error("creating %s failed: %s %s", name, e.status, e.reason)
+                self._cache.unreserve(owner.username, name)
                 raise BackendError(grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE) from None
         except Exception as e:  # noqa: BLE001 - API unreachable
-            log.error("creating %s failed: %s", body["metadata"]["name"], e)
+            log.error("creating %s failed: %s", name, e)
+            self._cache.unreserve(owner.username, name)
             raise BackendError(grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE) from None
+        # 409: made a moment ago (another Login of this session, maybe through another
+        # gateway) and not in our cache yet: whose is it? One GET, on this rare path only.
+        try:
+            existing = await asyncio.to_thread(self._api.get_namespaced_custom_object, crd.GROUP, crd.VERSION,
+                                               self.namespace, crd.PLURAL, name, _request_timeout=10)
+        except Exception as e:  # noqa: BLE001 - deleted in between, or API unreachable
+            log.error("reading existing %s failed: %s", name, e)
+            self._cache.unreserve(owner.username, name)
+            raise BackendError(grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE) from None
+        self._check_owner(existing, owner)
 
-    async def acquire(self, session_id: str, *, timeout: float | None) -> Endpoint:
+    @staticmethod
+    def _check_owner(resource: dict, owner: SessionOwner) -> None:
+        if (resource.get("spec") or {}).get("user") != owner.username:
+            log.error("session %s: resource %s belongs to user %r", owner.key, resource["metadata"]["name"],
+                      (resource.get("spec") or {}).get("user"))
+            raise BackendError(grpc.StatusCode.PERMISSION_DENIED, contract.SESSION_OF_ANOTHER_USER)
+
+    async def acquire(self, key: SessionKey, *, timeout: float | None) -> Endpoint:
         """Route by the cached resource; the first call waits (within its deadline) for Ready."""
         assert self._cache is not None
-        name = crd.resource_name(session_id)
-        route = routes.decide(self._cache.items.get(name), session_id)
+        name = crd.resource_name(key.username, key.session_id)
+        route = routes.decide(self._cache.items.get(name), key)
         if route.address:  # the common case: no lock, no wait
             return Endpoint(route.address, route.pod_name, self._channel(route.address))
         limit = self.ready_timeout if timeout is None else min(timeout, self.ready_timeout)
@@ -172,14 +241,14 @@ class KubernetesBackend:
         async with self._cache.changed:
             while True:
                 resource = self._cache.items.get(name)
-                route = routes.decide(resource, session_id)
+                route = routes.decide(resource, key)
                 if route.address:
                     return Endpoint(route.address, route.pod_name, self._channel(route.address))
                 if route.error:
                     raise route.error
                 now = time.monotonic()
                 if resource is None and now - started >= MISSING_GRACE_SECONDS:
-                    raise BackendError(grpc.StatusCode.FAILED_PRECONDITION, contract.session_ended(session_id))
+                    raise BackendError(grpc.StatusCode.FAILED_PRECONDITION, contract.session_ended(key.session_id))
                 remaining = deadline - now
                 if remaining <= 0:
                     raise BackendError(grpc.StatusCode.DEADLINE_EXCEEDED,
