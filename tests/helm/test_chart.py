@@ -55,6 +55,7 @@ def test_default_objects(render):
         ("Service", GW),
         ("ServiceAccount", GW), ("ServiceAccount", OP),
         ("ServiceAccount", CL), ("Role", CL), ("RoleBinding", CL), ("Job", CL),
+        ("NetworkPolicy", "rel-myservice-instances"),
     ])
     assert all(m["metadata"].get("namespace") == "ns" for m in render() if m["kind"] != "CustomResourceDefinition")
 
@@ -333,9 +334,8 @@ def test_cleanup_hook_can_be_turned_off(render):
 
 # --- network policy -----------------------------------------------------------
 
-def test_network_policy_lets_only_gateways_reach_instances(render):
-    assert not [m for m in render() if m["kind"] == "NetworkPolicy"]
-    policy = by_kind_and_name(render("-f", FULL))[("NetworkPolicy", "rel-myservice-instances")]
+def test_network_policy_is_on_by_default_and_lets_only_gateways_reach_instances(render):
+    policy = by_kind_and_name(render())[("NetworkPolicy", "rel-myservice-instances")]
     assert policy["spec"] == {
         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "myservice",
                                         "app.kubernetes.io/component": "instance",
@@ -348,6 +348,21 @@ def test_network_policy_lets_only_gateways_reach_instances(render):
             "ports": [{"protocol": "TCP", "port": 50051}],
         }],
     }
+
+
+def test_network_policy_admits_the_gateway_pods_and_not_the_helm_test_pod(render):
+    objects = by_kind_and_name(render("-f", E2E))
+    allowed = objects[("NetworkPolicy", "rel-myservice-instances")]["spec"]["ingress"][0]["from"][0]["podSelector"]
+    gateway_pod_labels = objects[("Deployment", GW)]["spec"]["template"]["metadata"]["labels"]
+    test_pod_labels = objects[("Pod", "rel-myservice-test")]["metadata"]["labels"]
+    assert allowed["matchLabels"].items() <= gateway_pod_labels.items()
+    assert not allowed["matchLabels"].items() <= test_pod_labels.items()
+
+
+def test_network_policy_follows_the_instance_port_and_can_be_turned_off(render):
+    policy = by_kind_and_name(render("--set", "instance.port=6000"))[("NetworkPolicy", "rel-myservice-instances")]
+    assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 6000}]
+    assert not [m for m in render("--set", "networkPolicy.enabled=false") if m["kind"] == "NetworkPolicy"]
 
 
 def test_network_policy_selects_the_pods_the_operator_makes():
