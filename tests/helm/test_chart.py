@@ -232,6 +232,8 @@ def test_operator_deployment_defaults(render):
         "MYSERVICE_INSTANCE_MEMORY_LIMIT": "256Mi",
         "MYSERVICE_INSTANCE_SERVICE_ACCOUNT": "",
         "MYSERVICE_INSTANCE_TERMINATION_GRACE_SECONDS": "5",
+        "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS": "900",
+        "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS": "86400",
     }
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
@@ -247,6 +249,21 @@ def test_operator_env_follows_values(render):
         "myservice-service:1.2.3", "Never", "2", "60", "30", "2", "50m", "64Mi")
     gateway = objects[("Deployment", GW)]["spec"]["template"]["spec"]["containers"][0]
     assert gateway["imagePullPolicy"] == "Never"
+
+
+def test_session_limits_reach_the_operator(render):
+    def limits(*args: str) -> tuple[str, str]:
+        env = env_of(by_kind_and_name(render(*args))[("Deployment", OP)]["spec"]["template"]["spec"]["containers"][0])
+        return env["MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS"], env["MYSERVICE_SESSION_MAX_LIFETIME_SECONDS"]
+    assert limits("--set", "session.idleTimeoutSeconds=5", "--set", "session.maxLifetimeSeconds=0") == ("5", "0")
+    # whole seconds, never 1e+06 (Helm reads YAML numbers as floats)
+    assert limits("--set-json", "session.idleTimeoutSeconds=0", "--set-json", "session.maxLifetimeSeconds=1000000") == (
+        "0", "1000000")
+
+
+def test_session_values_defaults():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["session"] == {"idleTimeoutSeconds": 900, "maxLifetimeSeconds": 86400, "maxPerUser": 10}
 
 
 def test_operator_reads_every_env_var_the_chart_sets():
@@ -403,6 +420,9 @@ def test_helm_test_pod(render):
     ("gateway.service.type=Ingress", "at '/gateway/service/type'"),
     ("operator.maxSessions=-1", "at '/operator/maxSessions'"),
     ("users[0].username=nopassword", "at '/users/0'"),
+    ("session.idleTimeoutSeconds=-1", "at '/session/idleTimeoutSeconds'"),
+    ("session.maxLifetimeSeconds=1.5", "at '/session/maxLifetimeSeconds'"),
+    ("session.maxPerUser=-1", "at '/session/maxPerUser'"),
 ])
 def test_schema_rejects_bad_values(helm, setting, message):
     result = run_helm(helm, "template", "rel", str(CHART), "--set", setting)
