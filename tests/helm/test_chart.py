@@ -175,6 +175,7 @@ def test_gateway_deployment_defaults(render):
         "MYSERVICE_JWT_KEY_FILE": "/etc/myservice/jwt/key",
         "MYSERVICE_DEV_USER": "false",
         "MYSERVICE_SESSION_READY_TIMEOUT": "120",
+        "MYSERVICE_MAX_SESSIONS_PER_USER": "10",
         "MYSERVICE_TOKEN_TTL_SECONDS": "3600",
     }
     assert container["readinessProbe"]["grpc"] == {"port": 10000}
@@ -444,3 +445,80 @@ def test_notes_tell_how_to_reach_the_gateway(helm, tmp_path):
     assert "kubectl -n ns port-forward svc/rel-myservice-gateway 10000:10000" in text
     assert "kubectl -n ns get mss -o wide" in text
     assert "WARNING: no users are configured" in text
+
+
+# --- TLS on the gateway -----------------------------------------------------------
+
+TLS = ["--set", "gateway.tls.secretName=gw-tls"]
+TLS_MOUNT = {"name": "tls", "mountPath": "/etc/myservice/tls", "readOnly": True}
+
+
+def gateway_container(manifests: list[dict]) -> dict:
+    return by_kind_and_name(manifests)[("Deployment", GW)]["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_gateway_tls_mounts_the_secret_as_a_directory_and_sets_the_files(render):
+    deployment = by_kind_and_name(render(*TLS))[("Deployment", GW)]
+    spec = deployment["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    env = env_of(container)
+    assert (env["MYSERVICE_TLS_CERT_FILE"], env["MYSERVICE_TLS_KEY_FILE"]) == (
+        "/etc/myservice/tls/tls.crt", "/etc/myservice/tls/tls.key")
+    assert "MYSERVICE_TLS_CLIENT_CA_FILE" not in env
+    assert TLS_MOUNT in container["volumeMounts"]
+    assert not any("subPath" in m for m in container["volumeMounts"])  # rotation must reach the pod
+    assert {"name": "tls", "secret": {"secretName": "gw-tls", "defaultMode": 0o440}} in spec["volumes"]
+
+
+def test_gateway_tls_probes_are_tcp(render):
+    container = gateway_container(render(*TLS))
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert "grpc" not in container[probe]
+        assert container[probe]["tcpSocket"] == {"port": "grpc"}
+    plain = gateway_container(render())
+    assert "tcpSocket" not in plain["readinessProbe"] and "tcpSocket" not in plain["livenessProbe"]
+
+
+def test_gateway_client_ca_from_the_tls_secret_or_its_own(render):
+    same = gateway_container(render(*TLS, "--set", "gateway.tls.clientCA.enabled=true"))
+    assert env_of(same)["MYSERVICE_TLS_CLIENT_CA_FILE"] == "/etc/myservice/tls/ca.crt"
+    assert [m["name"] for m in same["volumeMounts"] if m["name"].startswith("tls")] == ["tls"]
+    manifests = render(*TLS, "--set", "gateway.tls.clientCA.enabled=true",
+                       "--set", "gateway.tls.clientCA.secretName=clients-ca", "--set", "gateway.tls.clientCA.key=bundle.pem")
+    spec = by_kind_and_name(manifests)[("Deployment", GW)]["spec"]["template"]["spec"]
+    own = spec["containers"][0]
+    assert env_of(own)["MYSERVICE_TLS_CLIENT_CA_FILE"] == "/etc/myservice/tls-client-ca/bundle.pem"
+    assert {"name": "tls-client-ca", "mountPath": "/etc/myservice/tls-client-ca", "readOnly": True} in own["volumeMounts"]
+    assert {"name": "tls-client-ca", "secret": {"secretName": "clients-ca", "defaultMode": 0o440}} in spec["volumes"]
+
+
+def test_every_pod_is_still_restricted_with_tls(render):
+    for spec in pod_specs(render("-f", E2E, *TLS, "--set", "gateway.tls.clientCA.enabled=true")):
+        assert spec["securityContext"] == RESTRICTED_POD
+        for container in spec["containers"]:
+            assert container["securityContext"] == RESTRICTED_CONTAINER
+
+
+def test_helm_test_pod_trusts_the_secrets_ca(render):
+    pod = by_kind_and_name(render("-f", E2E, *TLS))[("Pod", "rel-myservice-test")]
+    container = pod["spec"]["containers"][0]
+    assert container["command"] == ["/usr/bin/tini", "--", "integrationtests", "basic_workflow",
+                                    "--gateway", "rel-myservice-gateway:10000", "--tls-ca", "/etc/myservice/tls/ca.crt"]
+    assert TLS_MOUNT in container["volumeMounts"]
+    assert {"name": "tls", "secret": {"secretName": "gw-tls", "defaultMode": 0o440,
+                                      "items": [{"key": "ca.crt", "path": "ca.crt"}]}} in pod["spec"]["volumes"]
+
+
+def test_helm_test_pod_with_a_server_name_and_client_certificates(render):
+    pod = by_kind_and_name(render("-f", E2E, *TLS, "--set", "gateway.tls.serverName=gw.example.com",
+                                  "--set", "gateway.tls.clientCA.enabled=true"))[("Pod", "rel-myservice-test")]
+    assert pod["spec"]["containers"][0]["command"][-8:] == [
+        "--tls-ca", "/etc/myservice/tls/ca.crt", "--tls-server-name", "gw.example.com",
+        "--tls-cert", "/etc/myservice/tls/tls.crt", "--tls-key", "/etc/myservice/tls/tls.key"]
+    assert {"name": "tls", "secret": {"secretName": "gw-tls", "defaultMode": 0o440}} in pod["spec"]["volumes"]
+
+
+def test_schema_wants_a_tls_secret_for_client_certificates(helm):
+    result = run_helm(helm, "template", "rel", str(CHART), "--set", "gateway.tls.clientCA.enabled=true")
+    assert result.returncode != 0
+    assert "at '/gateway/tls/secretName': minLength: got 0, want 1" in result.stderr
