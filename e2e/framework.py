@@ -66,6 +66,8 @@ class Config:
     artifacts: Path
     pod_security: str
     timeout_scale: float
+    # False (MYSERVICE_E2E_NETWORK_POLICY=0): the cluster enforces no NetworkPolicy
+    network_policy: bool = True
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -92,6 +94,7 @@ class Config:
             artifacts=Path(env.get("MYSERVICE_E2E_ARTIFACTS") or f"/tmp/myservice-e2e-artifacts/{namespace}"),
             pod_security=env.get("MYSERVICE_E2E_POD_SECURITY", "restricted"),
             timeout_scale=float(env.get("MYSERVICE_E2E_TIMEOUT_SCALE", "1")),
+            network_policy=env.get("MYSERVICE_E2E_NETWORK_POLICY", "1") != "0",
         )
 
     def helm_values(self) -> dict:
@@ -270,6 +273,27 @@ class Kube:
                 return {e["name"]: e.get("value", "") for e in c.get("env", [])}
         return {}
 
+    def exec(self, pod: str, container: str, *argv: str, timeout: float = 60) -> str:
+        """`kubectl exec` in a running pod; its stdout."""
+        return self.kubectl("exec", pod, "-c", container, "--", *argv, timeout=timeout)
+
+    def run_pod(self, manifest: dict, timeout: float) -> str:
+        """Create a one-shot pod (restartPolicy Never), wait for it to end, return its
+        log; the pod is deleted afterwards whatever happened."""
+        name = manifest["metadata"]["name"]
+        self.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        try:
+            def ended():
+                phase = ((self.get("pod", name) or {}).get("status") or {}).get("phase")
+                return phase if phase in ("Succeeded", "Failed") else None
+            phase = wait_until(f"pod {name} to run to its end", ended, timeout,
+                               describe=lambda: self.kubectl("get", "pod", name, "-o", "wide", timeout=30))
+            logs = self.kubectl("logs", name, timeout=30)
+            assert phase == "Succeeded", f"pod {name} ended {phase}:\n{logs}"
+            return logs
+        finally:
+            self.kubectl("delete", "pod", name, "--ignore-not-found", "--wait=false", check=False)
+
     # diagnostics
     def diagnostics(self) -> str:
         """What a person needs when a check fails."""
@@ -387,10 +411,11 @@ class Session:
     session_id: str
     token: str
     role: str
+    username: str = "TestUser"
 
     @property
     def resource(self) -> str:
-        return crd.resource_name(self.session_id)
+        return crd.resource_name(self.username, self.session_id)
 
     @property
     def pod(self) -> str:
@@ -423,7 +448,7 @@ class Client:
         sid = session_id or scenarios.new_session_id(prefix)
         reply = scenarios.login(self.stub, self.opts, sid)
         assert reply.token, "Login returned an empty token"
-        return Session(sid, reply.token, reply.role)
+        return Session(sid, reply.token, reply.role, self.opts.username)
 
     def echo(self, session: Session, value: str = "e2e", timeout: float | None = None) -> pb.EchoResponse:
         return self.stub.MyServiceEcho(pb.EchoRequest(value=value), metadata=session.metadata,
@@ -457,3 +482,36 @@ def start_session(client: Client, track: Callable[[Session], Session], prefix: s
     log(f"session {session.session_id} ({session.resource}) Ready on {reply.pod_name} "
         f"after {time.monotonic() - t0:.1f}s")
     return session, reply
+
+
+# --------------------------------------------------------------------------- TCP reachability
+
+
+# Run with python inside a pod: one TCP connection attempt per HOST:PORT argument,
+# the outcome per line ("HOST:PORT connected|refused|timed out|error: ..."), exit 0.
+TCP_CONNECT_SCRIPT = """
+import socket, sys
+timeout = float(sys.argv[1])
+for target in sys.argv[2:]:
+    host, _, port = target.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+        outcome = "connected"
+    except TimeoutError:
+        outcome = "timed out"
+    except ConnectionRefusedError:
+        outcome = "refused"
+    except OSError as e:
+        outcome = f"error: {type(e).__name__}: {e}"
+    print(target, outcome, flush=True)
+"""
+
+
+def tcp_connect_argv(timeout: float, *targets: str) -> list[str]:
+    """The command (python, in the gateway image) that tries each HOST:PORT once."""
+    return ["python", "-c", TCP_CONNECT_SCRIPT, str(timeout), *targets]
+
+
+def connect_outcomes(output: str) -> dict[str, str]:
+    """TCP_CONNECT_SCRIPT's output -> {"HOST:PORT": outcome}."""
+    return dict(line.split(" ", 1) for line in output.splitlines() if line.strip())

@@ -1,0 +1,43 @@
+"""Check 14: a session is (user, session_id). Two users who pick the same session_id get
+two MyServiceSessions and two pods; neither can reach or end the other's."""
+from __future__ import annotations
+
+import grpc
+
+import framework as fw
+from framework import crd
+
+ALICE = ("alice", "alice-e2e-password")
+BOB = ("bob", "bob-e2e-password")
+
+
+def test_two_users_one_session_id_two_pods(gateway, kube, sessions, t):
+    session_id = fw.scenarios.new_session_id("shared")  # one id, two users
+    with gateway.client(username=ALICE[0], password=ALICE[1]) as alice_client, \
+            gateway.client(username=BOB[0], password=BOB[1]) as bob_client:
+        alice = sessions.add(alice_client.login(session_id))
+        bob = sessions.add(bob_client.login(session_id))
+        assert alice.resource != bob.resource
+        alice_pod = alice_client.echo(alice, timeout=t(90)).pod_name
+        bob_reply = bob_client.echo(bob, timeout=t(90))
+        assert (alice_pod, bob_reply.pod_name) == (alice.pod, bob.pod)
+        assert alice.pod != bob.pod
+        assert bob_reply.server_session_id == session_id
+        for session, user in ((alice, "alice"), (bob, "bob")):
+            resource = kube.mss(session.resource)
+            assert (resource["spec"]["user"], resource["spec"]["sessionId"]) == (user, session_id)
+            assert [p["metadata"]["name"] for p in kube.session_pods(session.resource)] == [session.pod]
+
+        # Bob's Shutdown ends bob's session only; alice's pod still answers.
+        assert bob_client.shutdown(bob).pod_name == bob.pod
+        kube.wait_mss(bob.resource, crd.PHASE_COMPLETED, t(60))
+        assert kube.mss_status(alice.resource)["phase"] == crd.PHASE_READY
+        assert {alice_client.echo(alice).pod_name for _ in range(3)} == {alice.pod}
+        fw.assert_status(fw.rpc_error(lambda: bob_client.echo(bob)), grpc.StatusCode.FAILED_PRECONDITION,
+                         f"session {session_id} has ended; log in with a new session_id")
+
+        # Bob's token with alice's session-id is not alice's session: the token is bound.
+        forged = (("authorization", bob.token), ("session-id", session_id), ("session-id", "other"))
+        err = fw.rpc_error(lambda: bob_client.stub.MyServiceEcho(fw.pb.EchoRequest(value="x"), metadata=forged))
+        fw.assert_status(err, grpc.StatusCode.UNAUTHENTICATED, "more than one authorization or session-id value")
+        assert alice_client.shutdown(alice).pod_name == alice.pod
