@@ -13,9 +13,14 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from . import settings as settings_module
 
+# `up` is for this machine: it listens on loopback unless told otherwise.
+UP_HOST = "127.0.0.1"
+
 EPILOG = """\
 examples:
-  myservice up                          gateway on :10000 with local instances (dev user TestUser/TestPassword)
+  myservice up                          gateway on 127.0.0.1:10000 with local instances
+                                        (dev user TestUser/TestPassword unless MYSERVICE_USERS_FILE is set)
+  myservice up --host 0.0.0.0           the same, reachable from other machines
   myservice up --port 10001 --max-instances 4
   myservice gateway --backend kubernetes   (in a cluster; see docs/kubernetes.md)
   myservice instance --port 50051       one instance on its own
@@ -24,8 +29,8 @@ configuration: every flag has a MYSERVICE_* environment variable; see README.md.
 """
 
 
-def _add_gateway_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=None, help="listen address (env MYSERVICE_HOST, default 0.0.0.0)")
+def _add_gateway_flags(parser: argparse.ArgumentParser, default_host: str) -> None:
+    parser.add_argument("--host", default=None, help=f"listen address (env MYSERVICE_HOST, default {default_host})")
     parser.add_argument("--port", type=int, default=None, help="listen port (env MYSERVICE_PORT, default 10000)")
     parser.add_argument("--max-instances", type=int, default=None,
                         help="most live local instances at once (env MYSERVICE_MAX_INSTANCES, default 16)")
@@ -47,10 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="gateway + local instances: the whole system on this machine",
                         description="Run the gateway with the embedded local backend: one instance process per session.")
-    _add_gateway_flags(up)
+    _add_gateway_flags(up, UP_HOST)
     gw = sub.add_parser("gateway", help="the gateway alone, with the backend from MYSERVICE_BACKEND",
                         description="Run the gateway; --backend kubernetes routes to pods made by the operator.")
-    _add_gateway_flags(gw)
+    _add_gateway_flags(gw, "0.0.0.0")
     gw.add_argument("--backend", choices=["local", "kubernetes"], default=None,
                     help="where instances come from (env MYSERVICE_BACKEND, default local)")
     from myservice_instance.__main__ import build_parser as instance_parser
@@ -71,11 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     if args.command == "up":
         env["MYSERVICE_BACKEND"] = "local"
-        env.setdefault("MYSERVICE_DEV_USER", "true")
+        env.setdefault("MYSERVICE_HOST", UP_HOST)
     elif args.backend:
         env["MYSERVICE_BACKEND"] = args.backend
+    # The development user: `up` without a users file only (never `gateway`).
+    dev_user = args.command == "up" and not env.get("MYSERVICE_USERS_FILE")
     try:
         settings = settings_module.from_env(env, host=args.host, port=args.port, max_instances=args.max_instances,
+                                            dev_user=dev_user,
                                             tls_cert_file=args.tls_cert, tls_key_file=args.tls_key,
                                             tls_client_ca_file=args.tls_client_ca)
     except settings_module.SettingsError as e:

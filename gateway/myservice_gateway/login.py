@@ -1,44 +1,114 @@
-"""The Login RPC: validate, authenticate, issue a session-bound token."""
+"""The Login RPC: decode, validate, admit, authenticate, issue a session-bound
+token, prepare the session. The decisions live in plain functions and in
+loginguard.py; this adapter only turns them into gRPC answers."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import logging
 
 import grpc
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, message, timestamp_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from myservice import contract
 from myservice.v1 import myservice_pb2 as pb
 
-from . import tokens
-from .backends.base import Backend, SessionOwner
+from . import loginguard, tokens
+from .backends.base import Backend, BackendError, SessionOwner
+from .hashpool import HashPool
+from .settings import GatewaySettings
 from .users import UserStore, UserStoreError
 
 log = logging.getLogger("myservice.gateway.login")
 
 
 def validate(request: pb.LoginRequest) -> tuple[grpc.StatusCode, str] | None:
-    """The seed's argument checks, in its order."""
+    """The seed's argument checks, in its order, then the session_id rule."""
     if not request.username:
         return grpc.StatusCode.INVALID_ARGUMENT, contract.USERNAME_REQUIRED
-    if not request.session_id:
-        return grpc.StatusCode.INVALID_ARGUMENT, contract.SESSION_ID_REQUIRED
+    problem = contract.session_id_problem(request.session_id)
+    if problem:
+        return grpc.StatusCode.INVALID_ARGUMENT, problem
     return None
 
 
+def retry_status(code: grpc.StatusCode, message_text: str, retry_after: float) -> grpc.Status:
+    """A status carrying a google.rpc.RetryInfo that says how long to wait
+    (sent as grpc-status-details-bin; rounded up to the millisecond)."""
+    millis = max(1, int(-(-retry_after * 1000 // 1)))
+    delay = duration_pb2.Duration(seconds=millis // 1000, nanos=(millis % 1000) * 1_000_000)
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message_text)
+    status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    return rpc_status.to_status(status)
+
+
+def login_limits(settings: GatewaySettings) -> loginguard.LoginLimits:
+    return loginguard.LoginLimits(
+        hash_workers=settings.login_hash_workers,
+        queue=settings.login_queue,
+        peer_concurrency=settings.login_peer_concurrency,
+        user_failures=loginguard.BucketPolicy(settings.login_user_failure_burst,
+                                              settings.login_user_failures_per_minute / 60),
+        peer_failures=loginguard.BucketPolicy(settings.login_peer_failure_burst,
+                                              settings.login_peer_failures_per_minute / 60),
+    )
+
+
+def attempt_failed(future: concurrent.futures.Future) -> bool:
+    """Whether a finished hash counts against the caller's buckets: a wrong password
+    or unknown user does, and so does an attempt dropped because its caller went away
+    (else cancelling would be a free guess); a broken users file does not."""
+    if future.cancelled():
+        return True
+    if future.exception() is not None:
+        return False
+    user, _seconds = future.result()
+    return user is None
+
+
 class LoginHandler:
-    def __init__(self, *, users: UserStore, token_config: tokens.TokenConfig, backend: Backend) -> None:
+    def __init__(self, *, users: UserStore, token_config: tokens.TokenConfig, backend: Backend,
+                 guard: loginguard.LoginGuard, hash_pool: HashPool) -> None:
         self._users = users
         self._token_config = token_config
         self._backend = backend
+        self._guard = guard
+        self._hash_pool = hash_pool
 
-    async def login(self, request: pb.LoginRequest, context: grpc.aio.ServicerContext) -> pb.LoginResponse:
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings, *, users: UserStore, token_config: tokens.TokenConfig,
+                      backend: Backend) -> LoginHandler:
+        return cls(users=users, token_config=token_config, backend=backend,
+                   guard=loginguard.LoginGuard(login_limits(settings)),
+                   hash_pool=HashPool(workers=settings.login_hash_workers, nice=settings.login_hash_nice))
+
+    @property
+    def guard(self) -> loginguard.LoginGuard:
+        return self._guard
+
+    def close(self) -> None:
+        self._hash_pool.close()
+
+    async def login(self, request_bytes: bytes, context: grpc.aio.ServicerContext) -> pb.LoginResponse:
+        # Registered without a deserializer, so that undecodable bytes get our answer
+        # instead of grpc's UNKNOWN naming a protobuf exception class.
+        try:
+            request = pb.LoginRequest.FromString(request_bytes)
+        except message.DecodeError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, contract.MALFORMED_REQUEST)
         invalid = validate(request)
         if invalid:
             await context.abort(*invalid)
+        admission = self._guard.admit(request.username, loginguard.peer_key(context.peer()))
+        if isinstance(admission, loginguard.Refusal):
+            log.debug("login refused for peer %s: %s", context.peer(), admission.message)
+            await context.abort_with_status(
+                retry_status(grpc.StatusCode.RESOURCE_EXHAUSTED, admission.message, admission.retry_after))
         try:
-            # Hashing is deliberately slow: keep it off the event loop.
-            user = await asyncio.to_thread(self._users.authenticate, request.username, request.password)
+            user = await self._authenticate(admission, request)
         except UserStoreError as e:
             log.error("user store: %s", e)
             await context.abort(grpc.StatusCode.INTERNAL, contract.FAILED_TO_GET_USER)
@@ -50,5 +120,31 @@ class LoginHandler:
         except Exception as e:  # noqa: BLE001 - any signing failure
             log.error("signing failed: %s", e)
             await context.abort(grpc.StatusCode.INTERNAL, contract.FAILED_TO_CREATE_TOKEN)
-        await self._backend.prepare(SessionOwner(request.session_id, user.username, user.role))
+        try:
+            await self._backend.prepare(SessionOwner(request.session_id, user.username, user.role))
+        except BackendError as e:  # its code and message are meant for the client
+            await context.abort(e.code, e.message)
+        except Exception:  # noqa: BLE001 - e.g. the Kubernetes API unreachable: say so, name nothing internal
+            log.exception("backend could not prepare session %r of %r", request.session_id, user.username)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE)
         return pb.LoginResponse(token=token, expires_at=timestamp_pb2.Timestamp(seconds=exp), role=user.role)
+
+    async def _authenticate(self, ticket: loginguard.Ticket, request: pb.LoginRequest):
+        """The user if the password matches, else None; hashed on the pool. The ticket
+        goes back to the guard when the hash has really ended (or was dropped from the
+        queue), not when this call ends: a caller that goes away mid-hash still holds
+        its worker until the hash is done."""
+        loop = asyncio.get_running_loop()
+        future = self._hash_pool.submit(self._users.authenticate, request.username, request.password)
+
+        def ended(done: concurrent.futures.Future) -> None:  # on a worker thread, or here
+            seconds = None if done.cancelled() or done.exception() else done.result()[1]
+            try:
+                loop.call_soon_threadsafe(functools.partial(
+                    self._guard.finish, ticket, failed=attempt_failed(done), hash_seconds=seconds))
+            except RuntimeError:  # the loop is closed: the gateway has stopped, nothing to release
+                pass
+
+        future.add_done_callback(ended)
+        user, _seconds = await asyncio.wrap_future(future)
+        return user

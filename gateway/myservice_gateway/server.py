@@ -31,10 +31,13 @@ class Gateway:
     server: grpc.aio.Server
     port: int
     backend: Backend
+    login: LoginHandler | None = None
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         await self.server.stop(grace)
         await self.backend.close()
+        if self.login:
+            self.login.close()
 
 
 def make_backend(settings: GatewaySettings) -> Backend:
@@ -68,11 +71,11 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     users = UserStore(users_file=settings.users_file, dev_user=settings.dev_user)
     config = token_config(settings)
     server = grpc.aio.server()
-    login = LoginHandler(users=users, token_config=config, backend=backend)
+    login = LoginHandler.from_settings(settings, users=users, token_config=config, backend=backend)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(contract.SERVICE, {
         "Login": grpc.unary_unary_rpc_method_handler(
             login.login,
-            request_deserializer=myservice_pb2.LoginRequest.FromString,
+            request_deserializer=None,  # raw bytes: Login decodes them (malformed: INVALID_ARGUMENT)
             response_serializer=myservice_pb2.LoginResponse.SerializeToString,
         ),
     }),))
@@ -92,14 +95,15 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(contract.SERVICE, health_pb2.HealthCheckResponse.SERVING)
-    return Gateway(server, port, backend)
+    return Gateway(server, port, backend, login)
 
 
 async def serve(settings: GatewaySettings) -> int:
     if settings.jwt_key_generated:
         log.warning("no JWT key configured: using a random key for this process (tokens end with it)")
     if settings.dev_user:
-        log.warning("development user enabled: TestUser / TestPassword (role user)")
+        log.warning("DEVELOPMENT USER ENABLED: anyone who can reach %s:%s logs in as TestUser / TestPassword "
+                    "(role user); set MYSERVICE_USERS_FILE for real users", settings.host, settings.port)
     gateway = await start_gateway(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -10,6 +10,17 @@ from collections.abc import Mapping
 MIN_KEY_BYTES = 32
 
 
+def default_login_hash_workers() -> int:
+    """One password-hashing thread per usable core minus one (the event loop's),
+    at least 1 and at most 4: each holds 64 MiB while it hashes, and Login is
+    not meant to be the gateway's main work."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores - 1))
+
+
 class SettingsError(ValueError):
     """A configuration value is missing or invalid; the message says which."""
 
@@ -37,6 +48,15 @@ class GatewaySettings:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_client_ca_file: str | None = None  # set: clients must present a certificate signed by it
+    # Login under abuse (loginguard.py, hashpool.py): bounded hashing, throttled failures
+    login_hash_workers: int = dataclasses.field(default_factory=default_login_hash_workers)
+    login_hash_nice: int = 10  # nice value of the hashing threads: the event loop's calls come first (0: same)
+    login_queue: int = 4  # Logins that may wait for a hashing thread; beyond: RESOURCE_EXHAUSTED at once
+    login_peer_concurrency: int = 2  # hashes one client address may have queued or running (0: no cap)
+    login_user_failure_burst: int = 10  # failed Logins for one username before they are slowed down (0: off)
+    login_user_failures_per_minute: float = 6.0  # ... and how many of them are forgiven per minute
+    login_peer_failure_burst: int = 30  # the same per client address (0: off)
+    login_peer_failures_per_minute: float = 60.0
 
 
 def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> int:
@@ -114,12 +134,25 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
         jwt_audience=env.get("MYSERVICE_JWT_AUDIENCE", "myservice"),
         token_ttl_seconds=_int(env, "MYSERVICE_TOKEN_TTL_SECONDS", 3600, minimum=1),
         users_file=env.get("MYSERVICE_USERS_FILE") or None,
-        dev_user=_bool(env, "MYSERVICE_DEV_USER", backend == "local"),
+        # Only `myservice up` turns the development user on (cli.py), and only without a users file.
+        dev_user=False,
         namespace=env.get("MYSERVICE_NAMESPACE", "default"),
         session_ready_timeout=_float(env, "MYSERVICE_SESSION_READY_TIMEOUT", 120.0),
         tls_cert_file=env.get("MYSERVICE_TLS_CERT_FILE") or None,
         tls_key_file=env.get("MYSERVICE_TLS_KEY_FILE") or None,
         tls_client_ca_file=env.get("MYSERVICE_TLS_CLIENT_CA_FILE") or None,
+        login_hash_workers=_int(env, "MYSERVICE_LOGIN_HASH_WORKERS", default_login_hash_workers(), minimum=1),
+        login_hash_nice=_int(env, "MYSERVICE_LOGIN_HASH_NICE", GatewaySettings.login_hash_nice),
+        login_queue=_int(env, "MYSERVICE_LOGIN_QUEUE", GatewaySettings.login_queue),
+        login_peer_concurrency=_int(env, "MYSERVICE_LOGIN_PEER_CONCURRENCY", GatewaySettings.login_peer_concurrency),
+        login_user_failure_burst=_int(env, "MYSERVICE_LOGIN_USER_FAILURE_BURST",
+                                      GatewaySettings.login_user_failure_burst),
+        login_user_failures_per_minute=_float(env, "MYSERVICE_LOGIN_USER_FAILURES_PER_MINUTE",
+                                              GatewaySettings.login_user_failures_per_minute),
+        login_peer_failure_burst=_int(env, "MYSERVICE_LOGIN_PEER_FAILURE_BURST",
+                                      GatewaySettings.login_peer_failure_burst),
+        login_peer_failures_per_minute=_float(env, "MYSERVICE_LOGIN_PEER_FAILURES_PER_MINUTE",
+                                              GatewaySettings.login_peer_failures_per_minute),
     )
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = GatewaySettings(**values)  # type: ignore[arg-type]
@@ -127,8 +160,16 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
         raise SettingsError(f"port must be 0..65535, got {settings.port}")
     if settings.max_instances < 0:
         raise SettingsError(f"max instances must be >= 0, got {settings.max_instances}")
+    if _bool(env, "MYSERVICE_DEV_USER", False) and not settings.dev_user:
+        # Refused rather than ignored: whoever sets it expects a user that will not be there.
+        raise SettingsError("MYSERVICE_DEV_USER: the development user exists only in `myservice up` "
+                            "without MYSERVICE_USERS_FILE")
     if not settings.dev_user and not settings.users_file:
-        raise SettingsError("no users: set MYSERVICE_USERS_FILE, or MYSERVICE_DEV_USER=true for local development")
+        raise SettingsError("no users: set MYSERVICE_USERS_FILE "
+                            "(the development user exists only in `myservice up` without one)")
+    if settings.login_hash_workers < 1 or not 0 <= settings.login_hash_nice <= 19:
+        raise SettingsError(f"login hash workers must be >= 1 and their nice value 0..19, got "
+                            f"{settings.login_hash_workers} and {settings.login_hash_nice}")
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
         given, missing = (("MYSERVICE_TLS_CERT_FILE (--tls-cert)", "MYSERVICE_TLS_KEY_FILE (--tls-key)")
                           if settings.tls_cert_file else

@@ -8,6 +8,8 @@ import pytest
 
 from myservice.v1 import myservice_pb2 as pb
 from myservice_gateway import users
+from myservice_gateway.backends.base import BackendError
+from myservice_gateway.backends.local import LocalBackend
 
 from ..conftest import KEY
 
@@ -58,3 +60,51 @@ async def test_signing_failure_is_internal_failed_to_create_token(make_gateway):
 async def test_login_starts_no_instance(gw):
     await gw.login("s-idle")
     assert gw.backend.live_count == 0
+
+
+RULE = ("session_id must be 1 to 128 printable ASCII characters "
+        "(0x21-0x7E: no spaces, no control characters)")
+
+
+@pytest.mark.parametrize("session_id", ["a\nb", "sess\r\nx-injected: 1", "séance", "x" * 129, "a b", "\x7f", "tab\t"])
+async def test_session_id_that_cannot_travel_as_metadata_is_refused_with_the_rule(gw, session_id):
+    assert await login_error(gw, username="TestUser", password="TestPassword", session_id=session_id) == (
+        grpc.StatusCode.INVALID_ARGUMENT, RULE)
+
+
+async def test_session_id_rule_allows_128_printable_characters_and_keeps_the_seed_order(gw):
+    longest = "".join(chr(0x21 + i % 94) for i in range(128))
+    reply = await gw.login(longest)
+    assert jwt.decode(reply.token, KEY, algorithms=["HS256"], audience="myservice")["sid"] == longest
+    assert await login_error(gw, username="", password="x", session_id="a b") == (
+        grpc.StatusCode.INVALID_ARGUMENT, "username is required")
+
+
+@pytest.mark.parametrize("raw", [b"\xff\xff\xff", b"\x0a\x05ab", b"\x1a\x80"])
+async def test_undecodable_request_bytes_are_invalid_argument_naming_nothing_internal(gw, raw):
+    login_raw = gw.channel.unary_unary("/myservice.v1.MyService/Login")
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await login_raw(raw)
+    assert (e.value.code(), e.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "malformed request")
+
+
+class PrepareFails(LocalBackend):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(max_instances=1)
+        self.error = error
+
+    async def prepare(self, owner):
+        raise self.error
+
+
+async def test_backend_failure_at_prepare_is_unavailable_without_class_names(make_gateway):
+    gw = await make_gateway(backend=PrepareFails(RuntimeError("kubernetes API: connection refused")))
+    assert await login_error(gw, username="TestUser", password="TestPassword", session_id="s") == (
+        grpc.StatusCode.UNAVAILABLE, "backend service unavailable")
+
+
+async def test_backend_error_at_prepare_is_answered_with_its_own_status(make_gateway):
+    limit = BackendError(grpc.StatusCode.RESOURCE_EXHAUSTED, "per-user limit reached: at most 2 live sessions per user")
+    gw = await make_gateway(backend=PrepareFails(limit))
+    assert await login_error(gw, username="TestUser", password="TestPassword", session_id="s") == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "per-user limit reached: at most 2 live sessions per user")

@@ -5,7 +5,7 @@ from myservice_gateway.settings import SettingsError, from_env
 
 
 def test_local_defaults():
-    s = from_env({})
+    s = from_env({}, dev_user=True)  # what `myservice up` passes without a users file
     assert (s.port, s.backend, s.max_instances, s.dev_user, s.jwt_key_generated, len(s.jwt_key)) == (
         10000, "local", 16, True, True, 32)
 
@@ -35,3 +35,40 @@ def test_errors_name_the_key(env, message):
 
 def test_flags_override_env():
     assert from_env({"MYSERVICE_PORT": "1"}, port=2, max_instances=None).port == 2
+
+
+def test_no_default_user_and_dev_user_env_refused_without_up():
+    with pytest.raises(SettingsError, match="no users: set MYSERVICE_USERS_FILE"):
+        from_env({})  # `myservice gateway`, local backend: no user of its own
+    with pytest.raises(SettingsError, match="MYSERVICE_DEV_USER: the development user exists only in `myservice up`"):
+        from_env({"MYSERVICE_DEV_USER": "true", "MYSERVICE_USERS_FILE": "/u.json"})
+    s = from_env({"MYSERVICE_DEV_USER": "false", "MYSERVICE_USERS_FILE": "/u.json"})  # what the chart sets
+    assert (s.dev_user, s.users_file) == (False, "/u.json")
+
+
+def test_login_limit_defaults_and_env():
+    s = from_env({}, dev_user=True)
+    assert (s.login_hash_nice, s.login_queue, s.login_peer_concurrency, s.login_user_failure_burst,
+            s.login_user_failures_per_minute, s.login_peer_failure_burst, s.login_peer_failures_per_minute) == (
+        10, 4, 2, 10, 6.0, 30, 60.0)
+    assert 1 <= s.login_hash_workers <= 4
+    s = from_env({"MYSERVICE_LOGIN_HASH_WORKERS": "3", "MYSERVICE_LOGIN_QUEUE": "0",
+                  "MYSERVICE_LOGIN_PEER_CONCURRENCY": "0", "MYSERVICE_LOGIN_HASH_NICE": "0",
+                  "MYSERVICE_LOGIN_USER_FAILURE_BURST": "0", "MYSERVICE_LOGIN_USER_FAILURES_PER_MINUTE": "0.5",
+                  "MYSERVICE_LOGIN_PEER_FAILURE_BURST": "7", "MYSERVICE_LOGIN_PEER_FAILURES_PER_MINUTE": "120"},
+                 dev_user=True)
+    assert (s.login_hash_workers, s.login_queue, s.login_peer_concurrency, s.login_hash_nice,
+            s.login_user_failure_burst, s.login_user_failures_per_minute, s.login_peer_failure_burst,
+            s.login_peer_failures_per_minute) == (3, 0, 0, 0, 0, 0.5, 7, 120.0)
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"MYSERVICE_LOGIN_HASH_WORKERS": "0"}, "MYSERVICE_LOGIN_HASH_WORKERS must be >= 1"),
+    ({"MYSERVICE_LOGIN_QUEUE": "-1"}, "MYSERVICE_LOGIN_QUEUE must be >= 0"),
+    ({"MYSERVICE_LOGIN_HASH_NICE": "20"}, "nice value 0..19"),
+    ({"MYSERVICE_LOGIN_USER_FAILURES_PER_MINUTE": "0"}, "MYSERVICE_LOGIN_USER_FAILURES_PER_MINUTE must be > 0"),
+    ({"MYSERVICE_LOGIN_PEER_FAILURE_BURST": "x"}, "MYSERVICE_LOGIN_PEER_FAILURE_BURST must be an integer"),
+])
+def test_login_limit_errors_name_the_key(env, message):
+    with pytest.raises(SettingsError, match=message):
+        from_env(env, dev_user=True)
