@@ -15,8 +15,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from myservice import contract
-from myservice.v1 import myservice_pb2, myservice_pb2_grpc
+from myservice.v1 import myservice_pb2
 
+from . import decoding
 from .limits import Activity, Ending, Limits, format_seconds
 from .servicer import InstanceServicer
 
@@ -106,7 +107,7 @@ async def start_instance(
     activity = Activity(limits, clock=asyncio.get_running_loop().time)
     server = grpc.aio.server()
     servicer = InstanceServicer(pod_name or default_pod_name(), shutdown_requested, activity)
-    myservice_pb2_grpc.add_MyServiceServicer_to_server(servicer, server)
+    decoding.add_servicer(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

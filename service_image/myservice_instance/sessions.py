@@ -23,9 +23,12 @@ class SessionBinding:
 
     def __init__(self) -> None:
         self.server_session_id: str | None = None
+        self.ended = False  # Shutdown was accepted: the instance is on its way out
 
     def bind(self, client_session_id: str) -> str:
-        """Bind on first use; afterwards only the same session may call."""
+        """Bind on first use; afterwards only the same session may call, and only
+        until its Shutdown was accepted (then: the session has ended, as the
+        gateway says once the instance is gone)."""
         if self.server_session_id is None:
             self.server_session_id = client_session_id
         elif client_session_id != self.server_session_id:
@@ -33,6 +36,8 @@ class SessionBinding:
                 grpc.StatusCode.INTERNAL,
                 contract.session_conflict(self.server_session_id, client_session_id),
             )
+        if self.ended:
+            raise SessionError(grpc.StatusCode.FAILED_PRECONDITION, contract.session_ended(self.server_session_id))
         return self.server_session_id
 
     def check_shutdown(self, client_session_id: str) -> str:
@@ -44,4 +49,7 @@ class SessionBinding:
                 grpc.StatusCode.PERMISSION_DENIED,
                 contract.client_session_mismatch(client_session_id, self.server_session_id),
             )
+        if self.ended:
+            raise SessionError(grpc.StatusCode.FAILED_PRECONDITION, contract.session_ended(self.server_session_id))
+        self.ended = True
         return self.server_session_id

@@ -41,3 +41,17 @@ def test_shutdown_of_bound_session():
     b = SessionBinding()
     b.bind("s1")
     assert b.check_shutdown("s1") == "s1"
+
+
+def test_after_an_accepted_shutdown_the_session_has_ended():
+    b = SessionBinding()
+    b.bind("s1")
+    b.check_shutdown("s1")
+    ended = (grpc.StatusCode.FAILED_PRECONDITION, "session s1 has ended; log in with a new session_id")
+    for attempt in (lambda: b.bind("s1"), lambda: b.check_shutdown("s1")):
+        with pytest.raises(SessionError) as e:
+            attempt()
+        assert (e.value.code, e.value.message) == ended
+    with pytest.raises(SessionError) as e:  # another session still gets the seed's conflict
+        b.bind("s2")
+    assert (e.value.code, e.value.message) == (grpc.StatusCode.INTERNAL, "Session conflict: was=s1, now=s2")
