@@ -15,8 +15,7 @@ from myservice import contract
 from myservice.v1 import myservice_pb2 as pb
 from myservice.v1 import myservice_pb2_grpc as pb_grpc
 from myservice_gateway import settings as gateway_settings
-from myservice_gateway.backends.local import LocalBackend
-from myservice_gateway.server import start_gateway
+from myservice_gateway.server import make_backend, start_gateway
 
 BIN = Path(sys.executable).parent
 KEY = b"k" * 32
@@ -63,7 +62,7 @@ async def make_gateway():
     async def start(backend=None, **overrides):
         settings = make_settings(**overrides)
         if backend is None:
-            backend = LocalBackend(max_instances=settings.max_instances, start_timeout=settings.instance_start_timeout)
+            backend = make_backend(settings)
         gateway = await start_gateway(settings, backend)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}")
         started.append((gateway, channel))

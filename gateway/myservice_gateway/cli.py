@@ -34,6 +34,14 @@ def _add_gateway_flags(parser: argparse.ArgumentParser, default_host: str) -> No
     parser.add_argument("--port", type=int, default=None, help="listen port (env MYSERVICE_PORT, default 10000)")
     parser.add_argument("--max-instances", type=int, default=None,
                         help="most live local instances at once (env MYSERVICE_MAX_INSTANCES, default 16)")
+    parser.add_argument("--max-sessions-per-user", type=int, default=None, metavar="N",
+                        help="most live sessions of one user (env MYSERVICE_MAX_SESSIONS_PER_USER, default 10; 0: no limit)")
+    parser.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
+                        help="local: end an instance after this long without a call "
+                             "(env MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS, default 900; 0: off)")
+    parser.add_argument("--max-lifetime", type=float, default=None, metavar="SECONDS",
+                        help="local: end an instance this long after it started "
+                             "(env MYSERVICE_SESSION_MAX_LIFETIME_SECONDS, default 86400; 0: off)")
     parser.add_argument("--tls-cert", default=None, metavar="FILE",
                         help="serve TLS with this PEM certificate chain, re-read when it changes "
                              "(env MYSERVICE_TLS_CERT_FILE; default: plaintext)")
@@ -82,10 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     # The development user: `up` without a users file only (never `gateway`).
     dev_user = args.command == "up" and not env.get("MYSERVICE_USERS_FILE")
     try:
-        settings = settings_module.from_env(env, host=args.host, port=args.port, max_instances=args.max_instances,
-                                            dev_user=dev_user,
-                                            tls_cert_file=args.tls_cert, tls_key_file=args.tls_key,
-                                            tls_client_ca_file=args.tls_client_ca)
+        settings = settings_module.from_env(
+            env, host=args.host, port=args.port, max_instances=args.max_instances, dev_user=dev_user,
+            max_sessions_per_user=args.max_sessions_per_user, session_idle_timeout=args.idle_timeout,
+            session_max_lifetime=args.max_lifetime,
+            tls_cert_file=args.tls_cert, tls_key_file=args.tls_key, tls_client_ca_file=args.tls_client_ca)
     except settings_module.SettingsError as e:
         print(f"myservice: configuration error: {e}", file=sys.stderr)
         return 2

@@ -44,10 +44,13 @@ def make_backend(settings: GatewaySettings) -> Backend:
     if settings.backend == "kubernetes":
         from .backends.kubernetes import KubernetesBackend  # imports the kubernetes client only when used
 
-        return KubernetesBackend(namespace=settings.namespace, ready_timeout=settings.session_ready_timeout)
-    from .backends.local import LocalBackend
+        return KubernetesBackend(namespace=settings.namespace, ready_timeout=settings.session_ready_timeout,
+                                 max_per_user=settings.max_sessions_per_user)
+    from .backends.local import InstanceLimits, LocalBackend
 
-    return LocalBackend(max_instances=settings.max_instances, start_timeout=settings.instance_start_timeout)
+    return LocalBackend(max_instances=settings.max_instances, start_timeout=settings.instance_start_timeout,
+                        max_per_user=settings.max_sessions_per_user,
+                        limits=InstanceLimits(settings.session_idle_timeout, settings.session_max_lifetime))
 
 
 def token_config(settings: GatewaySettings) -> tokens.TokenConfig:

@@ -33,6 +33,10 @@ class GatewaySettings:
     # local backend
     max_instances: int = 16
     instance_start_timeout: float = 20.0
+    # sessions (both backends; on Kubernetes the limits are the operator's settings)
+    max_sessions_per_user: int = 10  # 0: no per-user limit
+    session_idle_timeout: float = 900.0  # local: seconds without a call before an instance ends (0: off)
+    session_max_lifetime: float = 86400.0  # local: seconds an instance may live at most (0: off)
     # auth
     jwt_key: bytes = b""
     jwt_key_generated: bool = False
@@ -85,6 +89,20 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
     return value
 
 
+def _seconds_or_off(env: Mapping[str, str], key: str, default: float) -> float:
+    """A duration in seconds where 0 means off."""
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be a number of seconds (0: off), got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{key} must be >= 0 (0: off), got {value:g}")
+    return value
+
+
 def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
     raw = env.get(key)
     if raw is None or raw == "":
@@ -128,6 +146,11 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
         backend=backend,
         max_instances=_int(env, "MYSERVICE_MAX_INSTANCES", 16),
         instance_start_timeout=_float(env, "MYSERVICE_INSTANCE_START_TIMEOUT", 20.0),
+        max_sessions_per_user=_int(env, "MYSERVICE_MAX_SESSIONS_PER_USER", GatewaySettings.max_sessions_per_user),
+        session_idle_timeout=_seconds_or_off(env, "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS",
+                                             GatewaySettings.session_idle_timeout),
+        session_max_lifetime=_seconds_or_off(env, "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS",
+                                             GatewaySettings.session_max_lifetime),
         jwt_key=key,
         jwt_key_generated=generated,
         jwt_issuer=env.get("MYSERVICE_JWT_ISSUER", "myservice-gateway"),
@@ -160,6 +183,9 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
         raise SettingsError(f"port must be 0..65535, got {settings.port}")
     if settings.max_instances < 0:
         raise SettingsError(f"max instances must be >= 0, got {settings.max_instances}")
+    for name in ("max_sessions_per_user", "session_idle_timeout", "session_max_lifetime"):
+        if getattr(settings, name) < 0:
+            raise SettingsError(f"{name.replace('_', ' ')} must be >= 0 (0: off), got {getattr(settings, name):g}")
     if _bool(env, "MYSERVICE_DEV_USER", False) and not settings.dev_user:
         # Refused rather than ignored: whoever sets it expects a user that will not be there.
         raise SettingsError("MYSERVICE_DEV_USER: the development user exists only in `myservice up` "

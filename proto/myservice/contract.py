@@ -37,6 +37,15 @@ def session_ended(session_id: str) -> str:
     return f"session {session_id} has ended; log in with a new session_id"
 
 
+def per_user_limit(limit: int) -> str:
+    """Beyond the seed: the user already has `limit` live sessions (MYSERVICE_MAX_SESSIONS_PER_USER)."""
+    return f"per-user limit reached: at most {limit} live sessions per user"
+
+
+SESSION_OF_ANOTHER_USER = "session belongs to another user"
+"""Beyond the seed: a session's resource names another user than the token's (defence in depth)."""
+
+
 # Beyond the seed: Login's own checks and answers (issue 7).
 SESSION_ID_MAX_LENGTH = 128
 # A session_id travels back in the `session-id` metadata of every later call, so it

@@ -34,7 +34,7 @@ def test_errors_name_the_key(env, message):
 
 
 def test_flags_override_env():
-    assert from_env({"MYSERVICE_PORT": "1"}, port=2, max_instances=None).port == 2
+    assert from_env({"MYSERVICE_PORT": "1"}, port=2, max_instances=None, dev_user=True).port == 2
 
 
 def test_no_default_user_and_dev_user_env_refused_without_up():
@@ -72,3 +72,26 @@ def test_login_limit_defaults_and_env():
 def test_login_limit_errors_name_the_key(env, message):
     with pytest.raises(SettingsError, match=message):
         from_env(env, dev_user=True)
+
+
+def test_session_limits_defaults_env_and_off():
+    s = from_env({}, dev_user=True)
+    assert (s.max_sessions_per_user, s.session_idle_timeout, s.session_max_lifetime) == (10, 900, 86400)
+    s = from_env({"MYSERVICE_MAX_SESSIONS_PER_USER": "0", "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS": "0",
+                  "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS": "2.5"}, dev_user=True)
+    assert (s.max_sessions_per_user, s.session_idle_timeout, s.session_max_lifetime) == (0, 0, 2.5)
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS": "-1"}, "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS must be >= 0"),
+    ({"MYSERVICE_SESSION_MAX_LIFETIME_SECONDS": "soon"}, "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS must be a number"),
+    ({"MYSERVICE_MAX_SESSIONS_PER_USER": "-2"}, "MYSERVICE_MAX_SESSIONS_PER_USER must be >= 0"),
+])
+def test_session_limit_errors_name_the_key(env, message):
+    with pytest.raises(SettingsError, match=message):
+        from_env(env, dev_user=True)
+
+
+def test_negative_session_limit_flags_are_refused():
+    with pytest.raises(SettingsError, match="session idle timeout must be >= 0"):
+        from_env({}, dev_user=True, session_idle_timeout=-1.0)
