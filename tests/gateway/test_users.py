@@ -49,3 +49,23 @@ def test_bad_file_fails_at_start_and_later(tmp_path):
     (tmp_path / "ok.json").write_text("{not json")
     with pytest.raises(users.UserStoreError):
         store.get("x")
+
+
+def test_unknown_user_costs_a_hash_like_a_wrong_password():
+    """No user enumeration by timing: an unknown user is verified against a dummy hash."""
+    import statistics
+    import time
+
+    store = users.UserStore(users_file=None, dev_user=True)
+
+    def median_seconds(username):
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            assert store.authenticate(username, "wrong") is None
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    unknown, wrong = median_seconds("Nobody"), median_seconds("TestUser")
+    assert wrong > 0.01  # a real argon2id verification
+    assert 0.5 < unknown / wrong < 2
