@@ -269,6 +269,23 @@ async def test_the_client_ca_is_rotated_too(make_gateway, files, tmp_path, ca1):
         assert (await login(channel, "mtls-rot")).token
 
 
+async def test_files_are_looked_at_per_handshake_not_per_call(make_gateway, files, ca1, monkeypatch):
+    asked = []
+    real_call = tls.CertificateReloader.__call__
+    monkeypatch.setattr(tls.CertificateReloader, "__call__", lambda self: asked.append(1) or real_call(self))
+    gw = await tls_gateway(make_gateway, files)
+    async with secure_channel(gw.gateway.port, ca1) as channel:
+        stub = pb_grpc.MyServiceStub(channel)
+        token = (await login(channel, "per-handshake")).token
+        for _ in range(50):
+            await stub.MyServiceEcho(pb.EchoRequest(value="x"), metadata=md(token, "per-handshake"), timeout=30)
+        await stub.MyServiceShutdown(pb.ShutdownRequest(), metadata=md(token, "per-handshake"), timeout=30)
+    assert len(asked) == 1, "one connection, one handshake, one look at the files"
+    async with secure_channel(gw.gateway.port, ca1) as channel:
+        await login(channel, "second-connection")
+    assert len(asked) == 2
+
+
 # --- the reloader on its own ---------------------------------------------------------------
 
 def test_the_reloader_reads_files_only_when_they_change(files, ca2, monkeypatch):
