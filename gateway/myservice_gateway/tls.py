@@ -3,7 +3,7 @@ and re-read them when they change, without a restart.
 
 gRPC asks `CertificateReloader` before every new TLS handshake (never per call:
 calls on an open connection do not handshake again). It compares the files'
-stat signatures, three `os.stat` calls, and reads and checks the files only
+stat signatures (two or three `os.stat` calls) and reads and checks the files only
 when a signature has changed. A Secret mounted as a directory is updated by the
 kubelet with one atomic symlink swap, so certificate and key change together;
 a pair caught half-written, or that does not check out, keeps the certificate
@@ -101,7 +101,7 @@ def _check_certificates(data: bytes, path: str, setting: str) -> None:
 
 def _check_private_key(data: bytes, path: str) -> None:
     text = data.decode("ascii", errors="replace")
-    if "ENCRYPTED" in text:
+    if "-----BEGIN ENCRYPTED PRIVATE KEY-----" in text or "Proc-Type: 4,ENCRYPTED" in text:  # PKCS#8, or PEM's own
         raise TlsConfigError(f"{KEY_SETTING}: {path} is an encrypted private key; give an unencrypted one")
     if "PRIVATE KEY-----" not in text:
         raise TlsConfigError(f"{KEY_SETTING}: {path} holds no PEM private key (-----BEGIN ... PRIVATE KEY-----)")
