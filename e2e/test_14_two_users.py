@@ -41,3 +41,22 @@ def test_two_users_one_session_id_two_pods(gateway, kube, sessions, t):
         err = fw.rpc_error(lambda: bob_client.stub.MyServiceEcho(fw.pb.EchoRequest(value="x"), metadata=forged))
         fw.assert_status(err, grpc.StatusCode.UNAUTHENTICATED, "more than one authorization or session-id value")
         assert alice_client.shutdown(alice).pod_name == alice.pod
+
+
+def test_per_user_limit_at_login(installed, gateway, client, kube, sessions, t):
+    """On Kubernetes Login starts the instance: the user's next Login beyond
+    session.maxPerUser live sessions is refused; other users are not affected."""
+    limit = int(installed.values["session"]["maxPerUser"])
+    mine = [sessions.add(client.login(prefix="quota")) for _ in range(limit)]
+    err = fw.rpc_error(lambda: client.login(prefix="quota"))
+    fw.assert_status(err, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                     f"per-user limit reached: at most {limit} live sessions per user")
+    with gateway.client(username=ALICE[0], password=ALICE[1]) as alice_client:
+        sessions.add(alice_client.login(prefix="quota-alice"))  # another user still gets in
+    # Resuming one of mine is not a new session.
+    assert client.login(mine[0].session_id).session_id == mine[0].session_id
+    # Once one of mine has ended, a new one is accepted.
+    assert client.shutdown(mine[0], timeout=t(90)).pod_name == mine[0].pod
+    kube.wait_mss(mine[0].resource, crd.PHASE_COMPLETED, t(60))
+    fw.wait_until("a new Login within the per-user limit",
+                  lambda: sessions.add(client.login(prefix="quota")), t(30))
