@@ -19,6 +19,7 @@ from myservice import contract, crd
 
 from .. import routes
 from .base import INSTANCE_CHANNEL_OPTIONS, BackendError, Endpoint, SessionKey, SessionOwner
+from .sessionindex import SessionIndex
 
 log = logging.getLogger("myservice.gateway.kubernetes")
 
@@ -43,21 +44,17 @@ def load_api_client() -> kubernetes.client.ApiClient:
 
 
 class SessionCache:
-    """Informer-style cache of the namespace's MyServiceSessions: list, then watch,
-    re-list on expiry; `changed` wakes every waiter on the event loop.
-    `slots_by_user` indexes the sessions that count against their user's limit
-    (routes.holds_a_slot), kept up to date per event: O(1), never a scan."""
+    """Informer-style reflector of the namespace's MyServiceSessions: list, then
+    watch, re-list on expiry, on its own thread; every change is applied to
+    `index` (a SessionIndex) on the event loop."""
 
     def __init__(self, api: kubernetes.client.CustomObjectsApi, namespace: str, loop: asyncio.AbstractEventLoop,
                  on_finished=lambda resource: None):
         self._api = api
-        self._on_finished = on_finished
         self._namespace = namespace
         self._loop = loop
-        self.items: dict[str, dict] = {}
-        self.slots_by_user: dict[str, set[str]] = {}
+        self.index = SessionIndex(on_finished)
         self.synced = asyncio.Event()
-        self.changed = asyncio.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mss-reflector", daemon=True)
 
@@ -70,52 +67,14 @@ class SessionCache:
     def _publish(self, items: dict[str, dict] | None = None, name: str | None = None, obj: dict | None = None) -> None:
         def apply() -> None:
             if items is not None:
-                self.items = items
-                self.slots_by_user = {}
-                for each, resource in items.items():
-                    self.index(each, resource)
+                self.index.replace(items)
                 self.synced.set()
             elif obj is None:
-                gone = self.items.pop(name, None)
-                self.index(name, None, gone)
-                self._on_finished(gone)
+                self.index.delete(name)
             else:
-                self.items[name] = obj
-                self.index(name, obj)
-                if crd.is_terminal((obj.get("status") or {}).get("phase")):
-                    self._on_finished(obj)
-            self._loop.create_task(self._notify())
+                self.index.upsert(name, obj)
 
         self._loop.call_soon_threadsafe(apply)
-
-    def index(self, name: str, resource: dict | None, previous: dict | None = None) -> None:
-        """Count `name` for its user while it holds a slot (runs on the event loop)."""
-        user = ((resource or previous or {}).get("spec") or {}).get("user")
-        if user is None:
-            return
-        names = self.slots_by_user.setdefault(user, set())
-        if routes.holds_a_slot(resource):
-            names.add(name)
-        else:
-            names.discard(name)
-            if not names:
-                del self.slots_by_user[user]
-
-    def reserve(self, user: str, name: str) -> None:
-        """Count a session being created before its watch event arrives (two
-        concurrent Logins of one user must not both pass the limit)."""
-        self.slots_by_user.setdefault(user, set()).add(name)
-
-    def unreserve(self, user: str, name: str) -> None:
-        if name not in self.items:
-            self.index(name, None, {"spec": {"user": user}})
-
-    def live_sessions(self, user: str) -> int:
-        return len(self.slots_by_user.get(user, ()))
-
-    async def _notify(self) -> None:
-        async with self.changed:
-            self.changed.notify_all()
 
     def _list(self) -> str:
         listing = self._api.list_namespaced_custom_object(crd.GROUP, crd.VERSION, self._namespace, crd.PLURAL,
@@ -177,7 +136,7 @@ class KubernetesBackend:
         except asyncio.TimeoutError:
             raise RuntimeError(f"could not list {crd.PLURAL} in namespace {self.namespace} "
                                f"within {FIRST_SYNC_TIMEOUT:.0f}s (is the CRD installed, RBAC granted?)") from None
-        log.info("session cache synced: %d sessions in %s", len(self._cache.items), self.namespace)
+        log.info("session cache synced: %d sessions in %s", len(self._cache.index.items), self.namespace)
 
     async def prepare(self, owner: SessionOwner) -> None:
         """Create the session's resource (which starts its pod), or find it again:
@@ -187,15 +146,16 @@ class KubernetesBackend:
         that starts the instance; each gateway counts from its watch cache, so with
         several replicas two Logins at the same instant may both pass (soft limit)."""
         assert self._cache is not None
+        index = self._cache.index
         body = routes.session_resource(owner, namespace=self.namespace)
         name = body["metadata"]["name"]
-        existing = self._cache.items.get(name)
+        existing = index.items.get(name)
         if existing is not None:
             self._check_owner(existing, owner)
             return
-        if self.max_per_user and self._cache.live_sessions(owner.username) >= self.max_per_user:
+        if self.max_per_user and index.live_sessions(owner.username) >= self.max_per_user:
             raise BackendError(grpc.StatusCode.RESOURCE_EXHAUSTED, contract.per_user_limit(self.max_per_user))
-        self._cache.reserve(owner.username, name)
+        index.reserve(owner.username, name)
         try:
             await asyncio.to_thread(self._api.create_namespaced_custom_object, crd.GROUP, crd.VERSION,
                                     self.namespace, crd.PLURAL, body, _request_timeout=10)
@@ -204,11 +164,11 @@ class KubernetesBackend:
         except ApiException as e:
             if e.status != 409:
                 log.error("creating %s failed: %s %s", name, e.status, e.reason)
-                self._cache.unreserve(owner.username, name)
+                index.unreserve(owner.username, name)
                 raise BackendError(grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE) from None
         except Exception as e:  # noqa: BLE001 - API unreachable
             log.error("creating %s failed: %s", name, e)
-            self._cache.unreserve(owner.username, name)
+            index.unreserve(owner.username, name)
             raise BackendError(grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE) from None
         # 409: made a moment ago (another Login of this session, maybe through another
         # gateway) and not in our cache yet: whose is it? One GET, on this rare path only.
@@ -217,7 +177,7 @@ class KubernetesBackend:
                                                self.namespace, crd.PLURAL, name, _request_timeout=10)
         except Exception as e:  # noqa: BLE001 - deleted in between, or API unreachable
             log.error("reading existing %s failed: %s", name, e)
-            self._cache.unreserve(owner.username, name)
+            index.unreserve(owner.username, name)
             raise BackendError(grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE) from None
         self._check_owner(existing, owner)
 
@@ -229,36 +189,42 @@ class KubernetesBackend:
             raise BackendError(grpc.StatusCode.PERMISSION_DENIED, contract.SESSION_OF_ANOTHER_USER)
 
     async def acquire(self, key: SessionKey, *, timeout: float | None) -> Endpoint:
-        """Route by the cached resource; the first call waits (within its deadline) for Ready."""
+        """Route by the cached resource; the first call waits (within its deadline)
+        for Ready, woken only by changes of its own session."""
         assert self._cache is not None
+        index = self._cache.index
         name = crd.resource_name(key.username, key.session_id)
-        route = routes.decide(self._cache.items.get(name), key)
-        if route.address:  # the common case: no lock, no wait
+        route = routes.decide(index.items.get(name), key)
+        if route.address:  # the common case: no wait
             return Endpoint(route.address, route.pod_name, self._channel(route.address))
         limit = self.ready_timeout if timeout is None else min(timeout, self.ready_timeout)
         started = time.monotonic()
         deadline = started + limit
-        async with self._cache.changed:
-            while True:
-                resource = self._cache.items.get(name)
-                route = routes.decide(resource, key)
-                if route.address:
-                    return Endpoint(route.address, route.pod_name, self._channel(route.address))
-                if route.error:
-                    raise route.error
-                now = time.monotonic()
-                if resource is None and now - started >= MISSING_GRACE_SECONDS:
-                    raise BackendError(grpc.StatusCode.FAILED_PRECONDITION, contract.session_ended(key.session_id))
-                remaining = deadline - now
-                if remaining <= 0:
-                    raise BackendError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                       f"the session's instance was not ready within {limit:.0f}s")
-                if resource is None:
-                    remaining = min(remaining, started + MISSING_GRACE_SECONDS - now)
-                try:
-                    await asyncio.wait_for(self._cache.changed.wait(), remaining)
-                except asyncio.TimeoutError:
-                    pass
+        while True:
+            resource = index.items.get(name)
+            route = routes.decide(resource, key)
+            if route.address:
+                return Endpoint(route.address, route.pod_name, self._channel(route.address))
+            if route.error:
+                raise route.error
+            now = time.monotonic()
+            # A caller holds a token, so its resource was created at Login: if the watch saw
+            # it deleted (TTL), or it is still missing after a grace, the session has ended.
+            if resource is None and (index.was_deleted(name) or now - started >= MISSING_GRACE_SECONDS):
+                raise BackendError(grpc.StatusCode.FAILED_PRECONDITION, contract.session_ended(key.session_id))
+            remaining = deadline - now
+            if remaining <= 0:
+                raise BackendError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                   f"the session's instance was not ready within {limit:.0f}s")
+            if resource is None:
+                remaining = min(remaining, started + MISSING_GRACE_SECONDS - now)
+            change = index.change_of(name)
+            try:
+                await asyncio.wait_for(change, remaining)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                index.forget(name, change)
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)

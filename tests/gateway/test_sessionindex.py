@@ -1,0 +1,71 @@
+"""SessionIndex: the gateway's view of MyServiceSessions, fed events as the watch
+delivers them. Wakes only the calls of the changed session; per-user counts; deleted
+sessions remembered (bounded)."""
+import asyncio
+
+from myservice_gateway.backends.sessionindex import SessionIndex
+
+
+def mss(name, user="alice", phase=None, deleting=False):
+    meta = {"name": name, **({"deletionTimestamp": "2026-01-01T00:00:00Z"} if deleting else {})}
+    return {"metadata": meta, "spec": {"user": user, "sessionId": name},
+            "status": {"phase": phase} if phase else {}}
+
+
+async def test_a_change_wakes_only_the_calls_of_that_session():
+    index = SessionIndex()
+    mine, other = index.change_of("a"), index.change_of("b")
+    also_mine = index.change_of("a")
+    index.upsert("a", mss("a", phase="Ready"))
+    await asyncio.sleep(0)
+    assert mine.done() and also_mine.done() and not other.done()
+    assert index.waiting() == 1
+    index.forget("b", other)
+    assert index.waiting() == 0
+
+
+async def test_a_listing_wakes_everyone_and_marks_what_vanished_as_deleted():
+    index = SessionIndex()
+    index.replace({"a": mss("a"), "b": mss("b")})
+    waiting = index.change_of("zzz")
+    index.replace({"a": mss("a")})
+    assert waiting.done()
+    assert index.was_deleted("b") and not index.was_deleted("a")
+
+
+async def test_deleted_sessions_are_remembered_until_made_again_and_bounded():
+    index = SessionIndex(deleted_remembered=2)
+    for name in "abc":
+        index.upsert(name, mss(name))
+        index.delete(name)
+    assert [index.was_deleted(n) for n in "abc"] == [False, True, True]  # "a" fell out
+    index.reserve("alice", "b")  # Login makes it again: its first call must not be told "ended"
+    assert not index.was_deleted("b")
+    index.upsert("c", mss("c"))
+    assert not index.was_deleted("c")
+
+
+async def test_per_user_counts_follow_phase_and_deletion():
+    index = SessionIndex()
+    index.replace({"a1": mss("a1"), "a2": mss("a2", phase="Ready"), "b1": mss("b1", user="bob")})
+    assert (index.live_sessions("alice"), index.live_sessions("bob"), index.live_sessions("carol")) == (2, 1, 0)
+    index.upsert("a2", mss("a2", phase="Completed"))
+    assert index.live_sessions("alice") == 1
+    index.upsert("a1", mss("a1", phase="Ready", deleting=True))
+    assert index.live_sessions("alice") == 0
+    index.reserve("alice", "a3")
+    assert index.live_sessions("alice") == 1
+    index.unreserve("alice", "a3")
+    assert index.live_sessions("alice") == 0
+    index.delete("b1")
+    assert index.live_sessions("bob") == 0 and "bob" not in index.slots_by_user
+
+
+async def test_finished_callback_for_terminal_and_deleted():
+    seen = []
+    index = SessionIndex(on_finished=lambda r: seen.append((r or {}).get("metadata", {}).get("name")))
+    index.upsert("a", mss("a", phase="Ready"))
+    index.upsert("a", mss("a", phase="Completed"))
+    index.delete("a")
+    index.delete("never-seen")
+    assert seen == ["a", "a", None]
