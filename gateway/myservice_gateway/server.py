@@ -8,9 +8,8 @@ import signal
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from myservice import contract
+from myservice import contract, reflection
 from myservice.v1 import myservice_pb2
 
 from . import tls, tokens
@@ -84,7 +83,7 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     }),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((contract.SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable(server, (contract.SERVICE, health.SERVICE_NAME))
     server.add_generic_rpc_handlers((Proxy(backend, Authenticator(config)),))
     try:
         credentials = tls_credentials(settings)

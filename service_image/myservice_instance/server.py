@@ -12,9 +12,8 @@ from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from myservice import contract
+from myservice import contract, reflection
 from myservice.v1 import myservice_pb2
 
 from . import decoding
@@ -110,11 +109,8 @@ async def start_instance(
     decoding.add_servicer(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (myservice_pb2.DESCRIPTOR.services_by_name["MyService"].full_name, health.SERVICE_NAME,
-         reflection.SERVICE_NAME),
-        server,
-    )
+    reflection.enable(server, (myservice_pb2.DESCRIPTOR.services_by_name["MyService"].full_name,
+                               health.SERVICE_NAME))
     address = f"unix:{unix_socket}" if unix_socket else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)
