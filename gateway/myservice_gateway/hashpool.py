@@ -1,15 +1,27 @@
-"""The threads that hash passwords: a few, at a lower CPU priority.
+"""The threads that hash passwords: a few, at a lower CPU priority, and the line
+of Logins waiting for them, served newest first.
 
-Their number bounds both the CPU and the memory Login can take (argon2id holds
-64 MiB per hash while it runs); how many may wait for them is LoginGuard's
-business. The hashing library releases the GIL, so a hash competes with the
-event loop for a core, not for the interpreter: the workers lower their own
-scheduling priority (Linux keeps a nice value per thread) so that the loop's
-calls come first when both want a core (docs/benchmarks.md, login storm).
+The number of threads bounds both the CPU and the memory Login can take (argon2id
+holds 64 MiB per hash while it runs; users.py computes each hash on one thread).
+The hashing library releases the GIL, so a hash competes with the event loop for
+a core, not for the interpreter: the workers lower their own scheduling priority
+(Linux keeps a nice value per thread) so that the loop's calls come first when
+both want the same core, as in a pod whose CPU limit is below its thread count
+(docs/benchmarks.md, login storm).
+
+How many may wait is LoginGuard's decision (its queue bound); in what order they
+are served is this module's: newest first. After a burst (a storm), whoever comes
+next, say a real user one second later, is hashed as soon as a worker is free,
+not after everything the burst left waiting; the waiting older ones have most
+likely given up anyway. So that no one waits forever under a sustained flood, a
+Login that has waited MAX_WAIT_SECONDS is refused (LoginQueueTimeout).
 """
 from __future__ import annotations
 
+import asyncio
+import collections
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import threading
@@ -20,6 +32,53 @@ from typing import Any
 log = logging.getLogger("myservice.gateway.hashpool")
 
 THREAD_NAME_PREFIX = "login-hash"
+MAX_WAIT_SECONDS = 5.0
+
+
+class LoginQueueTimeout(Exception):
+    """Waited MAX_WAIT_SECONDS for a hashing thread without getting one."""
+
+
+@dataclasses.dataclass(eq=False)
+class Waiting:
+    """A job in line: what to run, since when, and where its result goes."""
+    fn: Callable[..., Any]
+    args: tuple
+    since: float
+    result: asyncio.Future
+    on_end: Callable[[concurrent.futures.Future | None], None]
+
+
+class WaitingLine:
+    """Jobs waiting for a worker: the newest is served first; those that waited
+    longer than max_wait are given up. Pure: time is passed in."""
+
+    def __init__(self, max_wait: float = MAX_WAIT_SECONDS) -> None:
+        self.max_wait = max_wait
+        self._jobs: collections.deque[Waiting] = collections.deque()  # oldest on the left
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def push(self, job: Waiting) -> None:
+        self._jobs.append(job)
+
+    def remove(self, job: Waiting) -> bool:
+        try:
+            self._jobs.remove(job)
+            return True
+        except ValueError:
+            return False
+
+    def expired(self, now: float) -> list[Waiting]:
+        """Take out the jobs that have waited too long (oldest first)."""
+        gone = []
+        while self._jobs and now - self._jobs[0].since > self.max_wait:
+            gone.append(self._jobs.popleft())
+        return gone
+
+    def next(self) -> Waiting | None:
+        return self._jobs.pop() if self._jobs else None
 
 
 def _lower_priority(nice: int) -> None:
@@ -39,16 +98,75 @@ def _timed(fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:
 
 
 class HashPool:
-    def __init__(self, *, workers: int, nice: int) -> None:
+    """Runs jobs on `workers` threads; the rest wait in a WaitingLine. Use from the
+    event loop only (start() and the callbacks run there)."""
+
+    def __init__(self, *, workers: int, nice: int, max_wait: float = MAX_WAIT_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.workers = workers
         self.nice = nice
+        self._clock = clock
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix=THREAD_NAME_PREFIX,
             initializer=_lower_priority, initargs=(nice,))
+        self._line = WaitingLine(max_wait)
+        self.running = 0
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
-        """Run fn(*args) on a worker; the future's result is (fn's result, seconds it ran)."""
-        return self._executor.submit(_timed, fn, args)
+    @property
+    def waiting(self) -> int:
+        return len(self._line)
+
+    def start(self, fn: Callable[..., Any], *args: Any,
+              on_end: Callable[[concurrent.futures.Future | None], None]) -> asyncio.Future:
+        """fn(*args) on a worker, now or when one is free; the returned future gets
+        (fn's result, seconds it ran), or LoginQueueTimeout. `on_end` is called once,
+        on the loop, when the job is over: with its finished concurrent future, or
+        with None if it never ran (its caller went away, or it waited too long).
+        Cancelling the returned future drops a waiting job; a running one runs on."""
+        loop = asyncio.get_running_loop()
+        job = Waiting(fn, args, self._clock(), loop.create_future(), on_end)
+        if self.running < self.workers:
+            self._run(job)
+        else:
+            self._line.push(job)
+            job.result.add_done_callback(lambda _f: self._left(job))
+        return job.result
+
+    def _left(self, job: Waiting) -> None:
+        if job.result.cancelled() and self._line.remove(job):  # its caller went away while waiting
+            job.on_end(None)
+
+    def _run(self, job: Waiting) -> None:
+        loop = asyncio.get_running_loop()
+        self.running += 1
+        work = self._executor.submit(_timed, job.fn, job.args)
+
+        def finished(done: concurrent.futures.Future) -> None:  # on the worker thread
+            try:
+                loop.call_soon_threadsafe(self._ended, job, done)
+            except RuntimeError:  # the loop is closed: the gateway has stopped
+                pass
+
+        work.add_done_callback(finished)
+
+    def _ended(self, job: Waiting, done: concurrent.futures.Future) -> None:
+        self.running -= 1
+        if not job.result.done():  # else its caller has gone; the result is dropped
+            if done.cancelled():
+                job.result.cancel()
+            elif done.exception() is not None:
+                job.result.set_exception(done.exception())
+            else:
+                job.result.set_result(done.result())
+        job.on_end(done)
+        for stale in self._line.expired(self._clock()):
+            stale.result.set_exception(LoginQueueTimeout())
+            stale.on_end(None)
+        while self.running < self.workers:
+            nxt = self._line.next()
+            if nxt is None:
+                break
+            self._run(nxt)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -3,9 +3,7 @@ token, prepare the session. The decisions live in plain functions and in
 loginguard.py; this adapter only turns them into gRPC answers."""
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
-import functools
 import logging
 
 import grpc
@@ -18,7 +16,7 @@ from myservice.v1 import myservice_pb2 as pb
 
 from . import loginguard, tokens
 from .backends.base import Backend, BackendError, SessionOwner
-from .hashpool import HashPool
+from .hashpool import HashPool, LoginQueueTimeout
 from .settings import GatewaySettings
 from .users import UserStore, UserStoreError
 
@@ -57,16 +55,21 @@ def login_limits(settings: GatewaySettings) -> loginguard.LoginLimits:
     )
 
 
-def attempt_failed(future: concurrent.futures.Future) -> bool:
-    """Whether a finished hash counts against the caller's buckets: a wrong password
-    or unknown user does, and so does an attempt dropped because its caller went away
-    (else cancelling would be a free guess); a broken users file does not."""
-    if future.cancelled():
-        return True
-    if future.exception() is not None:
+def attempt_failed(done: concurrent.futures.Future | None) -> bool:
+    """Whether a hash job counts against the caller's buckets: a wrong password or an
+    unknown user does, also when the caller went away while it ran (else hanging up
+    would make guessing free); a job that never ran (None) or a broken users file
+    does not."""
+    if done is None or done.cancelled() or done.exception() is not None:
         return False
-    user, _seconds = future.result()
+    user, _seconds = done.result()
     return user is None
+
+
+def hash_seconds(done: concurrent.futures.Future | None) -> float | None:
+    if done is None or done.cancelled() or done.exception() is not None:
+        return None
+    return done.result()[1]
 
 
 class LoginHandler:
@@ -112,6 +115,9 @@ class LoginHandler:
         except UserStoreError as e:
             log.error("user store: %s", e)
             await context.abort(grpc.StatusCode.INTERNAL, contract.FAILED_TO_GET_USER)
+        except LoginQueueTimeout:
+            await context.abort_with_status(retry_status(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, contract.LOGIN_BUSY, self._guard.drain_seconds()))
         if user is None:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, contract.INVALID_CREDENTIALS)
         try:
@@ -131,20 +137,12 @@ class LoginHandler:
 
     async def _authenticate(self, ticket: loginguard.Ticket, request: pb.LoginRequest):
         """The user if the password matches, else None; hashed on the pool. The ticket
-        goes back to the guard when the hash has really ended (or was dropped from the
-        queue), not when this call ends: a caller that goes away mid-hash still holds
-        its worker until the hash is done."""
-        loop = asyncio.get_running_loop()
-        future = self._hash_pool.submit(self._users.authenticate, request.username, request.password)
+        goes back to the guard when the job is really over (hashed, or dropped from
+        the line), not when this call ends: a caller that hangs up mid-hash still
+        holds its worker until the hash is done."""
+        def ended(done: concurrent.futures.Future | None) -> None:
+            self._guard.finish(ticket, failed=attempt_failed(done), hash_seconds=hash_seconds(done))
 
-        def ended(done: concurrent.futures.Future) -> None:  # on a worker thread, or here
-            seconds = None if done.cancelled() or done.exception() else done.result()[1]
-            try:
-                loop.call_soon_threadsafe(functools.partial(
-                    self._guard.finish, ticket, failed=attempt_failed(done), hash_seconds=seconds))
-            except RuntimeError:  # the loop is closed: the gateway has stopped, nothing to release
-                pass
-
-        future.add_done_callback(ended)
-        user, _seconds = await asyncio.wrap_future(future)
+        user, _seconds = await self._hash_pool.start(self._users.authenticate, request.username, request.password,
+                                                     on_end=ended)
         return user

@@ -189,12 +189,12 @@ class LoginGuard:
         user = username_key(username)
         cap = self.limits.peer_concurrency
         if cap and self._peer_in_flight.get(peer, 0) >= cap:
-            return Refusal(contract.LOGIN_THROTTLED, self._drain_seconds())
+            return Refusal(contract.LOGIN_THROTTLED, self.drain_seconds())
         wait = max(self._peers.wait(peer, now), self._users.wait(user, now))
         if wait > 0:
             return Refusal(contract.LOGIN_THROTTLED, wait)
         if self.in_flight >= self.limits.capacity:
-            return Refusal(contract.LOGIN_BUSY, self._drain_seconds())
+            return Refusal(contract.LOGIN_BUSY, self.drain_seconds())
         self.in_flight += 1
         self._peer_in_flight[peer] = self._peer_in_flight.get(peer, 0) + 1
         return Ticket(user, peer)
@@ -215,7 +215,7 @@ class LoginGuard:
         if hash_seconds is not None:
             self.hash_seconds += HASH_SECONDS_SMOOTHING * (hash_seconds - self.hash_seconds)
 
-    def _drain_seconds(self) -> float:
+    def drain_seconds(self) -> float:
         """About when the hashes queued or running now will have ended: a retry
         then finds room, and retries told this spread out instead of returning at once."""
         return max(1, self.in_flight) * self.hash_seconds / self.limits.hash_workers

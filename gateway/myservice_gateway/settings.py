@@ -10,15 +10,41 @@ from collections.abc import Mapping
 MIN_KEY_BYTES = 32
 
 
-def default_login_hash_workers() -> int:
+def default_login_hash_workers(cgroup_root: str = "/sys/fs/cgroup") -> int:
     """One password-hashing thread per usable core minus one (the event loop's),
     at least 1 and at most 4: each holds 64 MiB while it hashes, and Login is
-    not meant to be the gateway's main work."""
+    not meant to be the gateway's main work. Usable: the CPUs this process may
+    run on, and no more than its cgroup's CPU quota (a pod's CPU limit)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup_root)
+    if quota is not None:
+        cores = min(cores, max(1, int(-(-quota // 1))))
     return max(1, min(4, cores - 1))
+
+
+def cgroup_cpu_quota(cgroup_root: str = "/sys/fs/cgroup") -> float | None:
+    """The CPU limit in cores from cgroup v2 (cpu.max) or v1 (cpu.cfs_quota_us and
+    cpu.cfs_period_us), None when there is none or it cannot be read."""
+    try:
+        with open(os.path.join(cgroup_root, "cpu.max")) as f:
+            quota, period = f.read().split()[:2]
+    except (OSError, ValueError):
+        try:
+            with open(os.path.join(cgroup_root, "cpu", "cpu.cfs_quota_us")) as f:
+                quota = f.read().strip()
+            with open(os.path.join(cgroup_root, "cpu", "cpu.cfs_period_us")) as f:
+                period = f.read().strip()
+        except OSError:
+            return None
+    try:
+        if quota in ("max", "-1") or int(period) <= 0:
+            return None
+        return int(quota) / int(period)
+    except ValueError:
+        return None
 
 
 class SettingsError(ValueError):

@@ -95,3 +95,31 @@ def test_session_limit_errors_name_the_key(env, message):
 def test_negative_session_limit_flags_are_refused():
     with pytest.raises(SettingsError, match="session idle timeout must be >= 0"):
         from_env({}, dev_user=True, session_idle_timeout=-1.0)
+
+
+@pytest.mark.parametrize("files,quota", [
+    ({"cpu.max": "max 100000\n"}, None),
+    ({"cpu.max": "150000 100000\n"}, 1.5),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 0.5),
+    ({}, None),
+    ({"cpu.max": "garbage"}, None),
+])
+def test_cgroup_cpu_quota_v2_and_v1(tmp_path, files, quota):
+    from myservice_gateway.settings import cgroup_cpu_quota
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_cpu_quota(str(tmp_path)) == quota
+
+
+def test_default_hash_workers_follow_the_cpu_limit(tmp_path, monkeypatch):
+    from myservice_gateway.settings import default_login_hash_workers
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    assert default_login_hash_workers(str(tmp_path)) == 4  # no limit: at most 4
+    (tmp_path / "cpu.max").write_text("250000 100000\n")  # 2.5 CPUs: 3 cores' worth, one for the loop
+    assert default_login_hash_workers(str(tmp_path)) == 2
+    (tmp_path / "cpu.max").write_text("100000 100000\n")
+    assert default_login_hash_workers(str(tmp_path)) == 1

@@ -1,6 +1,11 @@
 """User store: argon2id and bcrypt hashes, file format, reload, dev user."""
 import json
+import os
+import statistics
+import threading
+import time
 
+import argon2
 import bcrypt
 import pytest
 
@@ -53,9 +58,6 @@ def test_bad_file_fails_at_start_and_later(tmp_path):
 
 def test_unknown_user_costs_a_hash_like_a_wrong_password():
     """No user enumeration by timing: an unknown user is verified against a dummy hash."""
-    import statistics
-    import time
-
     store = users.UserStore(users_file=None, dev_user=True)
 
     def median_seconds(username):
@@ -69,3 +71,37 @@ def test_unknown_user_costs_a_hash_like_a_wrong_password():
     unknown, wrong = median_seconds("Nobody"), median_seconds("TestUser")
     assert wrong > 0.01  # a real argon2id verification
     assert 0.5 < unknown / wrong < 2
+
+
+@pytest.mark.parametrize("kind", [argon2.Type.ID, argon2.Type.I, argon2.Type.D])
+def test_argon2_verified_on_one_thread_agrees_with_the_library(kind):
+    hasher = argon2.PasswordHasher(type=kind, time_cost=2, memory_cost=1024, parallelism=3)
+    for password in ("pw", "é-ünïcode", ""):
+        h = hasher.hash(password)
+        assert hasher.verify(h, password) and users.verify_password(h, password) is True
+        assert users.verify_password(h, password + "x") is False
+    h = hasher.hash("pw")
+    assert users.verify_password(h[:-4] + "AAAA", "pw") is False  # another digest
+    assert users.verify_password(h.rsplit("$", 1)[0] + "$!!!", "pw") is False  # not base64
+    assert users.verify_password("$argon2id$v=19$m=1024,t=2,p=3$bad", "pw") is False
+
+
+def test_argon2_verification_uses_only_the_calling_thread():
+    h = users.hash_password("pw")  # the library's defaults: 4 lanes
+    most = [0]
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            most[0] = max(most[0], len(os.listdir("/proc/self/task")))  # native threads too
+            time.sleep(0.002)
+
+    before = len(os.listdir("/proc/self/task"))
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert users.verify_password(h, "pw")
+    finally:
+        done.set()
+        watcher.join()
+    assert most[0] <= before + 1  # the watcher itself, and no hashing threads
