@@ -133,3 +133,13 @@ async def test_successes_are_not_throttled(make_gateway, users_file):
                      login_queue=8)
     replies = await asyncio.gather(*(login(gw.stub, "bob", "b-pass", f"s{i}") for i in range(6)))
     assert {r.role for r in replies} == {"user"}
+
+
+async def test_a_login_arriving_after_a_burst_is_hashed_before_the_burst_that_waits(make_gateway, users_file):
+    gw = await start(make_gateway, users_file, login_queue=3)
+    burst = [asyncio.ensure_future(login(gw.stub, "alice", "a-pass", f"burst-{i}")) for i in range(3)]
+    await until_in_flight(gw, 3)  # one hashing, two waiting
+    reply = await login(gw.stub, "bob", "b-pass")  # newest first: next after the running hash
+    assert reply.role == "user"
+    assert sum(task.done() for task in burst) <= 1  # at most the one that was running
+    assert {(await task).role for task in burst} == {"user"}
