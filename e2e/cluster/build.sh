@@ -10,7 +10,10 @@
 #                        registry.k8s.io/pause:3.10 (static C pause) and
 #                        myservice-e2e/probe:v1 (static Go smoke probe)
 #               coredns = cluster DNS (only the plugins we use) + its image
-#   default:    helm images etcd kube crictl coredns   (helm first: others need it early)
+#               kube-network-policies = the NetworkPolicy agent (kind's), patched
+#                        (patches/kube-network-policies-<version>.patch)
+#   default:    helm images etcd kube crictl coredns kube-network-policies
+#               (helm first: others need it early)
 #   Individual kube binaries may be named too (e.g. `build.sh kubelet`); any kube
 #   binary missing triggers the shared `kube` build.
 #
@@ -33,6 +36,11 @@
 #   CoreDNS v1.12.4  - the 1.12 line kubeadm 1.34 deploys; built with an external main
 #                      importing only errors/health/ready/kubernetes/cache/loadbalance.
 #   helm v3.22.0     - latest helm 3 served by the module proxy; supports k8s 1.34.
+#   kube-network-policies v0.8.0 - the NetworkPolicy agent kind runs (nftables +
+#                      nfqueue, no CNI of its own: it works with the bridge plugin).
+#                      Two small patches (see the patch file): a --kubeconfig flag
+#                      (upstream only has the in-cluster config) and nft_compat's
+#                      NFQUEUE target for kernels without CONFIG_NFT_QUEUE (this VM).
 #
 # Environment:
 #   MYSERVICE_CACHE  cache root (default /var/cache/myservice); nothing is written
@@ -50,6 +58,7 @@ COREDNS_IMAGE="myservice-e2e/coredns:${COREDNS_VERSION}"
 PAUSE_IMAGE="registry.k8s.io/pause:3.10"
 PROBE_IMAGE="myservice-e2e/probe:v1"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+NETPOL_VERSION="${NETPOL_VERSION:-v0.8.0}"
 
 KUBE_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 
@@ -153,6 +162,29 @@ EOF
   fi
 }
 
+# The NetworkPolicy agent: the module's source at NETPOL_VERSION with our patch, built
+# in place. Cached by version and patch: a stamp beside the binary names both.
+build_netpol() {
+  local name=kube-network-policies module=sigs.k8s.io/kube-network-policies
+  local patch="$E2E_DIR/patches/$name-$NETPOL_VERSION.patch" stamp
+  [[ -f "$patch" ]] || { log "no patch $patch for $name $NETPOL_VERSION"; exit 1; }
+  stamp="$NETPOL_VERSION $(sha256sum "$patch" | cut -c1-16)"
+  if [[ -x "$BIN/$name" && "$(cat "$BIN/$name.version" 2>/dev/null)" == "$stamp" ]]; then
+    log "$name $NETPOL_VERSION already built"; return
+  fi
+  local upstream d="$SRC/$name"
+  upstream="$(go mod download -json "$module@$NETPOL_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')"
+  [[ -d "$upstream" ]] || { log "cannot download $module@$NETPOL_VERSION"; exit 1; }
+  rm -rf "$d"; mkdir -p "$d"
+  cp -r "$upstream/." "$d/"; chmod -R u+w "$d"  # the module cache is read-only
+  ( cd "$d"
+    patch -p1 --forward --quiet <"$patch"
+    go build -trimpath -o "$BIN/$name.tmp" -ldflags "-s -w" ./cmd
+    mv "$BIN/$name.tmp" "$BIN/$name" )
+  echo "$stamp" >"$BIN/$name.version"
+  rm -rf "$d"
+}
+
 # Local images as docker-archive tars in $VDIR/images (rebuilt when sources change).
 build_images() {
   local here="$E2E_DIR" img="$VDIR/images" r
@@ -219,7 +251,7 @@ build_kube() {
 }
 
 comps=("$@")
-((${#comps[@]})) || comps=(helm images etcd kube crictl coredns)
+((${#comps[@]})) || comps=(helm images etcd kube crictl coredns kube-network-policies)
 kube_done=0
 for c in "${comps[@]}"; do
   case "$c" in
@@ -228,6 +260,7 @@ for c in "${comps[@]}"; do
     crictl) build_timed "crictl $CRICTL_VERSION" build_crictl ;;
     images) build_timed "images ($PAUSE_IMAGE $PROBE_IMAGE)" build_images ;;
     coredns) build_timed "coredns $COREDNS_VERSION (+ image $COREDNS_IMAGE)" build_coredns ;;
+    kube-network-policies) build_timed "kube-network-policies $NETPOL_VERSION" build_netpol ;;
     kube|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|kubectl)
       ((kube_done)) || build_timed "kube $K8S_VERSION (${KUBE_BINS[*]})" build_kube
       kube_done=1 ;;

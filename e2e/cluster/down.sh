@@ -3,7 +3,8 @@
 #
 # Usage: e2e/cluster/down.sh [--help] [--keep-state]
 #
-# Stops, by pid file: kube-proxy, kubelet; then removes all pods/containers from
+# Stops, by pid file: the NetworkPolicy agent, kube-proxy, kubelet (and removes the
+# agent's nftables table if it is left); then removes all pods/containers from
 # the cluster's own containerd (crictl, then ctr as fallback) and kills what is
 # left in the kubepods cgroups; then kube-controller-manager, kube-scheduler,
 # kube-apiserver, etcd, containerd (and its leftover shims). Unmounts everything
@@ -26,7 +27,9 @@ main() {
   cluster_lock
   local t0=$SECONDS
 
+  stop "$NETPOL" INT &  # SIGINT: the agent deletes its nftables table on SIGINT, not on SIGTERM
   stop_parallel kube-proxy kubelet
+  remove_netpol_table
   remove_pods
   stop_parallel kube-controller-manager kube-scheduler kube-apiserver
   stop_parallel etcd containerd
@@ -50,12 +53,12 @@ main() {
   log "cluster down ($((SECONDS - t0))s)"
 }
 
-# stop NAME: SIGTERM the component by pid file, SIGKILL after 15s
+# stop NAME [SIGNAL]: SIGTERM (or SIGNAL) the component by pid file, SIGKILL after 15s
 stop() {
-  local name="$1" pid i
+  local name="$1" sig="${2:-TERM}" pid i
   if pid="$(pid_of "$name")"; then
     log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
+    kill "-$sig" "$pid" 2>/dev/null || true
     for ((i = 0; i < 150; i++)); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
     if [[ -d /proc/$pid ]]; then log "  $name still alive, SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; sleep 0.5; fi
   fi
@@ -105,6 +108,15 @@ kill_kubepods() {
   for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
     if [[ -d "$d" ]]; then find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true; fi
   done
+}
+
+# A table left by an agent that was killed would keep queueing packets to a queue
+# nobody reads, i.e. drop them, in the next cluster (pod IPs are reused).
+remove_netpol_table() {
+  command -v nft >/dev/null || return 0
+  if nft list table inet "$NETPOL_TABLE" >/dev/null 2>&1; then
+    nft delete table inet "$NETPOL_TABLE" && log "deleted the nftables table inet $NETPOL_TABLE left by $NETPOL"
+  fi
 }
 
 unmount_all() {

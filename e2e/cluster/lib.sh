@@ -52,6 +52,15 @@ COMPONENTS=(etcd kube-apiserver containerd kube-controller-manager kube-schedule
 # Cluster DNS (CoreDNS) is deployed when its image was built; MYSERVICE_E2E_DNS=0 disables it.
 dns_enabled() { [[ "${MYSERVICE_E2E_DNS:-1}" != 0 && -f "$IMAGES/coredns.tar" ]]; }
 
+# The NetworkPolicy agent (kube-network-policies), a node process like kube-proxy;
+# MYSERVICE_E2E_NETWORK_POLICY=0 runs the cluster without it (NetworkPolicies are then
+# stored but not enforced). It is not in COMPONENTS: up.sh adds it to a running cluster.
+NETPOL=kube-network-policies
+NETPOL_TABLE=kube-network-policies   # its nftables table (inet family)
+NETPOL_QUEUE=100                     # its nfqueue number
+NETPOL_METRICS=127.0.0.1:10330       # its /metrics (upstream default :9080 on every address)
+netpol_enabled() { [[ "${MYSERVICE_E2E_NETWORK_POLICY:-1}" != 0 ]]; }
+
 log()  { printf '[e2e-cluster %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die()  { log "ERROR: $*" >&2; exit 1; }
 

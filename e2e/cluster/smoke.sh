@@ -15,6 +15,9 @@
 #   5. the host reaches the probe pod's HTTP port through a ClusterIP Service, a
 #      NodePort on the node IP and on 127.0.0.1, and `kubectl port-forward`
 #   6. garbage collection: a pod owned by a custom resource is deleted with it
+#   7. NetworkPolicy is enforced (unless MYSERVICE_E2E_NETWORK_POLICY=0): with a
+#      deny-all ingress policy on the probe pod, another pod's TCP connect to it
+#      times out; without the policy it connects
 set -euo pipefail
 
 main() {
@@ -30,6 +33,7 @@ main() {
   # 1
   local dead=""
   for c in "${COMPONENTS[@]}"; do pid_of "$c" >/dev/null || dead+=" $c"; done
+  if netpol_enabled; then pid_of "$NETPOL" >/dev/null || dead+=" $NETPOL"; fi
   check "components running${dead:+ (dead:$dead)}" test -z "$dead"
   check "node $NODE_NAME Ready" test "$(kc get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True
 
@@ -129,12 +133,41 @@ EOF
   check "garbage collector deletes the CR-owned pod" \
     wait_until 90 sh -c "! '$BIN/kubectl' --kubeconfig '$KUBECONFIG_ADMIN' -n $ns get pod owned 2>/dev/null"
 
+  # 7
+  if netpol_enabled; then
+    local probe_ip; probe_ip="$(kc -n "$ns" get pod probe -o jsonpath='{.status.podIP}')"
+    kc -n "$ns" apply -f - >/dev/null <<EOF
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: probe-deny-ingress}
+spec:
+  podSelector: {matchLabels: {app: probe}}
+  policyTypes: [Ingress]
+EOF
+    sleep 2  # the agent updates its pod IP sets from watch events
+    check "NetworkPolicy deny-all ingress: pod -> probe pod $probe_ip:8080 times out" \
+      test "$(connect_from_pod "$ns" client-denied "$probe_ip:8080")" = "CONNECT TIMEOUT $probe_ip:8080"
+    kc -n "$ns" delete networkpolicy probe-deny-ingress >/dev/null
+    sleep 2
+    check "no NetworkPolicy: pod -> probe pod $probe_ip:8080 connects" \
+      test "$(connect_from_pod "$ns" client-allowed "$probe_ip:8080")" = "CONNECT OK $probe_ip:8080"
+  fi
+
   if ((keep)); then log "kept namespace $ns"; else
     kc delete namespace "$ns" --wait=false >/dev/null
     kc delete crd smokeowners.e2e.myservice.io --wait=false >/dev/null
   fi
   if ((fails)); then log "smoke: $fails check(s) FAILED ($((SECONDS - t0))s)"; exit 1; fi
   log "smoke: all checks passed ($((SECONDS - t0))s)"
+}
+
+# connect_from_pod NS NAME HOST:PORT: `probe connect HOST:PORT 3` in a one-shot pod; prints its verdict
+connect_from_pod() {
+  local ns="$1" name="$2" addr="$3"
+  kc -n "$ns" run "$name" --image="$PROBE_IMAGE" --image-pull-policy=Never --restart=Never \
+    --labels=app=probe-client -- connect "$addr" 3 >/dev/null 2>&1 || return 1
+  kc -n "$ns" wait --for=jsonpath='{.status.phase}'=Succeeded "pod/$name" --timeout=60s >/dev/null 2>&1 || return 1
+  kc -n "$ns" logs "$name" 2>/dev/null | grep '^CONNECT'
 }
 
 check() {

@@ -9,8 +9,9 @@
 # Steps: build.sh (no-op when cached) -> dummy node interface -> certificates and
 # kubeconfigs (openssl) -> etcd -> kube-apiserver -> containerd (own socket, state,
 # config; local images imported, nothing is ever pulled) -> kube-controller-manager
-# -> kube-scheduler -> kubelet -> kube-proxy -> wait for the node to be Ready and
-# for the default ServiceAccount.
+# -> kube-scheduler -> kubelet -> kube-proxy -> kube-network-policies (the
+# NetworkPolicy agent; MYSERVICE_E2E_NETWORK_POLICY=0: none) -> wait for the node
+# to be Ready and for the default ServiceAccount.
 #
 # Everything runs as background processes with pid files and logs under
 # ${MYSERVICE_E2E_STATE:-/var/lib/myservice-e2e}/{pids,logs}; admin kubeconfig:
@@ -29,6 +30,13 @@ main() {
   local t_start=$SECONDS
 
   if cluster_healthy; then
+    if netpol_enabled && ! pid_of "$NETPOL" >/dev/null; then
+      log "cluster up and healthy, but without its NetworkPolicy agent: starting it"
+      "$E2E_CLUSTER_DIR/build.sh" kube-network-policies
+      host_prereqs
+      start_netpol
+      exit 0
+    fi
     log "cluster already up and healthy (kubeconfig: $KUBECONFIG_ADMIN) - nothing to do"
     exit 0
   fi
@@ -57,10 +65,11 @@ main() {
   log "step 7/9: kube-controller-manager, kube-scheduler"
   start_controller_manager
   start_scheduler
-  log "step 8/9: kubelet, kube-proxy"
+  log "step 8/9: kubelet, kube-proxy, NetworkPolicy agent"
   local t_node=$SECONDS
   start_kubelet
   start_kube_proxy
+  if netpol_enabled; then start_netpol; else log "  NetworkPolicy agent disabled (MYSERVICE_E2E_NETWORK_POLICY=0): policies are not enforced"; fi
 
   log "step 9/9: waiting for node $NODE_NAME to be Ready"
   wait_for "node $NODE_NAME Ready" 180 node_ready
@@ -121,7 +130,8 @@ host_prereqs() {
   local cmd missing=()
   # command -> the Debian package that brings it (a fresh machine has none of them)
   local -A package_of=([iptables]=iptables [ip]=iproute2 [openssl]=openssl [containerd]=containerd
-                       [runc]=runc [ctr]=containerd [conntrack]=conntrack [socat]=socat)
+                       [runc]=runc [ctr]=containerd [conntrack]=conntrack [socat]=socat
+                       [nft]=nftables)
   for cmd in "${!package_of[@]}"; do
     command -v "$cmd" >/dev/null || missing+=("${package_of[$cmd]}")
   done
@@ -461,6 +471,39 @@ conntrack:
 EOF
   start_bg kube-proxy "$BIN/kube-proxy" --config "$CONF/kube-proxy.yaml" --v=1
   wait_for "kube-proxy healthz" 60 alive_and kube-proxy curl -fsS http://127.0.0.1:10256/healthz
+}
+
+# kube-network-policies: enforces NetworkPolicy with nftables rules that send the first
+# packet of each connection from or to a pod selected by a policy to an nfqueue, where
+# the agent decides (kind's agent; patched by build.sh, see patches/). Traffic from
+# root processes on the node (the kubelet's probes) is let through by the agent itself.
+start_netpol() {
+  local queue_flag=""
+  if ! kernel_has_nft_queue; then
+    # nf_tables, nfnetlink_queue and xt_NFQUEUE are built in here, nft's queue expression is not
+    queue_flag="--nft-compat-queue"
+    log "  the kernel has no nftables queue expression (CONFIG_NFT_QUEUE): the agent queues with xt NFQUEUE via nft_compat"
+  fi
+  # --netfilter-bug-1766-fix=false: the DNS workaround is for kernels before 6.12
+  start_bg "$NETPOL" "$BIN/$NETPOL" --kubeconfig "$KUBECONFIG_ADMIN" --hostname-override "$NODE_NAME" \
+    --nfqueue-id "$NETPOL_QUEUE" --metrics-bind-address "$NETPOL_METRICS" \
+    --netfilter-bug-1766-fix=false $queue_flag --v=1
+  wait_for "$NETPOL: its nftables rules loaded (table inet $NETPOL_TABLE)" 60 alive_and "$NETPOL" netpol_rules_loaded
+}
+
+# The agent loads its table in one batch: the rules matching its pod IP sets are
+# there only if the kernel took the queue rules too.
+netpol_rules_loaded() {
+  nft list chain inet "$NETPOL_TABLE" postrouting 2>/dev/null | grep -q '@podips-v4'
+}
+
+# Whether nftables' queue expression exists (a scratch table; nothing is hooked).
+kernel_has_nft_queue() {
+  local t=myservice-e2e-queue-probe ok=1
+  nft add table inet "$t" && nft add chain inet "$t" probe &&
+    nft add rule inet "$t" probe queue num 65000 bypass 2>/dev/null && ok=0
+  nft delete table inet "$t" 2>/dev/null || true
+  return "$ok"
 }
 
 # CoreDNS serving cluster.local only: no upstream forwarding, so no DNS query ever

@@ -6,6 +6,8 @@
 // SIGTERM, so Services, NodePorts and port-forward can be checked too.
 // It also resolves kubernetes.default.svc.cluster.local ("DNS OK <ip>" or
 // "DNS FAIL <err>"). `probe sleep` skips the API and DNS checks.
+// `probe connect HOST:PORT SECONDS` opens one TCP connection and prints
+// "CONNECT OK", "CONNECT TIMEOUT" or "CONNECT FAIL <err>" (NetworkPolicy checks).
 package main
 
 import (
@@ -57,7 +59,30 @@ func probe() (string, error) {
 	return string(body), nil
 }
 
+// connect: one TCP connection attempt, its outcome on stdout; exit 0 whatever it is.
+func connect(addr, seconds string) {
+	timeout, err := time.ParseDuration(seconds + "s")
+	if err != nil {
+		fmt.Println("CONNECT FAIL bad timeout:", err)
+		return
+	}
+	conn, err := net.DialTimeout("tcp", addr, timeout)
+	switch {
+	case err == nil:
+		conn.Close()
+		fmt.Println("CONNECT OK", addr)
+	case os.IsTimeout(err):
+		fmt.Println("CONNECT TIMEOUT", addr)
+	default:
+		fmt.Println("CONNECT FAIL", err)
+	}
+}
+
 func main() {
+	if len(os.Args) == 4 && os.Args[1] == "connect" {
+		connect(os.Args[2], os.Args[3])
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "sleep" {
 		fmt.Println("probe: sleeping")
 	} else {
