@@ -5,6 +5,9 @@ unknown method is forwarded as a bidirectional stream, which fits every kind
 on the wire."""
 from __future__ import annotations
 
+import asyncio
+import time
+
 import grpc
 from google.protobuf import descriptor_pool
 
@@ -14,6 +17,7 @@ from . import rpckinds
 from .auth import Authenticator, Rejected
 from .backends.base import Backend, BackendError, Endpoint
 from .finalstatus import FinalStatus, instance_status
+from .metrics import GatewayMetrics
 
 # Not forwarded: the token stays at the gateway (instances never need it), and
 # transport-level keys are the channel's own business.
@@ -39,11 +43,20 @@ def _timeout(context: grpc.aio.ServicerContext) -> float | None:
     return None if remaining is None or remaining > 10**8 else max(remaining, 0.0)
 
 
+def _code_of(error: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """The status a handler ended with when it raised: what it aborted with, or
+    CANCELLED when the client went away (grpc cancels the handler)."""
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    return context.code() or grpc.StatusCode.UNKNOWN
+
+
 class Proxy(grpc.GenericRpcHandler):
     def __init__(self, backend: Backend, authenticator: Authenticator, *,
-                 services: tuple[str, ...] = (contract.SERVICE,)) -> None:
+                 services: tuple[str, ...] = (contract.SERVICE,), metrics: GatewayMetrics | None = None) -> None:
         self._backend = backend
         self._authenticator = authenticator
+        self._metrics = metrics or GatewayMetrics()
         self._prefixes = tuple(f"/{s}/" for s in services)
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
@@ -88,6 +101,7 @@ class Proxy(grpc.GenericRpcHandler):
         kind = rpckinds.kind_name(request_streaming, response_streaming)
         abort_from = self._abort_from
         endpoint_of = self._endpoint
+        call_done = self._metrics.call_done
 
         async def start(request_or_iterator, context):
             metadata = context.invocation_metadata()
@@ -97,29 +111,43 @@ class Proxy(grpc.GenericRpcHandler):
             return call, (FinalStatus(call) if request_streaming else None)
 
         async def forward_unary_response(request_or_iterator, context):
-            call, final = await start(request_or_iterator, context)
+            started, code = time.monotonic(), grpc.StatusCode.OK
             try:
-                response = await call
-            except grpc.aio.AioRpcError as e:
-                code, details, trailing = instance_status(e, final)
-                if code == grpc.StatusCode.OK:  # its response was lost with the race
-                    code, details, trailing = e.code(), e.details() or "", ()
-                await abort_from(context, code, details, trailing)
-            context.set_trailing_metadata(tuple(await call.trailing_metadata() or ()))
-            return response
+                call, final = await start(request_or_iterator, context)
+                try:
+                    response = await call
+                except grpc.aio.AioRpcError as e:
+                    code, details, trailing = instance_status(e, final)
+                    if code == grpc.StatusCode.OK:  # its response was lost with the race
+                        code, details, trailing = e.code(), e.details() or "", ()
+                    await abort_from(context, code, details, trailing)
+                context.set_trailing_metadata(tuple(await call.trailing_metadata() or ()))
+                return response
+            except BaseException as e:
+                code = _code_of(e, context)
+                raise
+            finally:
+                call_done(method, code, started)
 
         async def forward_stream_response(request_or_iterator, context):
-            call, final = await start(request_or_iterator, context)
+            started, code = time.monotonic(), grpc.StatusCode.OK
             try:
-                async for response in call:
-                    yield response
-            except grpc.aio.AioRpcError as e:
-                code, details, trailing = instance_status(e, final)
-                if code != grpc.StatusCode.OK:
-                    await abort_from(context, code, details, trailing)
-                context.set_trailing_metadata(trailing)
-                return
-            context.set_trailing_metadata(tuple(await call.trailing_metadata() or ()))
+                call, final = await start(request_or_iterator, context)
+                try:
+                    async for response in call:
+                        yield response
+                except grpc.aio.AioRpcError as e:
+                    code, details, trailing = instance_status(e, final)
+                    if code != grpc.StatusCode.OK:
+                        await abort_from(context, code, details, trailing)
+                    context.set_trailing_metadata(trailing)
+                    return
+                context.set_trailing_metadata(tuple(await call.trailing_metadata() or ()))
+            except BaseException as e:
+                code = _code_of(e, context)
+                raise
+            finally:
+                call_done(method, code, started)
 
         forward = forward_stream_response if response_streaming else forward_unary_response
         return rpckinds.method_handler(request_streaming, response_streaming, forward)

@@ -16,6 +16,7 @@ from . import tls, tokens
 from .auth import Authenticator
 from .backends.base import Backend
 from .login import LoginHandler
+from .metrics import GatewayMetrics, MetricsServer
 from .proxy import Proxy
 from .settings import GatewaySettings
 from .users import UserStore
@@ -31,12 +32,32 @@ class Gateway:
     port: int
     backend: Backend
     login: LoginHandler | None = None
+    metrics: GatewayMetrics = dataclasses.field(default_factory=GatewayMetrics)
+    metrics_server: MetricsServer | None = None
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         await self.server.stop(grace)
         await self.backend.close()
         if self.login:
             self.login.close()
+        if self.metrics_server:
+            self.metrics_server.stop()
+
+
+def observed_login(login: LoginHandler, metrics: GatewayMetrics):
+    """Login, counted by outcome (the code it answered with)."""
+    async def handle(request_bytes, context):
+        try:
+            reply = await login.login(request_bytes, context)
+        except asyncio.CancelledError:
+            metrics.login_done(grpc.StatusCode.CANCELLED)
+            raise
+        except BaseException:
+            metrics.login_done(context.code() or grpc.StatusCode.UNKNOWN)
+            raise
+        metrics.login_done(grpc.StatusCode.OK)
+        return reply
+    return handle
 
 
 def make_backend(settings: GatewaySettings) -> Backend:
@@ -74,9 +95,11 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     config = token_config(settings)
     server = grpc.aio.server()
     login = LoginHandler.from_settings(settings, users=users, token_config=config, backend=backend)
+    metrics = GatewayMetrics()
+    metrics.observe_live_sessions(lambda: getattr(backend, "live_count", 0))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(contract.SERVICE, {
         "Login": grpc.unary_unary_rpc_method_handler(
-            login.login,
+            observed_login(login, metrics),
             request_deserializer=None,  # raw bytes: Login decodes them (malformed: INVALID_ARGUMENT)
             response_serializer=myservice_pb2.LoginResponse.SerializeToString,
         ),
@@ -84,7 +107,8 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable(server, (contract.SERVICE, health.SERVICE_NAME))
-    server.add_generic_rpc_handlers((Proxy(backend, Authenticator(config)),))
+    server.add_generic_rpc_handlers((Proxy(backend, Authenticator(config), metrics=metrics),))
+    backend.on_session_start = metrics.session_start.observe
     try:
         credentials = tls_credentials(settings)
         port = (server.add_secure_port(f"{settings.host}:{settings.port}", credentials) if credentials
@@ -93,11 +117,14 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
         port = 0
     if port == 0:
         raise OSError(f"cannot listen on {settings.host}:{settings.port} (address in use or not available)")
+    metrics_server = metrics.serve(settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
     await backend.start()
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(contract.SERVICE, health_pb2.HealthCheckResponse.SERVING)
-    return Gateway(server, port, backend, login)
+    if metrics_server:
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, metrics_server.port)
+    return Gateway(server, port, backend, login, metrics, metrics_server)
 
 
 async def serve(settings: GatewaySettings) -> int:

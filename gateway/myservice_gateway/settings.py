@@ -71,6 +71,9 @@ class GatewaySettings:
     token_ttl_seconds: int = 3600
     users_file: str | None = None
     dev_user: bool = False
+    # Prometheus /metrics (0: not served)
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     # kubernetes backend
     namespace: str = "default"
     session_ready_timeout: float = 120.0
@@ -185,6 +188,8 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
         users_file=env.get("MYSERVICE_USERS_FILE") or None,
         # Only `myservice up` turns the development user on (cli.py), and only without a users file.
         dev_user=False,
+        metrics_port=_int(env, "MYSERVICE_METRICS_PORT", GatewaySettings.metrics_port),
+        metrics_host=env.get("MYSERVICE_METRICS_HOST", GatewaySettings.metrics_host),
         namespace=env.get("MYSERVICE_NAMESPACE", "default"),
         session_ready_timeout=_float(env, "MYSERVICE_SESSION_READY_TIMEOUT", 120.0),
         tls_cert_file=env.get("MYSERVICE_TLS_CERT_FILE") or None,
@@ -207,6 +212,8 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
     settings = GatewaySettings(**values)  # type: ignore[arg-type]
     if not 0 <= settings.port <= 65535:
         raise SettingsError(f"port must be 0..65535, got {settings.port}")
+    if not 0 <= settings.metrics_port <= 65535:
+        raise SettingsError(f"MYSERVICE_METRICS_PORT must be 0..65535 (0: off), got {settings.metrics_port}")
     if settings.max_instances < 0:
         raise SettingsError(f"max instances must be >= 0, got {settings.max_instances}")
     for name in ("max_sessions_per_user", "session_idle_timeout", "session_max_lifetime"):

@@ -5,6 +5,7 @@ The proxy only ever sees this; local processes and Kubernetes pods fit behind it
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Protocol
 
 import grpc
@@ -53,6 +54,13 @@ class SessionOwner:
 
 
 class Backend(Protocol):
+    on_session_start: Callable[[float], None]
+    """Told how long a call waited for its session's instance (first calls only)."""
+
+    @property
+    def live_count(self) -> int:
+        """Sessions holding an instance (local) or a slot (Kubernetes), for metrics."""
+
     async def start(self) -> None:
         """Begin serving (connect, start watches)."""
 

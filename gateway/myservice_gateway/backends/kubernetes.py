@@ -10,6 +10,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
 import kubernetes
@@ -121,6 +122,7 @@ class KubernetesBackend:
         self.namespace = namespace
         self.ready_timeout = ready_timeout
         self.max_per_user = max_per_user  # 0: no per-user limit
+        self.on_session_start: Callable[[float], None] = lambda seconds: None
         self._api_client = api_client
         self._api: kubernetes.client.CustomObjectsApi | None = None
         self._cache: SessionCache | None = None
@@ -204,6 +206,7 @@ class KubernetesBackend:
             resource = index.items.get(name)
             route = routes.decide(resource, key)
             if route.address:
+                self.on_session_start(time.monotonic() - started)
                 return Endpoint(route.address, route.pod_name, self._channel(route.address))
             if route.error:
                 raise route.error
@@ -225,6 +228,11 @@ class KubernetesBackend:
                 pass
             finally:
                 index.forget(name, change)
+
+    @property
+    def live_count(self) -> int:
+        """Sessions holding a slot, as this gateway's watch sees them (per scrape: O(users))."""
+        return sum(len(names) for names in self._cache.index.slots_by_user.values()) if self._cache else 0
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)

@@ -16,6 +16,8 @@ import os
 import shutil
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 
 import grpc
 
@@ -85,6 +87,7 @@ class LocalBackend:
         self._live_by_user: collections.Counter[str] = collections.Counter()
         self._ended: collections.OrderedDict[SessionKey, None] = collections.OrderedDict()
         self._names = itertools.count(1)
+        self.on_session_start: Callable[[float], None] = lambda seconds: None
         self._watchers: set[asyncio.Task] = set()
         self._closing = False
         # Instances listen on Unix sockets here: cheaper per call than loopback TCP
@@ -123,8 +126,11 @@ class LocalBackend:
             task.add_done_callback(self._watchers.discard)
         if instance.endpoint is not None:
             return instance.endpoint
+        started = time.monotonic()
         try:
-            return await asyncio.wait_for(asyncio.shield(instance.ready), timeout)
+            endpoint = await asyncio.wait_for(asyncio.shield(instance.ready), timeout)
+            self.on_session_start(time.monotonic() - started)
+            return endpoint
         except asyncio.TimeoutError:
             raise BackendError(grpc.StatusCode.DEADLINE_EXCEEDED, "instance did not start within the call's deadline") from None
 

@@ -1,0 +1,88 @@
+"""The gateway's Prometheus metrics, served on MYSERVICE_METRICS_PORT (/metrics).
+
+No label names a session, user or pod (cardinality): methods are the service's
+known methods (anything else counts as "other"), codes are gRPC's. Each series
+is bound once, so recording a call is a dict lookup and two increments."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from myservice import contract
+from myservice.v1 import myservice_pb2
+
+KNOWN_METHODS = frozenset(f"/{contract.SERVICE}/{m.name}"
+                          for m in myservice_pb2.DESCRIPTOR.services_by_name["MyService"].methods)
+OTHER_METHOD = "other"
+
+# Proxied calls last from ~1 ms (an Echo) to the stream's life; first calls wait
+# from ~10 ms (a warm local instance) to the ready timeout (a pod start).
+CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+START_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 20, 30, 60, 120)
+
+
+def method_label(method: str) -> str:
+    """'MyServiceEcho' for a known method, else 'other' (callers choose method names)."""
+    return method.rsplit("/", 1)[-1] if method in KNOWN_METHODS else OTHER_METHOD
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.calls = Counter("myservice_gateway_calls", "Proxied calls, by method and gRPC status code.",
+                             ["method", "code"], registry=self.registry)
+        self.call_seconds = Histogram("myservice_gateway_call_duration_seconds",
+                                      "Duration of proxied calls, by method (streams: their whole life).",
+                                      ["method"], buckets=CALL_BUCKETS, registry=self.registry)
+        self.logins = Counter("myservice_gateway_logins", "Login calls, by outcome (a gRPC code name, or OK).",
+                              ["outcome"], registry=self.registry)
+        self.session_start = Histogram("myservice_gateway_session_start_seconds",
+                                       "How long a call waited for its session's instance to become reachable "
+                                       "(only calls that had to wait: first calls).",
+                                       buckets=START_BUCKETS, registry=self.registry)
+        self.live_sessions = Gauge("myservice_gateway_live_sessions",
+                                   "Sessions holding an instance (local) or a slot (Kubernetes), as this "
+                                   "gateway sees them.", registry=self.registry)
+        self._call_series: dict[tuple[str, grpc.StatusCode], Callable[[], None]] = {}
+        self._seconds_series: dict[str, Histogram] = {}
+
+    def observe_live_sessions(self, count: Callable[[], int]) -> None:
+        self.live_sessions.set_function(count)
+
+    def call_done(self, method: str, code: grpc.StatusCode, started: float) -> None:
+        key = (method, code)
+        increment = self._call_series.get(key)
+        if increment is None:
+            increment = self._call_series[key] = self.calls.labels(method_label(method), code.name).inc
+        increment()
+        seconds = self._seconds_series.get(method)
+        if seconds is None:
+            seconds = self._seconds_series[method] = self.call_seconds.labels(method_label(method))
+        seconds.observe(time.monotonic() - started)
+
+    def login_done(self, code: grpc.StatusCode) -> None:
+        self.logins.labels(code.name).inc()
+
+    def serve(self, host: str, port: int) -> MetricsServer:
+        """Serve /metrics on a thread of its own (prometheus_client's HTTP server)."""
+        try:
+            httpd, thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as e:
+            raise OSError(f"cannot serve metrics on {host}:{port}: {e.strerror}") from None
+        return MetricsServer(httpd, thread)
+
+
+class MetricsServer:
+    def __init__(self, httpd, thread) -> None:
+        self._httpd, self._thread = httpd, thread
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

@@ -1,0 +1,62 @@
+"""The gateway's /metrics: series move with real calls through a real gateway, and no
+label names a session, user or pod."""
+import socket
+import urllib.request
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from myservice.v1 import myservice_pb2 as pb
+
+from ..conftest import md
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+async def test_series_move_with_calls_and_carry_no_session_labels(make_gateway):
+    port = free_port()
+    gw = await make_gateway(metrics_port=port)
+    metadata = await gw.session("metrics-1")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await gw.login("metrics-2", password="wrong")
+    for _ in range(3):
+        await gw.stub.MyServiceEcho(pb.EchoRequest(value="v"), metadata=metadata)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await gw.stub.MyServiceEcho(pb.EchoRequest(value="v"), metadata=md("bad-token", "metrics-1"))
+    with pytest.raises(grpc.aio.AioRpcError):  # made-up method names do not make new series
+        await gw.channel.unary_unary("/myservice.v1.MyService/Nope")(b"", metadata=metadata)
+    samples = scrape(port)
+
+    assert samples[("myservice_gateway_calls_total", (("code", "OK"), ("method", "MyServiceEcho")))] == 3
+    assert samples[("myservice_gateway_calls_total", (("code", "UNAUTHENTICATED"), ("method", "MyServiceEcho")))] == 1
+    assert samples[("myservice_gateway_calls_total", (("code", "UNIMPLEMENTED"), ("method", "other")))] == 1
+    assert samples[("myservice_gateway_logins_total", (("outcome", "OK"),))] == 1
+    assert samples[("myservice_gateway_logins_total", (("outcome", "PERMISSION_DENIED"),))] == 1
+    assert samples[("myservice_gateway_call_duration_seconds_count", (("method", "MyServiceEcho"),))] == 4
+    assert samples[("myservice_gateway_session_start_seconds_count", ())] == 1  # one first call waited
+    assert samples[("myservice_gateway_live_sessions", ())] == 1
+    label_values = {v for (_, labels) in samples for _, v in labels}
+    assert not label_values & {"metrics-1", "metrics-2", "TestUser", "myservice-local-1"}
+
+    await gw.stub.MyServiceShutdown(pb.ShutdownRequest(), metadata=metadata)
+    assert scrape(port)[("myservice_gateway_calls_total", (("code", "OK"), ("method", "MyServiceShutdown")))] == 1
+
+
+async def test_metrics_port_in_use_is_a_clear_error(make_gateway):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError, match=r"cannot serve metrics on 127.0.0.1:\d+"):
+            await make_gateway(metrics_port=taken.getsockname()[1])
