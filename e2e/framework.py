@@ -21,7 +21,9 @@ from typing import Any, Callable, TypeVar
 import grpc
 import yaml
 
-from myservice import contract, crd
+from myservice import contract
+from myservice_api import crd
+from myservice_api.names import pod_name, resource_name
 from myservice.v1 import myservice_pb2 as pb
 from myservice.v1 import myservice_pb2_grpc as pb_grpc
 from myservice_client import scenarios
@@ -415,11 +417,11 @@ class Session:
 
     @property
     def resource(self) -> str:
-        return crd.resource_name(self.username, self.session_id)
+        return resource_name(self.username, self.session_id)
 
     @property
     def pod(self) -> str:
-        return crd.pod_name(self.resource)
+        return pod_name(self.resource)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:

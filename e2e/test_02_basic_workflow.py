@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import framework as fw
-from framework import crd
+from framework import crd, pod_name, resource_name
 
 INTEGRATIONTESTS = Path(sys.executable).parent / "integrationtests"
 
@@ -26,13 +26,13 @@ def test_integrationtests_basic_workflow(gateway, kube, sessions, t):
     session_id = re.search(r"Login ok \(session_id=(\S+?),", out).group(1)
     sticky = re.search(r"MyServiceEcho x10 ok, sticky on pod_name=(\S+)", out).group(1)
     shutdown_pod = re.search(r"MyServiceShutdown ok \(pod_name=(\S+?),", out).group(1)
-    resource = crd.resource_name("TestUser", session_id)
+    resource = resource_name("TestUser", session_id)
     sessions.resources.append(resource)
 
     # the resource is still there (Completed, until the TTL): it names the pod
     pod_from_status = kube.kubectl("get", crd.SHORT_NAME, resource, "-o", "jsonpath={.status.podName}")
-    assert pod_from_status == sticky == shutdown_pod == crd.pod_name(resource), \
-        (pod_from_status, sticky, shutdown_pod, crd.pod_name(resource))
+    assert pod_from_status == sticky == shutdown_pod == pod_name(resource), \
+        (pod_from_status, sticky, shutdown_pod, pod_name(resource))
     pod = kube.get("pod", sticky)
     assert pod is not None, f"pod {sticky} not found"
     assert pod["metadata"]["labels"][crd.LABEL_SESSION] == resource
@@ -69,4 +69,4 @@ def test_helm_test_passes(release, installed, kube, sessions, t):
     assert proc.returncode == 0, f"helm test failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     assert "PASS basic_workflow" in proc.stdout, proc.stdout
     session_id = re.search(r"Login ok \(session_id=(\S+?),", proc.stdout).group(1)
-    sessions.resources.append(crd.resource_name("TestUser", session_id))
+    sessions.resources.append(resource_name("TestUser", session_id))

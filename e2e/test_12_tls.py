@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import framework as fw
-from framework import crd
+from framework import crd, resource_name
 from myservice_client import tls as client_tls
 
 INTEGRATIONTESTS = Path(sys.executable).parent / "integrationtests"
@@ -115,7 +115,7 @@ def health_check(address: str, ca: Issued | None, server_name: str | None = None
 def track_session(out: str, sessions) -> None:
     match = re.search(r"Login ok \(session_id=(\S+?),", out)
     if match:
-        sessions.resources.append(crd.resource_name("TestUser", match.group(1)))
+        sessions.resources.append(resource_name("TestUser", match.group(1)))
 
 
 def test_basic_workflow_over_tls(release, installed, gateway, kube, sessions, t, tmp_path):

@@ -6,7 +6,9 @@ import dataclasses
 
 import grpc
 
-from myservice import contract, crd
+from myservice import contract
+from myservice_api import crd
+from myservice_api.names import resource_name
 
 from .backends.base import BackendError, SessionKey, SessionOwner
 
@@ -56,7 +58,7 @@ def session_resource(owner: SessionOwner, *, namespace: str) -> dict:
     return {
         "apiVersion": crd.API_VERSION,
         "kind": crd.KIND,
-        "metadata": {"name": crd.resource_name(owner.username, owner.session_id), "namespace": namespace,
+        "metadata": {"name": resource_name(owner.username, owner.session_id), "namespace": namespace,
                      "labels": {crd.LABEL_NAME: crd.APP_NAME}},
         "spec": {"sessionId": owner.session_id, "user": owner.username, "role": owner.role},
     }

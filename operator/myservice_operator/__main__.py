@@ -16,6 +16,8 @@ import sys
 import kopf
 
 from . import cleanups, clients, handlers
+from .metrics import OperatorMetrics
+from .reconciler import Reconciler
 from .settings import Settings, SettingsError
 
 
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"myservice-operator: {error}")
     debug = os.environ.get("MYSERVICE_OPERATOR_DEBUG", "") == "1"
     clients.load_config()
-    kube = clients.Kube(settings.namespace)
+    metrics = OperatorMetrics()
+    kube = clients.Kube(settings.namespace, count=metrics.api_request)
     if args.command == "cleanup":
         logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                             format="%(asctime)s %(levelname)s %(message)s")
@@ -41,10 +44,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     kopf.configure(verbose=debug)
     if not debug:
-        # kopf reports every timer run ("Timer 'session-recheck' succeeded") at INFO.
+        # kopf reports every handler run ("Handler 'session-changed' succeeded") at INFO.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if settings.metrics_port:
+        try:
+            metrics.serve(settings.metrics_host, settings.metrics_port)
+        except OSError as error:
+            sys.exit(f"myservice-operator: {error}")
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, handlers.Reconciler(settings, kube))
+    handlers.register(registry, Reconciler(settings, kube, metrics=metrics))
     kopf.run(
         registry=registry,
         settings=handlers.kopf_settings(settings),

@@ -1,23 +1,30 @@
 """The operator's Kubernetes API calls: a thin adapter over the `kubernetes` client.
 
-Every call is scoped to the one watched namespace, has a request timeout, and
-returns plain dicts (camelCase, as the API sends them) for the pure modules.
-No decisions here: they live in statuses.py.
+Every call is scoped to the one watched namespace, has a request timeout, is
+counted by verb, resource and HTTP code (metrics.api_requests), and returns
+plain dicts (camelCase, as the API sends them) for the pure modules. Responses
+are not turned into the client's model classes (`_preload_content=False`): the
+reconciler needs none of them but the session a status patch returns.
+No decisions here: they live in the reconciler and the pure modules.
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from myservice import crd
+from myservice_api import crd
 
 from .pods import instance_selector
 
 # (connect, read) seconds for every request: a hung API call must not hang a handler.
 REQUEST_TIMEOUT = (5, 30)
+# status.code label of a request that got no HTTP answer (connection refused, timeout).
+NO_ANSWER = 0
+
+Counted = Callable[[str, str, int], None]
 
 
 class Conflict(Exception):
@@ -36,84 +43,83 @@ def load_config() -> None:
         kubernetes.config.load_kube_config()
 
 
-class Kube:
-    """The namespaced API calls the handlers make."""
+def _not_counted(verb: str, resource: str, code: int) -> None:
+    pass
 
-    def __init__(self, namespace: str) -> None:
+
+class Kube:
+    """The namespaced API calls of the reconciler and of the uninstall cleanup."""
+
+    def __init__(self, namespace: str, count: Counted = _not_counted) -> None:
         self.namespace = namespace
+        self._count = count
         self._api = kubernetes.client.ApiClient()
         self._core = kubernetes.client.CoreV1Api(self._api)
         self._custom = kubernetes.client.CustomObjectsApi(self._api)
 
+    def _call(self, verb: str, resource: str, method: Callable, *args, **kwargs):
+        """One request: the raw response (2xx), counted; ApiException otherwise, counted too."""
+        try:
+            response = method(*args, _request_timeout=REQUEST_TIMEOUT, _preload_content=False, **kwargs)
+        except ApiException as error:
+            self._count(verb, resource, error.status or NO_ANSWER)
+            raise
+        except Exception:
+            self._count(verb, resource, NO_ANSWER)
+            raise
+        self._count(verb, resource, response.status)
+        return response
+
+    def _session_call(self, verb: str, method: Callable, *args, resource: str = crd.PLURAL, **kwargs):
+        return self._call(verb, resource, method, crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL,
+                          *args, **kwargs)
+
     # --- sessions -------------------------------------------------------------
 
-    def get_session(self, name: str) -> dict | None:
-        try:
-            return self._custom.get_namespaced_custom_object(
-                crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL, name,
-                _request_timeout=REQUEST_TIMEOUT)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-
     def list_sessions(self) -> list[dict]:
-        listing = self._custom.list_namespaced_custom_object(
-            crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL, _request_timeout=REQUEST_TIMEOUT)
-        return list(listing.get("items", []))
+        listing = self._session_call("list", self._custom.list_namespaced_custom_object)
+        return list(json.loads(listing.data).get("items", []))
 
     def patch_session_status(self, name: str, resource_version: str, status: Mapping) -> dict:
-        """Merge-patch the status only if the session is still at resource_version."""
+        """Merge-patch the status only if the session is still at resource_version; the
+        session as written (its new resourceVersion and status)."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
         try:
-            return self._custom.patch_namespaced_custom_object_status(
-                crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL, name, body,
-                _request_timeout=REQUEST_TIMEOUT)
+            response = self._session_call("patch", self._custom.patch_namespaced_custom_object_status,
+                                          name, body, resource=f"{crd.PLURAL}/status")
         except ApiException as error:
             if error.status in (404, 409):
                 raise Conflict(f"session {name} changed or is gone ({error.status})") from None
             raise
+        return json.loads(response.data)
 
     def set_session_finalizers(self, name: str, resource_version: str, finalizers: list[str]) -> None:
         """Replace metadata.finalizers if the session is still at resource_version (gone: fine)."""
         body = {"metadata": {"resourceVersion": resource_version, "finalizers": finalizers or None}}
         try:
-            self._custom.patch_namespaced_custom_object(
-                crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL, name, body,
-                _request_timeout=REQUEST_TIMEOUT)
+            self._session_call("patch", self._custom.patch_namespaced_custom_object, name, body)
         except ApiException as error:
             if error.status not in (404, 409):
                 raise
 
     def delete_session(self, name: str) -> None:
         try:
-            self._custom.delete_namespaced_custom_object(
-                crd.GROUP, crd.VERSION, self.namespace, crd.PLURAL, name,
-                _request_timeout=REQUEST_TIMEOUT)
+            self._session_call("delete", self._custom.delete_namespaced_custom_object, name)
         except ApiException as error:
             if error.status != 404:
                 raise
 
     # --- pods -----------------------------------------------------------------
 
-    def get_pod(self, name: str) -> dict | None:
-        try:
-            pod = self._core.read_namespaced_pod(name, self.namespace, _request_timeout=REQUEST_TIMEOUT)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return self._api.sanitize_for_serialization(pod)
-
     def list_instance_pods(self) -> list[dict]:
-        listing = self._core.list_namespaced_pod(
-            self.namespace, label_selector=instance_selector(), _request_timeout=REQUEST_TIMEOUT)
-        return [self._api.sanitize_for_serialization(pod) for pod in listing.items]
+        listing = self._call("list", "pods", self._core.list_namespaced_pod, self.namespace,
+                             label_selector=instance_selector())
+        return list(json.loads(listing.data).get("items", []))
 
     def create_pod(self, manifest: Mapping) -> bool:
         """Create the pod; False if it already exists (a replay: that is success too)."""
         try:
-            self._core.create_namespaced_pod(self.namespace, dict(manifest), _request_timeout=REQUEST_TIMEOUT)
+            self._call("create", "pods", self._core.create_namespaced_pod, self.namespace, dict(manifest))
         except ApiException as error:
             if error.status == 409:
                 return False
@@ -124,10 +130,15 @@ class Kube:
 
     def delete_pod(self, name: str) -> None:
         try:
-            self._core.delete_namespaced_pod(name, self.namespace, _request_timeout=REQUEST_TIMEOUT)
+            self._call("delete", "pods", self._core.delete_namespaced_pod, name, self.namespace)
         except ApiException as error:
             if error.status != 404:
                 raise
+
+    # --- events ---------------------------------------------------------------
+
+    def create_event(self, event: Mapping) -> None:
+        self._call("create", "events", self._core.create_namespaced_event, self.namespace, dict(event))
 
 
 def _api_message(error: ApiException) -> str:

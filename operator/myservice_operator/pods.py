@@ -1,6 +1,6 @@
 """The instance pod of a session, as a plain manifest dict (pure, no I/O).
 
-One pod per MyServiceSession, named crd.pod_name(resource) (never generateName,
+One pod per MyServiceSession, named names.pod_name(resource) (never generateName,
 so a replayed create finds the existing pod instead of making a second one),
 owned by the session (deleting the session deletes the pod), and meeting the
 Pod Security "restricted" profile. The session's idle timeout and maximum
@@ -8,7 +8,8 @@ lifetime go to the instance in its env; activeDeadlineSeconds backs the lifetime
 """
 from __future__ import annotations
 
-from myservice import crd
+from myservice_api import crd
+from myservice_api.names import pod_name
 
 from .settings import Settings
 
@@ -130,7 +131,7 @@ def make_pod(*, resource: str, uid: str, session_id: str, settings: Settings) ->
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": crd.pod_name(resource),
+            "name": pod_name(resource),
             "namespace": settings.namespace,
             "labels": instance_labels(resource),
             "annotations": {crd.ANNOTATION_SESSION_ID: session_id},

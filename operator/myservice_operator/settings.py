@@ -37,9 +37,6 @@ class Settings:
     finished_ttl_seconds: int = 300
     """MYSERVICE_FINISHED_TTL_SECONDS: a Completed/Failed session is deleted this long
     after it finished (its pod goes with it, by ownerReference)."""
-    reconcile_interval_seconds: int = 5
-    """MYSERVICE_RECONCILE_INTERVAL_SECONDS: how often each session is re-checked
-    (Pending slot, timeouts, TTL, a missed pod event)."""
     instance_cpu_request: str = "100m"
     """MYSERVICE_INSTANCE_CPU_REQUEST."""
     instance_cpu_limit: str = "500m"
@@ -55,6 +52,12 @@ class Settings:
     """MYSERVICE_INSTANCE_TERMINATION_GRACE_SECONDS: terminationGracePeriodSeconds of the pods."""
     liveness_port: int = 8080
     """MYSERVICE_OPERATOR_LIVENESS_PORT: kopf's liveness endpoint (http://0.0.0.0:PORT/healthz)."""
+    metrics_port: int = 0
+    """MYSERVICE_OPERATOR_METRICS_PORT: Prometheus /metrics over HTTP on this port; 0 = off
+    (the chart turns it on: operator.metricsPort)."""
+    metrics_host: str = "127.0.0.1"
+    """MYSERVICE_OPERATOR_METRICS_HOST: the address /metrics listens on (the chart: 0.0.0.0,
+    for Prometheus to scrape the pod's IP)."""
     watch_timeout_seconds: int = 300
     """MYSERVICE_WATCH_TIMEOUT_SECONDS: server-side timeout of one watch request (the client
     timeout is 60 s more), so a silently dead watch stream is replaced."""
@@ -102,6 +105,9 @@ class Settings:
         port = number("MYSERVICE_INSTANCE_PORT", defaults.instance_port, 1)
         if port > 65535:
             raise SettingsError(f"MYSERVICE_INSTANCE_PORT={port} is above 65535")
+        metrics_port = number("MYSERVICE_OPERATOR_METRICS_PORT", defaults.metrics_port, 0)
+        if metrics_port > 65535:
+            raise SettingsError(f"MYSERVICE_OPERATOR_METRICS_PORT={metrics_port} is above 65535")
         return cls(
             namespace=namespace,
             instance_image=text("MYSERVICE_INSTANCE_IMAGE", defaults.instance_image),
@@ -112,8 +118,6 @@ class Settings:
                 "MYSERVICE_READY_TIMEOUT_SECONDS", defaults.ready_timeout_seconds, 1),
             finished_ttl_seconds=number(
                 "MYSERVICE_FINISHED_TTL_SECONDS", defaults.finished_ttl_seconds, 0),
-            reconcile_interval_seconds=number(
-                "MYSERVICE_RECONCILE_INTERVAL_SECONDS", defaults.reconcile_interval_seconds, 1),
             instance_cpu_request=text("MYSERVICE_INSTANCE_CPU_REQUEST", defaults.instance_cpu_request),
             instance_cpu_limit=text("MYSERVICE_INSTANCE_CPU_LIMIT", defaults.instance_cpu_limit),
             instance_memory_request=text(
@@ -125,6 +129,8 @@ class Settings:
                 "MYSERVICE_INSTANCE_TERMINATION_GRACE_SECONDS",
                 defaults.instance_termination_grace_seconds, 0),
             liveness_port=number("MYSERVICE_OPERATOR_LIVENESS_PORT", defaults.liveness_port, 1),
+            metrics_port=metrics_port,
+            metrics_host=text("MYSERVICE_OPERATOR_METRICS_HOST", defaults.metrics_host),
             watch_timeout_seconds=number(
                 "MYSERVICE_WATCH_TIMEOUT_SECONDS", defaults.watch_timeout_seconds, 10),
             session_idle_timeout_seconds=number(

@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-from myservice import crd
+from myservice_api import crd
 
 DEFAULT_IDLE_TIMEOUT_SECONDS = 900.0       # 15 min
 DEFAULT_MAX_LIFETIME_SECONDS = 86400.0     # 24 h

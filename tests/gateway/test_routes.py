@@ -2,7 +2,8 @@
 import grpc
 import pytest
 
-from myservice import crd
+from myservice_api import crd
+from myservice_api.names import resource_name
 from myservice_gateway import routes
 from myservice_gateway.backends.base import SessionKey, SessionOwner
 
@@ -68,7 +69,7 @@ def test_session_resource():
     assert routes.session_resource(SessionOwner("Sess 1", "alice", "admin"), namespace="ns") == {
         "apiVersion": "myservice.io/v1alpha1",
         "kind": "MyServiceSession",
-        "metadata": {"name": crd.resource_name("alice", "Sess 1"), "namespace": "ns",
+        "metadata": {"name": resource_name("alice", "Sess 1"), "namespace": "ns",
                      "labels": {"app.kubernetes.io/name": "myservice"}},
         "spec": {"sessionId": "Sess 1", "user": "alice", "role": "admin"},
     }

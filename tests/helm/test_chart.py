@@ -10,7 +10,7 @@ import bcrypt
 import pytest
 import yaml
 
-from myservice import crd
+from myservice_api import crd
 
 from .conftest import CHART, ROOT, by_kind_and_name, run_helm
 

@@ -1,7 +1,7 @@
 """Activity and Limits: when an instance ends on its own, on a fake clock."""
 import pytest
 
-from myservice import crd
+from myservice_api import crd
 from myservice_instance.limits import Activity, Ending, LimitError, Limits, format_seconds, parse_seconds
 
 

@@ -3,6 +3,8 @@ import kopf
 from kopf._cogs.structs.references import Selector
 
 from myservice_operator import handlers
+from myservice_operator.indexes import PODS_INDEX, SESSIONS_INDEX
+from myservice_operator.reconciler import Reconciler
 from myservice_operator.settings import Settings
 
 
@@ -27,20 +29,29 @@ def test_kopf_settings_timeouts_scanning_and_peering():
     assert config.posting.reporting_component == "myservice-operator"
 
 
-def test_register_wires_three_triggers_to_one_reconciler():
+def test_register_wires_indexes_and_event_handlers_only():
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, handlers.Reconciler(Settings(namespace="ns", reconcile_interval_seconds=7), kube=None))
-    changing = registry._changing.get_all_handlers()
-    spawning = registry._spawning.get_all_handlers()
+    handlers.register(registry, Reconciler(Settings(namespace="ns"), kube=None))
+    indexing = registry._indexing.get_all_handlers()
     watching = registry._watching.get_all_handlers()
-    assert [(h.id, h.reason, h.selector.group, h.selector.version, h.selector.plural) for h in changing] == [
-        ("session-created", kopf.Reason.CREATE, "myservice.io", "v1alpha1", "myservicesessions")]
-    assert [(h.id, h.interval, h.selector.plural) for h in spawning] == [
-        ("session-recheck", 7, "myservicesessions")]
+    assert [(h.id, h.selector.group, h.selector.version, h.selector.plural) for h in indexing] == [
+        ("sessions_index", "myservice.io", "v1alpha1", "myservicesessions"), ("pods_index", "", "v1", "pods")]
     assert [(h.id, h.selector.group, h.selector.version, h.selector.plural) for h in watching] == [
+        ("session-changed", "myservice.io", "v1alpha1", "myservicesessions"),
         ("instance-pod-changed", "", "v1", "pods")]
-    assert [(h.id, h.fn, h.activity.value) for h in registry._activities.get_all_handlers()] == [
-        ("login-via-client", kopf.login_via_client, "authentication")]
-    assert watching[0].labels == {"app.kubernetes.io/managed-by": "myservice-operator",
-                                  "myservice.io/session": kopf.PRESENT}
+    pod_labels = {"app.kubernetes.io/managed-by": "myservice-operator", "myservice.io/session": kopf.PRESENT}
+    assert (indexing[1].labels, watching[1].labels) == (pod_labels, pod_labels)
+    # No on.create/on.update (kopf's progress and diff-base annotations) and no timers
+    # (a finalizer and a periodic run per session): kopf writes nothing to a session.
+    assert registry._changing.get_all_handlers() == []
+    assert registry._spawning.get_all_handlers() == []
+    assert [(h.id, h.activity.value) for h in registry._activities.get_all_handlers()] == [
+        ("login-via-client", "authentication"), ("bind-indexes", "startup"), ("stop-deadlines", "cleanup")]
+    assert registry._activities.get_all_handlers()[0].fn is kopf.login_via_client
 
+
+def test_the_index_kwargs_are_the_index_ids():
+    # kopf hands each index to the handlers as a keyword argument named by its id.
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, Reconciler(Settings(namespace="ns"), kube=None))
+    assert {h.id for h in registry._indexing.get_all_handlers()} == {SESSIONS_INDEX, PODS_INDEX}

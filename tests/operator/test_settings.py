@@ -14,7 +14,6 @@ def test_defaults(tmp_path):
         max_sessions=10,
         ready_timeout_seconds=120,
         finished_ttl_seconds=300,
-        reconcile_interval_seconds=5,
         instance_cpu_request="100m",
         instance_cpu_limit="500m",
         instance_memory_request="128Mi",
@@ -22,6 +21,8 @@ def test_defaults(tmp_path):
         instance_service_account="",
         instance_termination_grace_seconds=5,
         liveness_port=8080,
+        metrics_port=0,
+        metrics_host="127.0.0.1",
         watch_timeout_seconds=300,
         session_idle_timeout_seconds=900,
         session_max_lifetime_seconds=86400,
@@ -37,7 +38,6 @@ def test_every_key_overrides(tmp_path):
         "MYSERVICE_MAX_SESSIONS": "2",
         "MYSERVICE_READY_TIMEOUT_SECONDS": "30",
         "MYSERVICE_FINISHED_TTL_SECONDS": "0",
-        "MYSERVICE_RECONCILE_INTERVAL_SECONDS": "1",
         "MYSERVICE_INSTANCE_CPU_REQUEST": "50m",
         "MYSERVICE_INSTANCE_CPU_LIMIT": "1",
         "MYSERVICE_INSTANCE_MEMORY_REQUEST": "64Mi",
@@ -45,6 +45,8 @@ def test_every_key_overrides(tmp_path):
         "MYSERVICE_INSTANCE_SERVICE_ACCOUNT": "instances",
         "MYSERVICE_INSTANCE_TERMINATION_GRACE_SECONDS": "1",
         "MYSERVICE_OPERATOR_LIVENESS_PORT": "9090",
+        "MYSERVICE_OPERATOR_METRICS_PORT": "9091",
+        "MYSERVICE_OPERATOR_METRICS_HOST": "0.0.0.0",
         "MYSERVICE_WATCH_TIMEOUT_SECONDS": "60",
         "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS": "0",
         "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS": "7200",
@@ -52,10 +54,10 @@ def test_every_key_overrides(tmp_path):
     assert Settings.from_env(env, tmp_path / "absent") == Settings(
         namespace="prod", instance_image="reg/svc:1.2", instance_image_pull_policy="Never",
         instance_port=6000, max_sessions=2, ready_timeout_seconds=30, finished_ttl_seconds=0,
-        reconcile_interval_seconds=1, instance_cpu_request="50m", instance_cpu_limit="1",
+        instance_cpu_request="50m", instance_cpu_limit="1",
         instance_memory_request="64Mi", instance_memory_limit="1Gi",
         instance_service_account="instances", instance_termination_grace_seconds=1,
-        liveness_port=9090, watch_timeout_seconds=60,
+        liveness_port=9090, metrics_port=9091, metrics_host="0.0.0.0", watch_timeout_seconds=60,
         session_idle_timeout_seconds=0, session_max_lifetime_seconds=7200)
 
 
@@ -79,6 +81,8 @@ def test_no_namespace_anywhere_is_an_error(tmp_path):
     ("MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS", "-1", "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS=-1 is below 0"),
     ("MYSERVICE_SESSION_MAX_LIFETIME_SECONDS", "1.5",
      "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS='1.5' is not an integer"),
+    ("MYSERVICE_OPERATOR_METRICS_PORT", "65536", "MYSERVICE_OPERATOR_METRICS_PORT=65536 is above 65535"),
+    ("MYSERVICE_OPERATOR_METRICS_PORT", "-1", "MYSERVICE_OPERATOR_METRICS_PORT=-1 is below 0"),
     ("MYSERVICE_INSTANCE_IMAGE_PULL_POLICY", "Sometimes",
      "MYSERVICE_INSTANCE_IMAGE_PULL_POLICY='Sometimes' is not Always, IfNotPresent or Never"),
 ])

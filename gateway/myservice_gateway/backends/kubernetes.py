@@ -16,7 +16,9 @@ import grpc
 import kubernetes
 from kubernetes.client.rest import ApiException
 
-from myservice import contract, crd
+from myservice import contract
+from myservice_api import crd
+from myservice_api.names import resource_name
 
 from .. import routes
 from .base import INSTANCE_CHANNEL_OPTIONS, BackendError, Endpoint, SessionKey, SessionOwner
@@ -195,7 +197,7 @@ class KubernetesBackend:
         for Ready, woken only by changes of its own session."""
         assert self._cache is not None
         index = self._cache.index
-        name = crd.resource_name(key.username, key.session_id)
+        name = resource_name(key.username, key.session_id)
         route = routes.decide(index.items.get(name), key)
         if route.address:  # the common case: no wait
             return Endpoint(route.address, route.pod_name, self._channel(route.address))

@@ -11,7 +11,7 @@ import asyncio
 import collections
 from collections.abc import Callable
 
-from myservice import crd
+from myservice_api import crd
 
 from .. import routes
 

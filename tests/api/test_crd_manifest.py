@@ -1,9 +1,9 @@
-"""crds/myservicesessions.yaml agrees with the Python contract in myservice.crd."""
+"""crds/myservicesessions.yaml agrees with the Python contract in myservice_api.crd."""
 from pathlib import Path
 
 import yaml
 
-from myservice import crd
+from myservice_api import crd
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "myservicesessions.yaml"
 

@@ -1,0 +1,152 @@
+"""The operator's memory of sessions and instance pods: kopf indexes (pure functions).
+
+kopf calls index_session() / index_pod() on every watch event, before any
+handler, and keeps what they return in an in-memory index (`@kopf.index`);
+handlers run only once the initial listing of both kinds is indexed. So every
+decision reads the latest watched state from memory, with no GET and no LIST:
+
+- sessions: name -> SessionRecord; ("phase", <phase>) -> name (counts per
+  phase, O(1)); WAITING -> (creationTimestamp, name) for every session waiting
+  for a slot (the admission queue);
+- pods: session name -> PodRecord (the pod as observe_pod() reads it);
+  LIVE -> session name for every pod holding a slot (the live count, O(1)).
+
+The records are small and frozen (a copy of what matters, not the body), so
+the index costs a few hundred bytes per session.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Iterable, Mapping
+
+from myservice_api.crd import API_VERSION, KIND, LABEL_SESSION, Phase
+
+from .admission import QueueEntry
+from .podstate import PodState, is_live_pod, observe_pod, owner_uid
+from .times import parse_timestamp
+
+# kopf passes each index to the handlers as a keyword argument named by its id.
+SESSIONS_INDEX = "sessions_index"
+PODS_INDEX = "pods_index"
+
+WAITING = ("waiting",)
+LIVE = ("live",)
+
+
+def phase_key(phase: str) -> tuple[str, str]:
+    return ("phase", str(phase))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionRecord:
+    name: str
+    namespace: str
+    uid: str
+    resource_version: str
+    generation: int | None
+    created_at: str
+    session_id: str
+    status: Mapping
+    deleting: bool
+
+    @property
+    def phase(self) -> str:
+        return self.status.get("phase") or Phase.PENDING
+
+    @property
+    def created(self) -> datetime.datetime:
+        return parse_timestamp(self.created_at)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether it waits for a slot (admission queue)."""
+        return self.phase == Phase.PENDING and not self.deleting
+
+    def reference(self) -> dict:
+        """The session as an Event's involvedObject."""
+        return {"apiVersion": API_VERSION, "kind": KIND, "name": self.name,
+                "namespace": self.namespace, "uid": self.uid, "resourceVersion": self.resource_version}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PodRecord:
+    name: str
+    session: str
+    owner_uid: str
+    state: PodState
+    live: bool
+    deleting: bool
+
+
+def session_record(body: Mapping) -> SessionRecord:
+    metadata = body.get("metadata") or {}
+    return SessionRecord(
+        name=metadata.get("name", ""),
+        namespace=metadata.get("namespace", ""),
+        uid=metadata.get("uid", ""),
+        resource_version=metadata.get("resourceVersion", ""),
+        generation=metadata.get("generation"),
+        created_at=metadata.get("creationTimestamp", ""),
+        session_id=(body.get("spec") or {}).get("sessionId", ""),
+        status=dict(body.get("status") or {}),
+        deleting=bool(metadata.get("deletionTimestamp")),
+    )
+
+
+def index_session(body: Mapping) -> dict:
+    """What the sessions index keeps of one MyServiceSession."""
+    record = session_record(body)
+    entries: dict = {record.name: record, phase_key(record.phase): record.name}
+    if record.waiting:
+        entries[WAITING] = (record.created_at, record.name)
+    return entries
+
+
+def pod_record(body: Mapping) -> PodRecord:
+    metadata = body.get("metadata") or {}
+    return PodRecord(
+        name=metadata.get("name", ""),
+        session=(metadata.get("labels") or {}).get(LABEL_SESSION, ""),
+        owner_uid=owner_uid(body),
+        state=observe_pod(body),
+        live=is_live_pod(body),
+        deleting=bool(metadata.get("deletionTimestamp")),
+    )
+
+
+def index_pod(body: Mapping) -> dict:
+    """What the pods index keeps of one instance pod."""
+    record = pod_record(body)
+    if not record.session:
+        return {}
+    entries: dict = {record.session: record}
+    if record.live:
+        entries[LIVE] = record.session
+    return entries
+
+
+class Indexes:
+    """Read access to the two kopf indexes (Mapping[key, Store of values])."""
+
+    def __init__(self, sessions: Mapping, pods: Mapping) -> None:
+        self._sessions = sessions
+        self._pods = pods
+
+    def session(self, name: str) -> SessionRecord | None:
+        return next(iter(self._sessions.get(name, ())), None)
+
+    def pods_of(self, session: str) -> list[PodRecord]:
+        return list(self._pods.get(session, ()))
+
+    def has_pod(self, session: str) -> bool:
+        return session in self._pods
+
+    def waiting(self) -> Iterable[QueueEntry]:
+        return self._sessions.get(WAITING, ())
+
+    def live_pods(self) -> int:
+        return len(self._pods.get(LIVE, ()))
+
+    def sessions_in(self, phase: str) -> int:
+        return len(self._sessions.get(phase_key(phase), ()))
