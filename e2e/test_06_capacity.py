@@ -27,7 +27,7 @@ def test_capacity_limit(client, kube, sessions, installed, t):
     assert (status.get("phase"), status.get("reason")) == (crd.PHASE_PENDING, crd.REASON_CAPACITY), status
     assert kube.session_pods(extra.resource) == [], "a pod was created beyond the capacity"
     # still busy a moment later: it waits, it does not fail
-    time.sleep(2 * installed.reconcile_interval)
+    time.sleep(installed.settle_seconds)
     fw.assert_status(fw.rpc_error(lambda: client.echo(extra, timeout=20)),
                      grpc.StatusCode.RESOURCE_EXHAUSTED, contract.ALL_INSTANCES_BUSY)
 

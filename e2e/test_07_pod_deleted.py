@@ -30,7 +30,7 @@ def test_pod_deleted_mid_session(client, kube, sessions, installed, t):
 
     # the session stays Failed and never gets another pod
     fw.wait_until(f"pod {session.pod} gone", lambda: all(p["metadata"]["uid"] != uid for p in kube.session_pods(session.resource)) , t(60))
-    time.sleep(2 * installed.reconcile_interval + 1)
+    time.sleep(installed.settle_seconds)
     assert kube.session_pods(session.resource) == [], "a replacement pod was created for a Failed session"
     assert kube.mss_status(session.resource)["phase"] == crd.PHASE_FAILED
     fw.assert_status(fw.rpc_error(lambda: client.echo(session, timeout=20)),

@@ -28,8 +28,8 @@ def test_operator_restart_keeps_the_session(client, kube, sessions, installed, t
     new = fw.wait_until("a new operator pod Ready", new_operator_ready, t(180))
     assert len(new) == 1, [p["metadata"]["name"] for p in new]
     kube.wait_deployment(kube.operator_deploy, t(60))
-    # let the new operator see the session (create replay, timers, pod events) a few times
-    time.sleep(3 * installed.reconcile_interval + 3)
+    # let the new operator list, index and reconcile everything it finds
+    time.sleep(installed.settle_seconds)
 
     after = kube.session_pods(session.resource)
     assert [(p["metadata"]["name"], p["metadata"]["uid"]) for p in after] == [(session.pod, uid)], \

@@ -223,9 +223,10 @@ def test_operator_deployment_defaults(render):
         "MYSERVICE_MAX_SESSIONS": "10",
         "MYSERVICE_READY_TIMEOUT_SECONDS": "120",
         "MYSERVICE_FINISHED_TTL_SECONDS": "300",
-        "MYSERVICE_RECONCILE_INTERVAL_SECONDS": "5",
         "MYSERVICE_WATCH_TIMEOUT_SECONDS": "300",
         "MYSERVICE_OPERATOR_LIVENESS_PORT": "8080",
+        "MYSERVICE_OPERATOR_METRICS_PORT": "9091",
+        "MYSERVICE_OPERATOR_METRICS_HOST": "0.0.0.0",
         "MYSERVICE_OPERATOR_DEBUG": "0",
         "MYSERVICE_INSTANCE_CPU_REQUEST": "100m",
         "MYSERVICE_INSTANCE_CPU_LIMIT": "500m",
@@ -237,7 +238,29 @@ def test_operator_deployment_defaults(render):
         "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS": "86400",
     }
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"},
+                                  {"name": "metrics", "containerPort": 9091, "protocol": "TCP"}]
+    assert deployment["spec"]["template"]["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "9091", "prometheus.io/path": "/metrics"}
+
+
+def test_operator_metrics_off_and_own_annotations(render):
+    def operator(*args: str) -> dict:
+        return by_kind_and_name(render(*args))[("Deployment", OP)]["spec"]["template"]
+    off = operator("--set", "operator.metricsPort=0")
+    assert "annotations" not in off["metadata"]
+    assert [p["name"] for p in off["spec"]["containers"][0]["ports"]] == ["health"]
+    assert env_of(off["spec"]["containers"][0])["MYSERVICE_OPERATOR_METRICS_PORT"] == "0"
+    mine = operator("--set", "operator.metricsPort=9100", "--set-string", "operator.podAnnotations.team=x",
+                    "--set-string", "operator.podAnnotations.prometheus\\.io/scrape=false")
+    assert mine["metadata"]["annotations"] == {
+        "team": "x", "prometheus.io/scrape": "false", "prometheus.io/port": "9100", "prometheus.io/path": "/metrics"}
+
+
+def test_an_old_values_file_with_the_reconcile_interval_still_installs(render):
+    objects = by_kind_and_name(render("--set", "operator.reconcileIntervalSeconds=5"))
+    assert "MYSERVICE_RECONCILE_INTERVAL_SECONDS" not in env_of(
+        objects[("Deployment", OP)]["spec"]["template"]["spec"]["containers"][0])
 
 
 def test_operator_env_follows_values(render):
@@ -245,9 +268,9 @@ def test_operator_env_follows_values(render):
     env = env_of(objects[("Deployment", OP)]["spec"]["template"]["spec"]["containers"][0])
     assert (env["MYSERVICE_INSTANCE_IMAGE"], env["MYSERVICE_INSTANCE_IMAGE_PULL_POLICY"],
             env["MYSERVICE_MAX_SESSIONS"], env["MYSERVICE_READY_TIMEOUT_SECONDS"],
-            env["MYSERVICE_FINISHED_TTL_SECONDS"], env["MYSERVICE_RECONCILE_INTERVAL_SECONDS"],
+            env["MYSERVICE_FINISHED_TTL_SECONDS"],
             env["MYSERVICE_INSTANCE_CPU_REQUEST"], env["MYSERVICE_INSTANCE_MEMORY_REQUEST"]) == (
-        "myservice-service:1.2.3", "Never", "2", "60", "30", "2", "50m", "64Mi")
+        "myservice-service:1.2.3", "Never", "2", "60", "30", "50m", "64Mi")
     gateway = objects[("Deployment", GW)]["spec"]["template"]["spec"]["containers"][0]
     assert gateway["imagePullPolicy"] == "Never"
 
