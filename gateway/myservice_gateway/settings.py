@@ -105,30 +105,18 @@ def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> in
     return value
 
 
-def _float(env: Mapping[str, str], key: str, default: float) -> float:
+def _float(env: Mapping[str, str], key: str, default: float, *, zero_means_off: bool = False) -> float:
+    """A positive number of seconds; with zero_means_off, 0 is allowed too (off)."""
     raw = env.get(key)
     if raw is None or raw == "":
         return default
+    what = "a number of seconds (0: off)" if zero_means_off else "a number"
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{key} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise SettingsError(f"{key} must be > 0, got {value}")
-    return value
-
-
-def _seconds_or_off(env: Mapping[str, str], key: str, default: float) -> float:
-    """A duration in seconds where 0 means off."""
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{key} must be a number of seconds (0: off), got {raw!r}") from None
-    if value < 0:
-        raise SettingsError(f"{key} must be >= 0 (0: off), got {value:g}")
+        raise SettingsError(f"{key} must be {what}, got {raw!r}") from None
+    if value < 0 or (value == 0 and not zero_means_off):
+        raise SettingsError(f"{key} must be {'>= 0 (0: off)' if zero_means_off else '> 0'}, got {value:g}")
     return value
 
 
@@ -176,10 +164,10 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
         max_instances=_int(env, "MYSERVICE_MAX_INSTANCES", 16),
         instance_start_timeout=_float(env, "MYSERVICE_INSTANCE_START_TIMEOUT", 20.0),
         max_sessions_per_user=_int(env, "MYSERVICE_MAX_SESSIONS_PER_USER", GatewaySettings.max_sessions_per_user),
-        session_idle_timeout=_seconds_or_off(env, "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS",
-                                             GatewaySettings.session_idle_timeout),
-        session_max_lifetime=_seconds_or_off(env, "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS",
-                                             GatewaySettings.session_max_lifetime),
+        session_idle_timeout=_float(env, "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS",
+                                     GatewaySettings.session_idle_timeout, zero_means_off=True),
+        session_max_lifetime=_float(env, "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS",
+                                     GatewaySettings.session_max_lifetime, zero_means_off=True),
         jwt_key=key,
         jwt_key_generated=generated,
         jwt_issuer=env.get("MYSERVICE_JWT_ISSUER", "myservice-gateway"),
