@@ -85,6 +85,7 @@ class GatewaySettings:
     login_hash_workers: int = dataclasses.field(default_factory=default_login_hash_workers)
     login_hash_nice: int = 10  # nice value of the hashing threads: the event loop's calls come first (0: same)
     login_queue: int = 4  # Logins that may wait for a hashing thread; beyond: RESOURCE_EXHAUSTED at once
+    login_queue_max_wait: float = 5.0  # seconds a Login may wait for a hashing thread before it is refused
     login_peer_concurrency: int = 2  # hashes one client address may have queued or running (0: no cap)
     login_user_failure_burst: int = 10  # failed Logins for one username before they are slowed down (0: off)
     login_user_failures_per_minute: float = 6.0  # ... and how many of them are forgiven per minute
@@ -186,6 +187,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
         login_hash_workers=_int(env, "MYSERVICE_LOGIN_HASH_WORKERS", default_login_hash_workers(), minimum=1),
         login_hash_nice=_int(env, "MYSERVICE_LOGIN_HASH_NICE", GatewaySettings.login_hash_nice),
         login_queue=_int(env, "MYSERVICE_LOGIN_QUEUE", GatewaySettings.login_queue),
+        login_queue_max_wait=_float(env, "MYSERVICE_LOGIN_QUEUE_MAX_WAIT_SECONDS", GatewaySettings.login_queue_max_wait),
         login_peer_concurrency=_int(env, "MYSERVICE_LOGIN_PEER_CONCURRENCY", GatewaySettings.login_peer_concurrency),
         login_user_failure_burst=_int(env, "MYSERVICE_LOGIN_USER_FAILURE_BURST",
                                       GatewaySettings.login_user_failure_burst),
