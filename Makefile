@@ -11,13 +11,15 @@ PORT ?= 10000
 MAX_INSTANCES ?= 16
 PYTEST_ARGS ?=
 
-.PHONY: help run test unit e2e bench clean
+.PHONY: help run test unit e2e bench bench-login scale clean
 
 help:
-	@echo "make run    start the gateway with local instances on :$(PORT) (dev user TestUser/TestPassword)"
+	@echo "make run    start the gateway with local instances on 127.0.0.1:$(PORT) (dev user TestUser/TestPassword)"
 	@echo "make test   run the test suite (unit, gRPC over loopback, real processes, chart checks)"
 	@echo "make e2e    bring up a local Kubernetes built from source, run the e2e suite, take it down"
 	@echo "make bench  measure gateway latency/throughput against direct, nginx and a bare grpc.aio proxy (see docs/benchmarks.md)"
+	@echo "make bench-login  a 200-Login storm: a real user's Login and another session's Echo during it (LOGIN_BASELINE=REV: also the gateway of REV)"
+	@echo "make scale  SCALE_SESSIONS sessions at SCALE_RATE/s on the local cluster + kwok (root; e2e/scale/run.sh, docs/benchmarks.md)"
 
 $(INSTALL_STAMP): pyproject.toml setup.py proto/myservice/v1/myservice.proto
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +41,23 @@ e2e: $(INSTALL_STAMP)
 
 bench: $(INSTALL_STAMP)
 	$(BIN)/python bench/echo_latency.py
+
+LOGIN_BASELINE ?=
+bench-login: $(INSTALL_STAMP)
+	$(BIN)/python bench/login_storm.py $(if $(LOGIN_BASELINE),--baseline-rev $(LOGIN_BASELINE))
+
+# The scale test (e2e/scale/run.sh --help): the real chart on the local cluster, instance
+# pods on kwok's fake nodes. More knobs (SCALE_NODES, SCALE_IDLE_SECONDS, SCALE_KNEE_RATES, ...)
+# pass through the environment.
+SCALE_SESSIONS ?= 10000
+SCALE_RATE ?= 50
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(INSTALL_STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	@touch $@
+
+scale: $(INSTALL_STAMP) $(BENCH_STAMP)
+	SCALE_SESSIONS=$(SCALE_SESSIONS) SCALE_RATE=$(SCALE_RATE) bash e2e/scale/run.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info proto/myservice/v1/*_pb2*.py proto/myservice/v1/*_pb2.pyi

@@ -14,18 +14,21 @@ everyone else:
 
 Scenarios (each a fresh gateway, interleaved over --runs rounds, medians reported):
 
+  single      no storm: ONE Login where the storm would be, then the valid one. What
+              any Login costs the Echo session (the p99 reference for the others)
   one-peer    the defaults: the storm comes from one address (per-peer limits apply)
   many-peers  per-peer limits off, as if every storm Login came from its own
               address: only the bounded hashing queue protects
-  unguarded   the gateway before issue 7, in the same run as a baseline: 6 hashing
-              threads (what asyncio.to_thread used on 2 cores), an unbounded
-              queue, no throttling, no lowered priority
+  baseline    with --baseline-rev REV: the gateway package as it was at git revision
+              REV (e.g. the one before issue 7: hashing on asyncio.to_thread, no
+              bounds), run the same way in the same run, for the before/after
 
 Targets (issue 7): the valid Login answers OK within 1 s, Echo p99 during the
 storm at most 2x quiet. Every process is a child of this one (PR_SET_PDEATHSIG),
 stopped on exit; traffic stays on loopback.
 
-    .venv/bin/python bench/login_storm.py [--runs 3] [--storm 200] [--scenarios one-peer,many-peers,unguarded]
+    .venv/bin/python bench/login_storm.py [--runs 3] [--storm 200] [--scenarios single,one-peer,many-peers,baseline]
+        [--baseline-rev REV] [--gateway-cpus LIST] [--gateway-env KEY=VALUE] [--json PATH]
 """
 from __future__ import annotations
 
@@ -45,13 +48,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import echo_latency as common  # noqa: E402 - the other bench's process and percentile helpers
 
 BIN = Path(sys.executable).parent
-SCENARIOS = ("one-peer", "many-peers", "unguarded")
+REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = ("single", "one-peer", "many-peers", "baseline")
 SCENARIO_ENV = {
+    "single": {},
     "one-peer": {},
     "many-peers": {"MYSERVICE_LOGIN_PEER_CONCURRENCY": "0", "MYSERVICE_LOGIN_PEER_FAILURE_BURST": "0"},
-    "unguarded": {"MYSERVICE_LOGIN_HASH_WORKERS": "6", "MYSERVICE_LOGIN_QUEUE": "100000",
-                  "MYSERVICE_LOGIN_HASH_NICE": "0", "MYSERVICE_LOGIN_PEER_CONCURRENCY": "0",
-                  "MYSERVICE_LOGIN_PEER_FAILURE_BURST": "0", "MYSERVICE_LOGIN_USER_FAILURE_BURST": "0"},
+    "baseline": {},
 }
 VALID = ("bob", "bob-password")
 ATTACKED = ("alice", "alice-password")
@@ -191,6 +194,17 @@ def write_users(directory: Path) -> Path:
     return path
 
 
+def extract_baseline(rev: str, into: Path) -> Path:
+    """gateway/myservice_gateway at `rev`, unpacked into `into` (importable from there)."""
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "gateway/myservice_gateway"],
+                             capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise common.BenchError(f"--baseline-rev {rev}: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into), "--strip-components", "1"], input=archive.stdout, check=True)
+    return into
+
+
 def start_worker(processes: common.Processes, name: str, *args: str) -> subprocess.Popen:
     proc = processes.start(name, [sys.executable, __file__, "--worker", *args],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -213,6 +227,8 @@ def one_run(scenario: str, args: argparse.Namespace, tmp: Path, users_file: Path
         env = {k: v for k, v in os.environ.items() if not k.startswith("MYSERVICE_")}
         env.update(SCENARIO_ENV[scenario], MYSERVICE_USERS_FILE=str(users_file))
         env.update(args.gateway_env)
+        if scenario == "baseline":  # the old gateway package first on the path (the rest is this tree's)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.baseline_dir), env.get("PYTHONPATH")]))
         # [::]: both 127.0.0.1 (the storm, the Echo session) and [::1] (the valid user) reach it.
         pinned = ["taskset", "-c", args.gateway_cpus] if args.gateway_cpus else []
         gateway = processes.start("gateway", [*pinned, str(BIN / "myservice"), "up", "--host", "[::]", "--port", str(port),
@@ -225,7 +241,8 @@ def one_run(scenario: str, args: argparse.Namespace, tmp: Path, users_file: Path
         time.sleep(0.5)  # the gateway settles after its first session
         quiet_from = time.monotonic()
         storm_at = quiet_from + args.quiet_seconds
-        storm = start_worker(processes, "storm", "storm", v4, "--at", repr(storm_at), "--count", str(args.storm))
+        count = 1 if scenario == "single" else args.storm
+        storm = start_worker(processes, "storm", "storm", v4, "--at", repr(storm_at), "--count", str(count))
         valid = start_worker(processes, "valid", "valid", v6, "--at", repr(storm_at + args.valid_after))
         time.sleep(max(0.0, storm_at - time.monotonic() - 0.05))
         rss_before = status_kib(gateway.pid, "VmRSS")
@@ -269,7 +286,8 @@ def render(rows_by_scenario: dict[str, list[dict]]) -> str:
         return statistics.median(r[key] for r in rows)
 
     lines = [f"{'scenario':<11} {'valid Login':>12} {'ok':>5} {'Echo p50 quiet/storm':>21} {'p99 quiet/storm':>17} "
-             f"{'p99 x':>6} {'storm s':>8} {'RSS MB before/peak/after':>25}", "-" * 112]
+             f"{'p99 x':>6} {'x single':>8} {'storm s':>8} {'RSS MB before/peak/after':>25}", "-" * 121]
+    single = statistics.median(r["storm_p99_ms"] for r in rows_by_scenario["single"]) if "single" in rows_by_scenario else None
     verdicts = []
     for scenario, rows in rows_by_scenario.items():
         ok = sum(r["valid_code"] == "OK" for r in rows)
@@ -277,14 +295,21 @@ def render(rows_by_scenario: dict[str, list[dict]]) -> str:
             f"{scenario:<11} {med(rows, 'valid_seconds') * 1e3:>9.0f} ms {ok:>2}/{len(rows):<2} "
             f"{med(rows, 'quiet_p50_ms'):>9.2f} / {med(rows, 'storm_p50_ms'):<8.2f} "
             f"{med(rows, 'quiet_p99_ms'):>7.2f} / {med(rows, 'storm_p99_ms'):<7.2f} "
-            f"{med(rows, 'p99_ratio'):>5.2f}x {med(rows, 'storm_seconds'):>8.2f} "
+            f"{med(rows, 'p99_ratio'):>5.2f}x "
+            f"{(format(med(rows, 'storm_p99_ms') / single, '7.2f') + 'x') if single else '       -'} "
+            f"{med(rows, 'storm_seconds'):>8.2f} "
             f"{med(rows, 'rss_before_mb'):>9.0f} / {med(rows, 'rss_peak_mb'):.0f} / {med(rows, 'rss_after_mb'):.0f}")
-        if scenario != "unguarded":
+        if scenario not in ("baseline", "single"):
             valid_ok = ok == len(rows) and med(rows, "valid_seconds") <= TARGET_VALID_SECONDS
             echo_ok = med(rows, "p99_ratio") <= TARGET_ECHO_P99_RATIO
-            verdicts.append(f"{scenario}: valid Login OK within {TARGET_VALID_SECONDS:.0f} s: "
-                            f"{'PASS' if valid_ok else 'FAIL'}; Echo p99 within {TARGET_ECHO_P99_RATIO:.0f}x quiet: "
-                            f"{'PASS' if echo_ok else 'FAIL'}")
+            verdict = (f"{scenario}: valid Login OK within {TARGET_VALID_SECONDS:.0f} s: "
+                       f"{'PASS' if valid_ok else 'FAIL'}; Echo p99 within {TARGET_ECHO_P99_RATIO:.0f}x quiet: "
+                       f"{'PASS' if echo_ok else 'FAIL'}")
+            if single:
+                single_ok = med(rows, "storm_p99_ms") / single <= TARGET_ECHO_P99_RATIO
+                verdict += (f"; within {TARGET_ECHO_P99_RATIO:.0f}x of a single Login's: "
+                            f"{'PASS' if single_ok else 'FAIL'}")
+            verdicts.append(verdict)
     lines.append("")
     for scenario, rows in rows_by_scenario.items():
         per_run = "; ".join(", ".join(f"{k} {v}" for k, v in sorted(r["storm_codes"].items())) for r in rows)
@@ -299,7 +324,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See docs/benchmarks.md.")
     p.add_argument("--runs", type=int, default=3, help="rounds of all scenarios (default %(default)s)")
     p.add_argument("--storm", type=int, default=200, help="Logins sent at once (default %(default)s)")
-    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of %(default)s")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS),
+                   help="comma-separated subset of %(default)s (baseline only with --baseline-rev)")
     p.add_argument("--quiet-seconds", type=float, default=3.0, help="Echo alone before the storm (default %(default)s)")
     p.add_argument("--valid-after", type=float, default=1.0,
                    help="seconds into the storm the valid Login is sent (default %(default)s)")
@@ -308,6 +334,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gateway-cpus", metavar="LIST",
                    help="run the gateway (and its instance) on these CPUs only (taskset -c LIST), e.g. 0: "
                         "a gateway with less CPU than it has threads, as in a pod with a CPU limit")
+    p.add_argument("--baseline-rev", metavar="REV",
+                   help="also run scenario 'baseline': gateway/myservice_gateway as of git revision REV")
     p.add_argument("--json", metavar="PATH", help="also write every run's figures as JSON to PATH")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     p.add_argument("--at", type=float, help=argparse.SUPPRESS)
@@ -320,6 +348,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     except ValueError:
         p.error("--gateway-env: KEY=VALUE")
     a.scenarios = [s for s in SCENARIOS if s in {x.strip() for x in a.scenarios.split(",")}]
+    if not a.baseline_rev and "baseline" in a.scenarios:
+        a.scenarios.remove("baseline")
     if not a.scenarios or a.runs < 1 or a.storm < 1:
         p.error(f"--scenarios: some of {','.join(SCENARIOS)}; --runs and --storm >= 1")
     return a
@@ -346,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list[dict]] = {s: [] for s in args.scenarios}
     with tempfile.TemporaryDirectory(prefix="login-storm-") as tmp:
         users_file = write_users(Path(tmp))
+        if args.baseline_rev:
+            args.baseline_dir = extract_baseline(args.baseline_rev, Path(tmp) / "baseline")
         try:
             for run in range(args.runs):
                 # Rotate the order, so that a burst of noise from another job hits every scenario alike.

@@ -56,7 +56,8 @@ def test_per_user_limit_at_login(installed, gateway, client, kube, sessions, t):
     # Resuming one of mine is not a new session.
     assert client.login(mine[0].session_id).session_id == mine[0].session_id
     # Once one of mine has ended, a new one is accepted.
-    assert client.shutdown(mine[0], timeout=t(90)).pod_name == mine[0].pod
+    assert client.echo(mine[0], timeout=t(90)).pod_name == mine[0].pod  # binds its instance
+    assert client.shutdown(mine[0]).pod_name == mine[0].pod
     kube.wait_mss(mine[0].resource, crd.PHASE_COMPLETED, t(60))
     fw.wait_until("a new Login within the per-user limit",
                   lambda: sessions.add(client.login(prefix="quota")), t(30))

@@ -12,6 +12,8 @@
 #               coredns = cluster DNS (only the plugins we use) + its image
 #               kube-network-policies = the NetworkPolicy agent (kind's), patched
 #                        (patches/kube-network-policies-<version>.patch)
+#               kwok   = the kwok controller (fake nodes and pods) for `make scale`;
+#                        not in the default set: only e2e/scale/run.sh needs it
 #   default:    helm images etcd kube crictl coredns kube-network-policies
 #               (helm first: others need it early)
 #   Individual kube binaries may be named too (e.g. `build.sh kubelet`); any kube
@@ -41,6 +43,11 @@
 #                      Two small patches (see the patch file): a --kubeconfig flag
 #                      (upstream only has the in-cluster config) and nft_compat's
 #                      NFQUEUE target for kernels without CONFIG_NFT_QUEUE (this VM).
+#   kwok v0.8.0      - sigs.k8s.io/kwok, for the scale test (e2e/scale/): fake nodes
+#                      whose pods it marks Running/Ready, so 10,000 instance pods
+#                      cost the API server and the operator what real ones do and
+#                      the machine nothing. Built from the module's own source (its
+#                      go.mod and go.sum), stamped with its version.
 #
 # Environment:
 #   MYSERVICE_CACHE  cache root (default /var/cache/myservice); nothing is written
@@ -59,6 +66,7 @@ PAUSE_IMAGE="registry.k8s.io/pause:3.10"
 PROBE_IMAGE="myservice-e2e/probe:v1"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 NETPOL_VERSION="${NETPOL_VERSION:-v0.8.0}"
+KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 
 KUBE_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 
@@ -185,6 +193,34 @@ build_netpol() {
   rm -rf "$d"
 }
 
+# The kwok controller, built in the module's source tree (its go.sum pins every
+# dependency); cached by version: a stamp beside the binary names it. Beside it,
+# $name.stages.yaml: the stages kwokctl gives a cluster by default (node-initialize,
+# node-heartbeat-with-lease, pod-ready/-complete/-delete), taken from the same source.
+build_kwok() {
+  local name=kwok module=sigs.k8s.io/kwok
+  if [[ -x "$BIN/$name" && -f "$BIN/$name.stages.yaml" &&
+        "$(cat "$BIN/$name.version" 2>/dev/null)" == "$KWOK_VERSION" ]]; then
+    log "$name $KWOK_VERSION already built"; return
+  fi
+  local upstream d="$SRC/$name"
+  upstream="$(go mod download -json "$module@$KWOK_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')"
+  [[ -d "$upstream" ]] || { log "cannot download $module@$KWOK_VERSION"; exit 1; }
+  rm -rf "$d"; mkdir -p "$d"
+  cp -r "$upstream/." "$d/"; chmod -R u+w "$d"  # the module cache is read-only
+  ( cd "$d"
+    go build -trimpath -o "$BIN/$name.tmp" \
+      -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" ./cmd/kwok
+    mv "$BIN/$name.tmp" "$BIN/$name"
+    local f
+    for f in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
+             pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
+      echo "---"; cat "kustomize/stage/$f.yaml"
+    done >"$BIN/$name.stages.yaml" )
+  echo "$KWOK_VERSION" >"$BIN/$name.version"
+  rm -rf "$d"
+}
+
 # Local images as docker-archive tars in $VDIR/images (rebuilt when sources change).
 build_images() {
   local here="$E2E_DIR" img="$VDIR/images" r
@@ -261,6 +297,7 @@ for c in "${comps[@]}"; do
     images) build_timed "images ($PAUSE_IMAGE $PROBE_IMAGE)" build_images ;;
     coredns) build_timed "coredns $COREDNS_VERSION (+ image $COREDNS_IMAGE)" build_coredns ;;
     kube-network-policies) build_timed "kube-network-policies $NETPOL_VERSION" build_netpol ;;
+    kwok) build_timed "kwok $KWOK_VERSION" build_kwok ;;
     kube|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|kubectl)
       ((kube_done)) || build_timed "kube $K8S_VERSION (${KUBE_BINS[*]})" build_kube
       kube_done=1 ;;

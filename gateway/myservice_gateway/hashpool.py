@@ -14,7 +14,8 @@ are served is this module's: newest first. After a burst (a storm), whoever come
 next, say a real user one second later, is hashed as soon as a worker is free,
 not after everything the burst left waiting; the waiting older ones have most
 likely given up anyway. So that no one waits forever under a sustained flood, a
-Login that has waited MAX_WAIT_SECONDS is refused (LoginQueueTimeout).
+Login that has waited max_wait seconds (MYSERVICE_LOGIN_QUEUE_MAX_WAIT_SECONDS) is
+refused (LoginQueueTimeout).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ MAX_WAIT_SECONDS = 5.0
 
 
 class LoginQueueTimeout(Exception):
-    """Waited MAX_WAIT_SECONDS for a hashing thread without getting one."""
+    """Waited max_wait seconds for a hashing thread without getting one."""
 
 
 @dataclasses.dataclass(eq=False)

@@ -86,7 +86,8 @@ class LoginHandler:
                       backend: Backend) -> LoginHandler:
         return cls(users=users, token_config=token_config, backend=backend,
                    guard=loginguard.LoginGuard(login_limits(settings)),
-                   hash_pool=HashPool(workers=settings.login_hash_workers, nice=settings.login_hash_nice))
+                   hash_pool=HashPool(workers=settings.login_hash_workers, nice=settings.login_hash_nice,
+                                      max_wait=settings.login_queue_max_wait))
 
     @property
     def guard(self) -> loginguard.LoginGuard:

@@ -85,6 +85,7 @@ class GatewaySettings:
     login_hash_workers: int = dataclasses.field(default_factory=default_login_hash_workers)
     login_hash_nice: int = 10  # nice value of the hashing threads: the event loop's calls come first (0: same)
     login_queue: int = 4  # Logins that may wait for a hashing thread; beyond: RESOURCE_EXHAUSTED at once
+    login_queue_max_wait: float = 5.0  # seconds a Login may wait for a hashing thread before it is refused
     login_peer_concurrency: int = 2  # hashes one client address may have queued or running (0: no cap)
     login_user_failure_burst: int = 10  # failed Logins for one username before they are slowed down (0: off)
     login_user_failures_per_minute: float = 6.0  # ... and how many of them are forgiven per minute
@@ -105,30 +106,18 @@ def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> in
     return value
 
 
-def _float(env: Mapping[str, str], key: str, default: float) -> float:
+def _float(env: Mapping[str, str], key: str, default: float, *, zero_means_off: bool = False) -> float:
+    """A positive number of seconds; with zero_means_off, 0 is allowed too (off)."""
     raw = env.get(key)
     if raw is None or raw == "":
         return default
+    what = "a number of seconds (0: off)" if zero_means_off else "a number"
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{key} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise SettingsError(f"{key} must be > 0, got {value}")
-    return value
-
-
-def _seconds_or_off(env: Mapping[str, str], key: str, default: float) -> float:
-    """A duration in seconds where 0 means off."""
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{key} must be a number of seconds (0: off), got {raw!r}") from None
-    if value < 0:
-        raise SettingsError(f"{key} must be >= 0 (0: off), got {value:g}")
+        raise SettingsError(f"{key} must be {what}, got {raw!r}") from None
+    if value < 0 or (value == 0 and not zero_means_off):
+        raise SettingsError(f"{key} must be {'>= 0 (0: off)' if zero_means_off else '> 0'}, got {value:g}")
     return value
 
 
@@ -176,10 +165,10 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
         max_instances=_int(env, "MYSERVICE_MAX_INSTANCES", 16),
         instance_start_timeout=_float(env, "MYSERVICE_INSTANCE_START_TIMEOUT", 20.0),
         max_sessions_per_user=_int(env, "MYSERVICE_MAX_SESSIONS_PER_USER", GatewaySettings.max_sessions_per_user),
-        session_idle_timeout=_seconds_or_off(env, "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS",
-                                             GatewaySettings.session_idle_timeout),
-        session_max_lifetime=_seconds_or_off(env, "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS",
-                                             GatewaySettings.session_max_lifetime),
+        session_idle_timeout=_float(env, "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS",
+                                     GatewaySettings.session_idle_timeout, zero_means_off=True),
+        session_max_lifetime=_float(env, "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS",
+                                     GatewaySettings.session_max_lifetime, zero_means_off=True),
         jwt_key=key,
         jwt_key_generated=generated,
         jwt_issuer=env.get("MYSERVICE_JWT_ISSUER", "myservice-gateway"),
@@ -198,6 +187,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
         login_hash_workers=_int(env, "MYSERVICE_LOGIN_HASH_WORKERS", default_login_hash_workers(), minimum=1),
         login_hash_nice=_int(env, "MYSERVICE_LOGIN_HASH_NICE", GatewaySettings.login_hash_nice),
         login_queue=_int(env, "MYSERVICE_LOGIN_QUEUE", GatewaySettings.login_queue),
+        login_queue_max_wait=_float(env, "MYSERVICE_LOGIN_QUEUE_MAX_WAIT_SECONDS", GatewaySettings.login_queue_max_wait),
         login_peer_concurrency=_int(env, "MYSERVICE_LOGIN_PEER_CONCURRENCY", GatewaySettings.login_peer_concurrency),
         login_user_failure_burst=_int(env, "MYSERVICE_LOGIN_USER_FAILURE_BURST",
                                       GatewaySettings.login_user_failure_burst),

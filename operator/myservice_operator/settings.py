@@ -7,8 +7,12 @@ docs/kubernetes.md.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from . import pods
 
 # Where Kubernetes mounts the pod's own namespace (service account volume).
 # The operator pod mounts its token, so this exists in-cluster.
@@ -68,6 +72,11 @@ class Settings:
     """MYSERVICE_SESSION_MAX_LIFETIME_SECONDS: passed to every instance, which ends itself
     this long after its start (LifetimeExceeded); the pod's activeDeadlineSeconds is 60 s
     more, in case it does not. 0 = off."""
+    instance_pod_template: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """MYSERVICE_INSTANCE_POD_TEMPLATE: a PodTemplateSpec as JSON (chart value
+    instance.podTemplate), merged into every instance pod by pods.apply_template. It
+    refines the MYSERVICE_INSTANCE_* defaults above and never changes what the operator
+    owns (pods.OWNED_*); a template that tries is refused here, at start."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], namespace_file: Path = NAMESPACE_FILE) -> Settings:
@@ -137,4 +146,19 @@ class Settings:
                 "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS", defaults.session_idle_timeout_seconds, 0),
             session_max_lifetime_seconds=number(
                 "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS", defaults.session_max_lifetime_seconds, 0),
+            instance_pod_template=pod_template(env.get("MYSERVICE_INSTANCE_POD_TEMPLATE", "")),
         )
+
+
+def pod_template(raw: str) -> dict[str, Any]:
+    """MYSERVICE_INSTANCE_POD_TEMPLATE parsed and checked; {} when unset."""
+    if not raw.strip():
+        return {}
+    try:
+        template = json.loads(raw)
+    except ValueError as error:
+        raise SettingsError(f"MYSERVICE_INSTANCE_POD_TEMPLATE is not JSON: {error}") from None
+    problems = pods.template_problems(template)
+    if problems:
+        raise SettingsError("MYSERVICE_INSTANCE_POD_TEMPLATE: " + "; ".join(problems))
+    return template

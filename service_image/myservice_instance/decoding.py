@@ -15,27 +15,22 @@ from myservice.v1 import myservice_pb2 as pb
 SERVICE = pb.DESCRIPTOR.services_by_name["MyService"]
 
 
-async def _abort_malformed(context: grpc.aio.ServicerContext) -> None:
-    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, contract.MALFORMED_REQUEST)
+async def _decode(request_type, request_bytes: bytes, context: grpc.aio.ServicerContext):
+    try:
+        return request_type.FromString(request_bytes)
+    except message.DecodeError:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, contract.MALFORMED_REQUEST)
 
 
 def _unary(behaviour, request_type):
     async def handle(request_bytes, context):
-        try:
-            request = request_type.FromString(request_bytes)
-        except message.DecodeError:
-            await _abort_malformed(context)
-        return await behaviour(request, context)
+        return await behaviour(await _decode(request_type, request_bytes, context), context)
     return handle
 
 
 def _unary_to_stream(behaviour, request_type):
     async def handle(request_bytes, context):
-        try:
-            request = request_type.FromString(request_bytes)
-        except message.DecodeError:
-            await _abort_malformed(context)
-        async for response in behaviour(request, context):
+        async for response in behaviour(await _decode(request_type, request_bytes, context), context):
             yield response
     return handle
 
@@ -43,10 +38,7 @@ def _unary_to_stream(behaviour, request_type):
 def _decoded(request_iterator, request_type, context):
     async def requests():
         async for request_bytes in request_iterator:
-            try:
-                yield request_type.FromString(request_bytes)
-            except message.DecodeError:
-                await _abort_malformed(context)
+            yield await _decode(request_type, request_bytes, context)
     return requests()
 
 

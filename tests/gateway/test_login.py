@@ -108,3 +108,19 @@ async def test_backend_error_at_prepare_is_answered_with_its_own_status(make_gat
     gw = await make_gateway(backend=PrepareFails(limit))
     assert await login_error(gw, username="TestUser", password="TestPassword", session_id="s") == (
         grpc.StatusCode.RESOURCE_EXHAUSTED, "per-user limit reached: at most 2 live sessions per user")
+
+
+def test_retry_status_carries_retry_info_rounded_up_to_the_millisecond():
+    from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+    from myservice_gateway.login import retry_status
+
+    for seconds, expected in ((0.0001, (0, 1_000_000)), (59.9991, (60, 0)), (1.5, (1, 500_000_000))):
+        status = retry_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down", seconds)
+        assert (status.code, status.details) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down")
+        [(key, value)] = status.trailing_metadata
+        detail = status_pb2.Status.FromString(value)
+        info = error_details_pb2.RetryInfo()
+        assert key == "grpc-status-details-bin" and detail.code == code_pb2.RESOURCE_EXHAUSTED
+        assert detail.details[0].Unpack(info)
+        assert (info.retry_delay.seconds, info.retry_delay.nanos) == expected

@@ -78,7 +78,7 @@ async def test_full_queue_answers_at_once_with_retry_info(make_gateway, users_fi
     await until_in_flight(gw, 1)
     code, message, retry, took = await refusal(login(gw.stub, "bob", "b-pass"))
     assert (code, message) == (grpc.StatusCode.RESOURCE_EXHAUSTED, BUSY)
-    assert 0 < retry <= 5 and took < 0.5  # answered at once, not after alice's hash
+    assert 0 < retry <= 5 and took < 1.0  # answered at once, not after alice's hash
     assert (await held).role == "user"
     await until_in_flight(gw, 0)
     assert (await login(gw.stub, "bob", "b-pass")).token  # room again
@@ -91,7 +91,7 @@ async def test_one_peer_cannot_take_the_whole_queue(make_gateway, users_file):
     held = asyncio.ensure_future(login(gw.stub, "alice", "a-pass"))  # from 127.0.0.1
     await until_in_flight(gw, 1)
     code, message, retry, took = await refusal(login(gw.stub, "bob", "b-pass"))
-    assert (code, message) == (grpc.StatusCode.RESOURCE_EXHAUSTED, THROTTLED) and retry > 0 and took < 0.5
+    assert (code, message) == (grpc.StatusCode.RESOURCE_EXHAUSTED, THROTTLED) and retry > 0 and took < 1.0
     async with grpc.aio.insecure_channel(f"[::1]:{gw.gateway.port}") as other_peer:
         reply = await login(pb_grpc.MyServiceStub(other_peer), "bob", "b-pass")
     assert reply.role == "user"
@@ -107,7 +107,7 @@ async def test_failures_for_one_username_are_throttled_not_other_usernames(make_
     # Even the right password waits now: the check comes before any hashing.
     code, message, retry, took = await refusal(login(gw.stub, "bob", "b-pass"))
     assert (code, message) == (grpc.StatusCode.RESOURCE_EXHAUSTED, THROTTLED)
-    assert 50 < retry <= 60 and took < 0.5  # one failure forgiven per minute
+    assert 50 < retry <= 60 and took < 1.0  # one failure forgiven per minute
     assert gw.gateway.login.guard.in_flight == 0
     assert (await login(gw.stub, "carol", "c-pass")).role == "user"  # another username, same peer: not slowed
 

@@ -52,6 +52,8 @@ def test_login_limit_defaults_and_env():
             s.login_user_failures_per_minute, s.login_peer_failure_burst, s.login_peer_failures_per_minute) == (
         10, 4, 2, 10, 6.0, 30, 60.0)
     assert 1 <= s.login_hash_workers <= 4
+    assert s.login_queue_max_wait == 5.0
+    assert from_env({"MYSERVICE_LOGIN_QUEUE_MAX_WAIT_SECONDS": "30"}, dev_user=True).login_queue_max_wait == 30.0
     s = from_env({"MYSERVICE_LOGIN_HASH_WORKERS": "3", "MYSERVICE_LOGIN_QUEUE": "0",
                   "MYSERVICE_LOGIN_PEER_CONCURRENCY": "0", "MYSERVICE_LOGIN_HASH_NICE": "0",
                   "MYSERVICE_LOGIN_USER_FAILURE_BURST": "0", "MYSERVICE_LOGIN_USER_FAILURES_PER_MINUTE": "0.5",

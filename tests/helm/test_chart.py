@@ -234,6 +234,7 @@ def test_operator_deployment_defaults(render):
         "MYSERVICE_INSTANCE_MEMORY_LIMIT": "256Mi",
         "MYSERVICE_INSTANCE_SERVICE_ACCOUNT": "",
         "MYSERVICE_INSTANCE_TERMINATION_GRACE_SECONDS": "5",
+        "MYSERVICE_INSTANCE_POD_TEMPLATE": "{}",
         "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS": "900",
         "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS": "86400",
     }
@@ -299,6 +300,104 @@ def test_operator_reads_every_env_var_the_chart_sets():
     set_by_chart = set(re.findall(r"name: (MYSERVICE_[A-Z_]+)", template))
     assert read == set_by_chart
     assert sorted(v for v in read if v not in docs) == []
+
+
+# --- the instance pod template --------------------------------------------------
+
+POD_TEMPLATE = {
+    "metadata": {"labels": {"team": "games"}, "annotations": {"cost-center": "42"}},
+    "spec": {
+        "nodeSelector": {"type": "kwok"},
+        "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+            "weight": 1, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                             "labelSelector": {"matchLabels": {"team": "games"}}}}]}},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "priorityClassName": "sessions",
+        "terminationGracePeriodSeconds": 1000000,
+        "securityContext": {"supplementalGroups": [2000]},
+        "containers": [{"name": "instance", "resources": {"limits": {"memory": "1Gi"}},
+                        "securityContext": {"readOnlyRootFilesystem": True}}],
+    },
+}
+
+
+def operator_env(manifests: list[dict]) -> dict:
+    return env_of(by_kind_and_name(manifests)[("Deployment", OP)]["spec"]["template"]["spec"]["containers"][0])
+
+
+def test_pod_template_reaches_the_operator_as_one_json_document(render, tmp_path):
+    values = tmp_path / "template.yaml"
+    values.write_text(yaml.safe_dump({"instance": {"podTemplate": POD_TEMPLATE}}))
+    env = operator_env(render("-f", str(values)))
+    # whole numbers stay whole (Helm reads YAML numbers as floats)
+    assert '"terminationGracePeriodSeconds":1000000' in env["MYSERVICE_INSTANCE_POD_TEMPLATE"]
+    assert json.loads(env["MYSERVICE_INSTANCE_POD_TEMPLATE"]) == POD_TEMPLATE
+
+
+def test_rendered_pod_template_is_what_the_operator_merges_into_its_pods(render, tmp_path):
+    # the chart's env, read by the operator's own settings, through make_pod: the chain
+    # values -> Deployment -> Settings -> pod, without a cluster
+    from myservice_operator.pods import make_pod
+    from myservice_operator.settings import Settings
+
+    values = tmp_path / "template.yaml"
+    values.write_text(yaml.safe_dump({"instance": {"podTemplate": POD_TEMPLATE}}))
+    env = {k: v for k, v in operator_env(render("-f", str(values))).items() if isinstance(v, str)}
+    settings = Settings.from_env({**env, "MYSERVICE_NAMESPACE": "ns"}, tmp_path / "absent")
+    pod = make_pod(resource="mss-a-1", uid="u", session_id="s", settings=settings)
+    spec, container = pod["spec"], pod["spec"]["containers"][0]
+    for field in ("nodeSelector", "tolerations", "affinity", "imagePullSecrets", "priorityClassName"):
+        assert spec[field] == POD_TEMPLATE["spec"][field]
+    assert pod["metadata"]["labels"]["team"] == "games"
+    assert pod["metadata"]["annotations"]["cost-center"] == "42"
+    assert spec["terminationGracePeriodSeconds"] == 1000000
+    assert spec["securityContext"]["supplementalGroups"] == [2000]
+    assert spec["securityContext"]["runAsNonRoot"] is True  # the restricted defaults stay
+    # the template refines instance.resources key by key: its memory limit, the chart's others
+    assert container["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                      "limits": {"cpu": "500m", "memory": "1Gi"}}
+    assert (container["image"], container["ports"][0]["containerPort"]) == ("myservice-service:dev", 50051)
+
+
+def test_pod_template_default_is_empty_and_the_pod_unchanged(render, tmp_path):
+    from myservice_operator.settings import Settings
+
+    env = {k: v for k, v in operator_env(render()).items() if isinstance(v, str)}
+    assert env["MYSERVICE_INSTANCE_POD_TEMPLATE"] == "{}"
+    settings = Settings.from_env({**env, "MYSERVICE_NAMESPACE": "ns"}, tmp_path / "absent")
+    assert settings.instance_pod_template == {}
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["instance"]["podTemplate"] == {}
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("instance.podTemplate.spec.restartPolicy=Always", "at '/instance/podTemplate/spec/restartPolicy': 'not' failed"),
+    ("instance.podTemplate.spec.activeDeadlineSeconds=5",
+     "at '/instance/podTemplate/spec/activeDeadlineSeconds': 'not' failed"),
+    ("instance.podTemplate.metadata.name=x", "at '/instance/podTemplate/metadata'"),
+    ("instance.podTemplate.kind=Pod", "at '/instance/podTemplate'"),
+    ("instance.podTemplate.spec.nodeSelector.pool=null", "at '/instance/podTemplate/spec/nodeSelector/pool'"),
+])
+def test_schema_rejects_owned_or_malformed_pod_template_fields(helm, setting, message):
+    result = run_helm(helm, "template", "rel", str(CHART), "--set", setting)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_operator_refuses_owned_fields_the_schema_lets_through(render, tmp_path):
+    # container-level owned fields pass the schema; the operator names them at start
+    from myservice_operator.settings import Settings, SettingsError
+
+    values = tmp_path / "owned.yaml"
+    values.write_text(yaml.safe_dump({"instance": {"podTemplate": {"spec": {"containers": [
+        {"name": "instance", "image": "other:1", "env": [{"name": "MYSERVICE_INSTANCE_PORT", "value": "1"}]}]}}}}))
+    env = {k: v for k, v in operator_env(render("-f", str(values))).items() if isinstance(v, str)}
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({**env, "MYSERVICE_NAMESPACE": "ns"}, tmp_path / "absent")
+    assert str(refused.value) == (
+        "MYSERVICE_INSTANCE_POD_TEMPLATE: spec.containers[instance].image: set by the operator; "
+        "spec.containers[instance].env[MYSERVICE_INSTANCE_PORT]: set by the operator")
 
 
 # --- secrets ------------------------------------------------------------------

@@ -1,6 +1,12 @@
-"""make_pod: the exact manifest of a session's instance pod."""
-from myservice_operator.pods import instance_labels, instance_selector, make_pod
-from myservice_operator.settings import Settings
+"""make_pod: the exact manifest of a session's instance pod; the pod template merged into it."""
+import json
+
+import pytest
+
+from myservice_operator.pods import (
+    INSTANCE_ENV_NAMES, apply_template, instance_env, instance_labels, instance_selector, make_pod,
+    template_problems)
+from myservice_operator.settings import Settings, SettingsError
 
 RESOURCE = "mss-alice-0123456789"
 
@@ -128,3 +134,182 @@ def test_labels_and_selector():
         "myservice.io/session": "mss-x-1",
     }
     assert instance_selector() == "app.kubernetes.io/component=instance,app.kubernetes.io/managed-by=myservice-operator"
+
+
+# --- the installer's pod template (instance.podTemplate) ----------------------------
+
+KWOK_PLACEMENT = {
+    "metadata": {"labels": {"team": "games"}, "annotations": {"cost-center": "42"}},
+    "spec": {
+        "nodeSelector": {"type": "kwok"},
+        "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "priorityClassName": "sessions",
+    },
+}
+
+
+def pod_with(template: dict, **settings: object) -> dict:
+    return make_pod(resource=RESOURCE, uid="uid-1", session_id="Alice/1",
+                    settings=Settings(namespace="ns", instance_pod_template=template, **settings))
+
+
+def test_template_adds_placement_pull_secrets_priority_labels_and_annotations():
+    plain = pod_with({})
+    pod = pod_with(KWOK_PLACEMENT)
+    assert pod["metadata"]["labels"] == {**plain["metadata"]["labels"], "team": "games"}
+    assert pod["metadata"]["annotations"] == {"myservice.io/session-id": "Alice/1", "cost-center": "42"}
+    for field in ("nodeSelector", "tolerations", "affinity", "imagePullSecrets", "priorityClassName"):
+        assert pod["spec"][field] == KWOK_PLACEMENT["spec"][field]
+    # nothing else moved
+    added = {"nodeSelector", "tolerations", "affinity", "imagePullSecrets", "priorityClassName"}
+    assert {k: v for k, v in pod["spec"].items() if k not in added} == plain["spec"]
+
+
+def test_no_template_is_the_plain_pod():
+    assert pod_with({}) == make_pod(resource=RESOURCE, uid="uid-1", session_id="Alice/1",
+                                    settings=Settings(namespace="ns"))
+
+
+def test_template_refines_the_instance_variables_defaults():
+    # MYSERVICE_INSTANCE_CPU_*/MEMORY_* and _SERVICE_ACCOUNT/_TERMINATION_GRACE_SECONDS are
+    # the defaults; the template's value wins key by key, the rest of the defaults stay.
+    template = {"spec": {
+        "serviceAccountName": "from-template",
+        "terminationGracePeriodSeconds": 30,
+        "containers": [{"name": "instance", "imagePullPolicy": "Always",
+                        "resources": {"limits": {"memory": "1Gi", "nvidia.com/gpu": "1"}}}],
+    }}
+    pod = pod_with(template, instance_service_account="from-env", instance_cpu_limit="2",
+                   instance_termination_grace_seconds=5)
+    container = pod["spec"]["containers"][0]
+    assert pod["spec"]["serviceAccountName"] == "from-template"
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 30
+    assert container["imagePullPolicy"] == "Always"
+    assert container["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                      "limits": {"cpu": "2", "memory": "1Gi", "nvidia.com/gpu": "1"}}
+
+
+def test_template_security_contexts_merge_over_the_restricted_defaults():
+    template = {"spec": {"securityContext": {"supplementalGroups": [2000]},
+                         "containers": [{"name": "instance", "securityContext": {"readOnlyRootFilesystem": False}}]}}
+    pod = pod_with(template)
+    assert pod["spec"]["securityContext"] == {
+        "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"}, "supplementalGroups": [2000]}
+    assert pod["spec"]["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": False, "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]}}
+
+
+def test_template_adds_env_mounts_volumes_and_a_sidecar_by_name():
+    template = {"spec": {
+        "containers": [
+            {"name": "instance", "env": [{"name": "LOG_LEVEL", "value": "debug"}],
+             "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+            {"name": "log-shipper", "image": "shipper:1"},
+        ],
+        "volumes": [{"name": "data", "emptyDir": {}}, {"name": "tmp", "emptyDir": {"medium": "Memory"}}],
+    }}
+    pod = pod_with(template)
+    instance, sidecar = pod["spec"]["containers"]
+    assert [e["name"] for e in instance["env"]] == [*INSTANCE_ENV_NAMES, "LOG_LEVEL"]
+    assert instance["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}, {"name": "data", "mountPath": "/data"}]
+    assert sidecar == {"name": "log-shipper", "image": "shipper:1"}
+    # the same name refines the operator's item (tmp keeps its size limit), a new one is appended
+    assert pod["spec"]["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi", "medium": "Memory"}},
+                                      {"name": "data", "emptyDir": {}}]
+
+
+def test_template_never_changes_what_the_operator_owns():
+    # apply_template puts owned fields back even when asked to change them (the settings
+    # refuse such a template at start: test_settings_refuse_... below)
+    hostile = {
+        "metadata": {"name": "x", "namespace": "other", "ownerReferences": [], "generateName": "g-",
+                     "labels": {"myservice.io/session": "someone-else", "app.kubernetes.io/component": "x"},
+                     "annotations": {"myservice.io/session-id": "forged"}},
+        "spec": {"restartPolicy": "Always", "activeDeadlineSeconds": 1,
+                 "containers": [{"name": "instance", "image": "evil:1", "command": ["sh"], "args": ["-c", "x"],
+                                 "ports": [{"containerPort": 1}], "readinessProbe": {"exec": {"command": ["true"]}},
+                                 "terminationMessagePath": "/x", "terminationMessagePolicy": "FallbackToLogsOnError",
+                                 "env": [{"name": "MYSERVICE_INSTANCE_PORT", "value": "1"},
+                                         {"name": "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS", "value": "0"}]}]},
+    }
+    plain = pod_with({})
+    pod = apply_template(plain, hostile)
+    assert pod == plain
+    lifetime_off = pod_with({}, session_max_lifetime_seconds=0)
+    assert "activeDeadlineSeconds" not in apply_template(lifetime_off, hostile)["spec"]
+
+
+def test_apply_template_changes_neither_argument():
+    plain = pod_with({})
+    before = json.dumps(plain, sort_keys=True)
+    template = json.loads(json.dumps(KWOK_PLACEMENT))
+    pod = apply_template(plain, template)
+    pod["spec"]["tolerations"].append({"key": "x"})
+    pod["spec"]["containers"][0]["env"].append({"name": "Y"})
+    assert json.dumps(plain, sort_keys=True) == before
+    assert template == KWOK_PLACEMENT
+
+
+def test_instance_env_names_are_the_owned_ones():
+    assert tuple(e["name"] for e in instance_env(Settings(namespace="ns"))) == INSTANCE_ENV_NAMES
+
+
+def test_template_problems_accepts_the_placement_template():
+    assert template_problems(KWOK_PLACEMENT) == []
+    assert template_problems({}) == []
+
+
+@pytest.mark.parametrize("template,problem", [
+    ([], "the pod template must be an object (a PodTemplateSpec), got list"),
+    ({"kind": "Pod"}, "kind: not a PodTemplateSpec field (only metadata and spec)"),
+    ({"metadata": {"name": "x"}}, "metadata.name: set by the operator"),
+    ({"metadata": {"ownerReferences": []}}, "metadata.ownerReferences: set by the operator"),
+    ({"metadata": {"finalizers": ["x"]}}, "metadata.finalizers: only labels and annotations can be given"),
+    ({"metadata": {"labels": {"myservice.io/session": "x"}}}, "metadata.labels.myservice.io/session: set by the operator"),
+    ({"metadata": {"labels": {"app.kubernetes.io/managed-by": "me"}}},
+     "metadata.labels.app.kubernetes.io/managed-by: set by the operator"),
+    ({"metadata": {"labels": {"tier": 1}}}, "metadata.labels.tier: must be a string"),
+    ({"metadata": {"annotations": {"myservice.io/session-id": "x"}}},
+     "metadata.annotations.myservice.io/session-id: set by the operator"),
+    ({"spec": {"restartPolicy": "Always"}}, "spec.restartPolicy: set by the operator"),
+    ({"spec": {"activeDeadlineSeconds": 10}}, "spec.activeDeadlineSeconds: set by the operator"),
+    ({"spec": {"tolerations": []}, "metadata": []}, "metadata and spec must be objects"),
+    ({"spec": {"containers": {"name": "instance"}}}, "spec.containers: must be a list"),
+    ({"spec": {"containers": [{"image": "x"}]}}, "spec.containers[0]: needs a name"),
+    ({"spec": {"containers": [{"name": "instance", "image": "x"}]}}, "spec.containers[instance].image: set by the operator"),
+    ({"spec": {"containers": [{"name": "instance", "ports": []}]}}, "spec.containers[instance].ports: set by the operator"),
+    ({"spec": {"containers": [{"name": "instance", "readinessProbe": {}}]}},
+     "spec.containers[instance].readinessProbe: set by the operator"),
+    ({"spec": {"containers": [{"name": "instance", "command": ["sh"]}]}},
+     "spec.containers[instance].command: set by the operator"),
+    ({"spec": {"containers": [{"name": "instance", "env": [{"name": "POD_NAME", "value": "x"}]}]}},
+     "spec.containers[instance].env[POD_NAME]: set by the operator"),
+])
+def test_template_problems_name_each_refused_field(template, problem):
+    assert template_problems(template) == [problem]
+
+
+def test_a_sidecar_may_set_what_the_instance_may_not():
+    sidecar = {"name": "proxy", "image": "envoy:1", "ports": [{"containerPort": 9901}], "command": ["envoy"],
+               "env": [{"name": "POD_NAME", "value": "x"}]}
+    assert template_problems({"spec": {"containers": [sidecar]}}) == []
+
+
+def test_settings_read_the_template_as_json_and_refuse_owned_fields(tmp_path):
+    env = {"MYSERVICE_NAMESPACE": "ns", "MYSERVICE_INSTANCE_POD_TEMPLATE": json.dumps(KWOK_PLACEMENT)}
+    assert Settings.from_env(env, tmp_path / "absent").instance_pod_template == KWOK_PLACEMENT
+    assert Settings.from_env({"MYSERVICE_NAMESPACE": "ns", "MYSERVICE_INSTANCE_POD_TEMPLATE": ""},
+                             tmp_path / "absent").instance_pod_template == {}
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({**env, "MYSERVICE_INSTANCE_POD_TEMPLATE": json.dumps(
+            {"spec": {"restartPolicy": "Always", "containers": [{"name": "instance", "image": "x"}]}})},
+            tmp_path / "absent")
+    assert str(refused.value) == ("MYSERVICE_INSTANCE_POD_TEMPLATE: spec.restartPolicy: set by the operator; "
+                                  "spec.containers[instance].image: set by the operator")
+    with pytest.raises(SettingsError, match=r"^MYSERVICE_INSTANCE_POD_TEMPLATE is not JSON: "):
+        Settings.from_env({**env, "MYSERVICE_INSTANCE_POD_TEMPLATE": "{nodeSelector: x}"}, tmp_path / "absent")
