@@ -21,6 +21,7 @@ after each step), for the rate at which Ready stops keeping up.
 
 Writes --out (JSON: sessions, timeline, phases, figures) and prints the report; its
 last line is figures.last_line. Needs the admin kubeconfig (KUBECONFIG).
+`load.py --report RESULTS.json` prints the report of an earlier run again.
 """
 from __future__ import annotations
 
@@ -449,8 +450,12 @@ async def run(args: argparse.Namespace) -> dict:
     sampler.phase = "settle"
     t0 = time.monotonic()
     expected = [(s["user"], s["session_id"]) for s in sessions if "login_error" not in s]
-    wait_until("settle (every session Ready)", lambda: all(k in watch.ready_at for k in expected),
-               args.ready_timeout, lambda: f"{watch.counts()[1]}/{len(expected)} Ready")
+    # done when every session is Ready, or will never be: Failed (the operator's ready
+    # timeout), or already deleted (its finished TTL)
+    wait_until("settle (every session Ready)",
+               lambda: all(k in watch.ready_at or k in watch.failed or k in watch.deleted_at for k in expected),
+               args.ready_timeout,
+               lambda: f"{watch.counts()[1]}/{len(expected)} Ready, {len(watch.failed)} Failed")
     phases["settle"] = [t0, time.monotonic()]
     sampler.sample()
     sampler.phase = "idle"
@@ -480,7 +485,8 @@ async def run(args: argparse.Namespace) -> dict:
 def render(results: dict) -> str:
     f = results["figures"]
     lines = [f"sessions: {f['sessions']} at {f['rate']}/s offered; Ready {f['ready']}; "
-             f"Login errors {sum(f['login_errors'].values())} {f['login_errors'] or ''}".rstrip(),
+             f"Failed {f.get('failed') or 0}; Login errors {sum(f['login_errors'].values())} "
+             f"{f['login_errors'] or ''}".rstrip(),
              f"sustained: Logins {f['sustained']['logins_per_second']}/s, Ready {f['sustained']['ready_per_second']}/s; "
              f"p99 > 1 s from {f['knee_live'] if f['knee_live'] is not None else 'never'} live sessions on"]
     for live, at in f["at"].items():
@@ -492,7 +498,8 @@ def render(results: dict) -> str:
         lines.append("  stages p50/p99 ms: " + "; ".join(
             f"{label} {v['p50_ms']}/{v['p99_ms']}" for label, v in at["stages"].items()))
     if f.get("cost_growth"):
-        lines.append(f"per-session cost growth from 1k to {f['sessions']}: {f['cost_growth']}")
+        low, high = f["cost_growth_between"]
+        lines.append(f"per-session cost growth from {low} to {high} live: {f['cost_growth']}")
     if f.get("idle"):
         lines.append(f"idle {f['idle']['seconds']}s with {f['idle']['live']} sessions: operator+gateway "
                      f"{f['idle']['total_per_second']} req/s {f['idle']['components_per_second']}")
@@ -534,6 +541,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--report"]:  # --report RESULTS.json: the report again (figures.py changed)
+        results = json.loads(Path(argv[1]).read_text())
+        results["figures"] = figures.report(results)
+        Path(argv[1]).write_text(json.dumps(results, indent=1))
+        print(render(results))
+        return 0
     args = parse_args(argv)
     if not args.password:
         sys.exit("load.py: --password or SCALE_PASSWORD is required")

@@ -46,6 +46,7 @@ def draw(results: dict, out: Path, title: str) -> None:
     api.set_xlabel("live sessions")
     api.set_ylabel("operator + gateway API requests/s")
     api.set_yscale("symlog", linthresh=1)
+    api.set_ylim(bottom=0)
     api.grid(True, which="both", alpha=0.3)
     api.legend()
 

@@ -45,9 +45,10 @@ def test_windows_are_the_last_tenth_before_the_checkpoint():
     assert figures.window(1000) == (900, 999)
     assert figures.window(10000) == (9000, 9999)
     assert figures.window(5) == (4, 4)
-    assert figures.checkpoints(10000) == [1000, 10000]
-    assert figures.checkpoints(1000) == [1000]
-    assert figures.checkpoints(200) == [200]
+    assert figures.checkpoints(10000) == [100, 1000, 10000]
+    assert figures.checkpoints(1000) == [100, 1000]
+    assert figures.checkpoints(200) == [100, 200]
+    assert figures.checkpoints(50) == [50]
 
 
 def session(i: int, latency: float | None, start_every: float = 0.1) -> dict:
@@ -113,7 +114,7 @@ def run(count: int, *, per_session_requests: float, idle_requests_per_second: fl
 def test_report_of_a_run_that_meets_every_target():
     figs = figures.report(run(2000, per_session_requests=4, idle_requests_per_second=0.5))
     assert figs["sessions"] == 2000 and figs["ready"] == 2000
-    assert list(figs["at"]) == ["1000", "2000"]
+    assert list(figs["at"]) == ["100", "1000", "2000"]
     assert figs["at"]["2000"]["ready"]["p99_ms"] == pytest.approx(300.0)
     assert figs["idle"]["total_per_second"] == pytest.approx(0.5, abs=0.01)
     assert figs["processes"]["operator"] == {"cpu_seconds": 20.1, "peak_rss_mb": 301.0, "restarts": 0}
@@ -136,3 +137,14 @@ def test_last_line_says_na_for_missing_figures():
     assert figures.last_line(figs) == (
         "scale: 20 sessions, ready p99 300 ms, idle api n/a req/s, operator rss 103 MB, gateway rss 50 MB")
     assert figs["targets"]["idle_api_per_second"]["met"] is False
+
+
+def test_a_window_with_sessions_never_ready_has_no_cost_and_misses_the_growth_target():
+    synthetic = run(2000, per_session_requests=4, idle_requests_per_second=0.5)
+    for s in synthetic["sessions"][1900:]:
+        s["ready"] = None
+    figs = figures.report(synthetic)
+    assert figs["at"]["2000"]["costs"] == {}
+    assert figs["at"]["2000"]["never_ready"] == 100
+    assert figs["targets"]["cost_growth"] == {"value": None, "limit": 0.2, "met": False}
+    assert figs["targets"]["ready_p99_ms"]["met"] is False
