@@ -224,6 +224,16 @@ class Kube:
     def operator_deploy(self) -> str:
         return f"{self.cfg.fullname()}-operator"
 
+    def operator_lease_holder(self) -> str:
+        """The pod name of the active operator replica ("" while none holds the Lease):
+        its identity in the Lease is the pod name plus "-" and a random suffix."""
+        lease = self.get("lease", self.operator_deploy) or {}
+        holder = (lease.get("spec") or {}).get("holderIdentity") or ""
+        return holder.rsplit("-", 1)[0] if holder else ""
+
+    def active_operator_pod(self, timeout: float = 60) -> str:
+        return wait_until("an operator replica holding the Lease", self.operator_lease_holder, timeout, 0.5)
+
     def component_pods(self, component: str) -> list[dict]:
         return self.items("pods", f"app.kubernetes.io/instance={self.cfg.release}",
                           f"app.kubernetes.io/component={component}")

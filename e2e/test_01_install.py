@@ -38,8 +38,12 @@ def test_operator_and_gateway_available(release, kube, t, cfg):
     fw.log(f"operator and gateway Available {fw.time.monotonic() - t0:.1f}s after helm install returned")
 
     op = kube.get("deployment", kube.operator_deploy)
-    assert (op["spec"]["replicas"], op["spec"]["strategy"]["type"]) == (1, "Recreate"), \
+    replicas = release.values.get("operator", {}).get("replicas", 2)
+    assert (op["spec"]["replicas"], op["spec"]["strategy"]["type"]) == (replicas, "RollingUpdate"), \
         f"operator Deployment: replicas={op['spec']['replicas']} strategy={op['spec']['strategy']['type']}"
+    # exactly one of them is active: it holds the Lease, the other waits
+    active = kube.active_operator_pod(t(60))
+    assert active in [p["metadata"]["name"] for p in kube.component_pods("operator")], active
     gw = kube.get("deployment", kube.gateway_deploy)
     assert gw["spec"]["replicas"] == release.values.get("gateway", {}).get("replicas", 1)
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
+import socket
 import sys
 
 import kopf
 
-from . import cleanups, clients, handlers
+from . import cleanups, clients, handlers, leadership
 from .metrics import OperatorMetrics
 from .reconciler import Reconciler
 from .settings import Settings, SettingsError
@@ -51,16 +53,31 @@ def main(argv: list[str] | None = None) -> None:
             metrics.serve(settings.metrics_host, settings.metrics_port)
         except OSError as error:
             sys.exit(f"myservice-operator: {error}")
+    elector = None
+    if settings.lease_name:
+        # HA: wait (answering the liveness probe) until this replica holds the Lease.
+        identity = f"{settings.identity or socket.gethostname()}-{secrets.token_hex(3)}"
+        elector = leadership.Elector(kube, settings.lease_name, identity)
+        health = leadership.StandbyHealth(settings.liveness_port)
+        try:
+            elector.wait_until_leader()
+        finally:
+            health.close()
+        elector.keep()
     registry = kopf.OperatorRegistry()
     handlers.register(registry, Reconciler(settings, kube, metrics=metrics))
-    kopf.run(
-        registry=registry,
-        settings=handlers.kopf_settings(settings),
-        namespaces=[settings.namespace],
-        clusterwide=False,
-        standalone=True,
-        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
-    )
+    try:
+        kopf.run(
+            registry=registry,
+            settings=handlers.kopf_settings(settings),
+            namespaces=[settings.namespace],
+            clusterwide=False,
+            standalone=True,
+            liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
+        )
+    finally:
+        if elector is not None:
+            elector.release()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from .pods import instance_selector
 
 # (connect, read) seconds for every request: a hung API call must not hang a handler.
 REQUEST_TIMEOUT = (5, 30)
+# The Lease's: a renewal must answer well within the give-up time (leadership.py).
+LEASE_REQUEST_TIMEOUT = (1, 2)
 # status.code label of a request that got no HTTP answer (connection refused, timeout).
 NO_ANSWER = 0
 
@@ -56,11 +58,12 @@ class Kube:
         self._api = kubernetes.client.ApiClient()
         self._core = kubernetes.client.CoreV1Api(self._api)
         self._custom = kubernetes.client.CustomObjectsApi(self._api)
+        self._coordination = kubernetes.client.CoordinationV1Api(self._api)
 
-    def _call(self, verb: str, resource: str, method: Callable, *args, **kwargs):
+    def _call(self, verb: str, resource: str, method: Callable, *args, timeout=REQUEST_TIMEOUT, **kwargs):
         """One request: the raw response (2xx), counted; ApiException otherwise, counted too."""
         try:
-            response = method(*args, _request_timeout=REQUEST_TIMEOUT, _preload_content=False, **kwargs)
+            response = method(*args, _request_timeout=timeout, _preload_content=False, **kwargs)
         except ApiException as error:
             self._count(verb, resource, error.status or NO_ANSWER)
             raise
@@ -134,6 +137,25 @@ class Kube:
         except ApiException as error:
             if error.status != 404:
                 raise
+
+    # --- the operator's Lease (leadership.py) -----------------------------------
+
+    def get_lease(self, name: str) -> dict:
+        response = self._call("get", "leases", self._coordination.read_namespaced_lease, name,
+                              self.namespace, timeout=LEASE_REQUEST_TIMEOUT)
+        return json.loads(response.data)
+
+    def replace_lease(self, lease: Mapping) -> dict | None:
+        """PUT the Lease if it is still at its metadata.resourceVersion; None if it is not (409)."""
+        try:
+            response = self._call("update", "leases", self._coordination.replace_namespaced_lease,
+                                  lease["metadata"]["name"], self.namespace, dict(lease),
+                                  timeout=LEASE_REQUEST_TIMEOUT)
+        except ApiException as error:
+            if error.status == 409:
+                return None
+            raise
+        return json.loads(response.data)
 
     # --- events ---------------------------------------------------------------
 

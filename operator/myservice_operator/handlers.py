@@ -56,7 +56,8 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     config.scanning.disabled = True
     # Watch only our instance pods (server-side), not every pod of the namespace.
     config.watching.label_selectors["v1", "pods"] = instance_selector()
-    # Single replica, strategy Recreate: no KopfPeering CRD to install (see docs/kubernetes.md).
+    # One active replica at a time, chosen by our Lease before kopf starts (leadership.py):
+    # no KopfPeering CRD to install (see docs/kubernetes.md, HA).
     config.peering.standalone = True
     config.posting.reporting_component = EVENT_COMPONENT
     return config

@@ -72,6 +72,13 @@ class Settings:
     """MYSERVICE_SESSION_MAX_LIFETIME_SECONDS: passed to every instance, which ends itself
     this long after its start (LifetimeExceeded); the pod's activeDeadlineSeconds is 60 s
     more, in case it does not. 0 = off."""
+    lease_name: str = ""
+    """MYSERVICE_OPERATOR_LEASE_NAME: the coordination.k8s.io Lease (in the namespace) that
+    picks the one active replica (leadership.py); empty = no election, this process is
+    the only operator (the chart always sets it)."""
+    identity: str = ""
+    """MYSERVICE_OPERATOR_IDENTITY: this replica's name in the Lease (the chart: the pod name);
+    a random suffix is added at start, so a restarted container is a new holder."""
     instance_pod_template: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """MYSERVICE_INSTANCE_POD_TEMPLATE: a PodTemplateSpec as JSON (chart value
     instance.podTemplate), merged into every instance pod by pods.apply_template. It
@@ -147,6 +154,8 @@ class Settings:
             session_max_lifetime_seconds=number(
                 "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS", defaults.session_max_lifetime_seconds, 0),
             instance_pod_template=pod_template(env.get("MYSERVICE_INSTANCE_POD_TEMPLATE", "")),
+            lease_name=text("MYSERVICE_OPERATOR_LEASE_NAME", defaults.lease_name),
+            identity=text("MYSERVICE_OPERATOR_IDENTITY", defaults.identity),
         )
 
 

@@ -56,6 +56,7 @@ def test_default_objects(render):
         ("ServiceAccount", GW), ("ServiceAccount", OP),
         ("ServiceAccount", CL), ("Role", CL), ("RoleBinding", CL), ("Job", CL),
         ("NetworkPolicy", "rel-myservice-instances"),
+        ("Lease", OP),
     ])
     assert all(m["metadata"].get("namespace") == "ns" for m in render() if m["kind"] != "CustomResourceDefinition")
 
@@ -65,7 +66,7 @@ def test_full_values_objects(render):
     assert ("NetworkPolicy", "rel-myservice-instances") in kinds
     assert ("Pod", "rel-myservice-test") in kinds
     assert ("Secret", "rel-myservice-test-user") in kinds
-    assert len(kinds) == 19
+    assert len(kinds) == 20
 
 
 def test_names_fit_63_characters_for_a_long_release_name(render):
@@ -120,6 +121,8 @@ def test_rbac_is_namespaced_least_privilege_without_wildcards(render):
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [OP],
+         "verbs": ["get", "update"]},
     ]
     assert objects[("Role", CL)]["rules"] == [
         {"apiGroups": ["myservice.io"], "resources": ["myservicesessions"], "verbs": ["get", "list", "delete", "patch"]},
@@ -166,7 +169,8 @@ def test_gateway_deployment_defaults(render):
     container = pod["spec"]["containers"][0]
     assert (container["image"], container["imagePullPolicy"], container["args"]) == (
         "myservice-gateway:dev", "IfNotPresent", ["gateway"])
-    assert container["ports"] == [{"name": "grpc", "containerPort": 10000, "protocol": "TCP"}]
+    assert container["ports"] == [{"name": "grpc", "containerPort": 10000, "protocol": "TCP"},
+                                  {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
     assert env_of(container) == {
         "MYSERVICE_BACKEND": "kubernetes",
         "MYSERVICE_PORT": "10000",
@@ -177,7 +181,11 @@ def test_gateway_deployment_defaults(render):
         "MYSERVICE_SESSION_READY_TIMEOUT": "120",
         "MYSERVICE_MAX_SESSIONS_PER_USER": "10",
         "MYSERVICE_TOKEN_TTL_SECONDS": "3600",
+        "MYSERVICE_METRICS_PORT": "9090",
+        "MYSERVICE_METRICS_HOST": "0.0.0.0",
     }
+    assert pod["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "9090", "prometheus.io/path": "/metrics"}
     assert container["readinessProbe"]["grpc"] == {"port": 10000}
     assert container["livenessProbe"]["grpc"] == {"port": 10000}
     assert pod["spec"]["volumes"] == [
@@ -210,8 +218,9 @@ def test_gateway_service_default_is_cluster_ip(render):
 
 def test_operator_deployment_defaults(render):
     deployment = by_kind_and_name(render())[("Deployment", OP)]
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "myservice-gateway:dev"
     assert container["command"] == ["/usr/bin/tini", "--", "myservice-operator"]
@@ -227,6 +236,8 @@ def test_operator_deployment_defaults(render):
         "MYSERVICE_OPERATOR_LIVENESS_PORT": "8080",
         "MYSERVICE_OPERATOR_METRICS_PORT": "9091",
         "MYSERVICE_OPERATOR_METRICS_HOST": "0.0.0.0",
+        "MYSERVICE_OPERATOR_LEASE_NAME": OP,
+        "MYSERVICE_OPERATOR_IDENTITY": {"fieldRef": {"fieldPath": "metadata.name"}},
         "MYSERVICE_OPERATOR_DEBUG": "0",
         "MYSERVICE_INSTANCE_CPU_REQUEST": "100m",
         "MYSERVICE_INSTANCE_CPU_LIMIT": "500m",
@@ -644,3 +655,66 @@ def test_schema_wants_a_tls_secret_for_client_certificates(helm):
     result = run_helm(helm, "template", "rel", str(CHART), "--set", "gateway.tls.clientCA.enabled=true")
     assert result.returncode != 0
     assert "at '/gateway/tls/secretName': minLength: got 0, want 1" in result.stderr
+
+
+# --- operator HA (Lease) and metrics scraping ----------------------------------
+
+def test_operator_lease_is_rendered_empty_for_the_operator_to_take(render):
+    lease = by_kind_and_name(render())[("Lease", OP)]
+    assert lease["apiVersion"] == "coordination.k8s.io/v1"
+    assert (lease["metadata"]["namespace"], lease["spec"]) == ("ns", {})
+    assert by_kind_and_name(render("--set", "operator.replicas=3"))[("Deployment", OP)]["spec"]["replicas"] == 3
+
+
+def test_gateway_metrics_off_and_own_annotations(render):
+    def gateway(*args: str) -> dict:
+        return by_kind_and_name(render(*args))[("Deployment", GW)]["spec"]["template"]
+    off = gateway("--set", "gateway.metricsPort=0")
+    container = off["spec"]["containers"][0]
+    assert [p["name"] for p in container["ports"]] == ["grpc"]
+    assert env_of(container)["MYSERVICE_METRICS_PORT"] == "0"
+    assert "annotations" not in off["metadata"]
+    mine = gateway("--set", "gateway.metricsPort=9200", "--set-string", "gateway.podAnnotations.team=x",
+                   "--set-string", "gateway.podAnnotations.prometheus\\.io/scrape=false")
+    assert mine["metadata"]["annotations"] == {
+        "team": "x", "prometheus.io/scrape": "false", "prometheus.io/port": "9200", "prometheus.io/path": "/metrics"}
+    assert {"name": "metrics", "containerPort": 9200, "protocol": "TCP"} in mine["spec"]["containers"][0]["ports"]
+
+
+def test_service_monitors_off_by_default(render):
+    kinds = {m["kind"] for m in render()}
+    assert "ServiceMonitor" not in kinds
+    assert [m["metadata"]["name"] for m in render() if m["kind"] == "Service"] == [GW]
+
+
+def test_service_monitors_for_both_components(render):
+    objects = by_kind_and_name(render("--set", "metrics.serviceMonitor.enabled=true",
+                                      "--set", "metrics.serviceMonitor.interval=15s",
+                                      "--set-string", "metrics.serviceMonitor.labels.release=prom"))
+    for component, name, port in (("gateway", GW, 9090), ("operator", OP, 9091)):
+        selector = {"app.kubernetes.io/name": "myservice", "app.kubernetes.io/instance": "rel",
+                    "app.kubernetes.io/component": component}
+        service = objects[("Service", f"{name}-metrics")]
+        assert service["spec"] == {"clusterIP": "None", "selector": selector, "ports": [
+            {"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"}]}
+        assert service["metadata"]["labels"]["myservice.io/metrics"] == "true"
+        monitor = objects[("ServiceMonitor", name)]
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["metadata"]["labels"]["release"] == "prom"
+        assert monitor["spec"] == {
+            "namespaceSelector": {"matchNames": ["ns"]},
+            "selector": {"matchLabels": {**selector, "myservice.io/metrics": "true"}},
+            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}]}
+    # the gateway's own Service stays gRPC only (a NodePort never publishes /metrics)
+    assert [p["name"] for p in objects[("Service", GW)]["spec"]["ports"]] == ["grpc"]
+    # a component with metrics off gets neither
+    off = by_kind_and_name(render("--set", "metrics.serviceMonitor.enabled=true", "--set", "operator.metricsPort=0"))
+    assert ("ServiceMonitor", OP) not in off and ("Service", f"{OP}-metrics") not in off
+    assert ("ServiceMonitor", GW) in off
+
+
+def test_network_policy_still_selects_only_instance_pods(render):
+    policy = by_kind_and_name(render("--set", "metrics.serviceMonitor.enabled=true"))[
+        ("NetworkPolicy", "rel-myservice-instances")]
+    # still only the instance pods: /metrics of the gateway and operator stay reachable
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "instance"
