@@ -75,12 +75,13 @@ def burst_across_a_kill(client, kube, sessions, installed, t, kill, prefix: str)
     old = [p["metadata"]["name"] for p in kube.component_pods("operator")]
     burst = installed.max_sessions  # the e2e capacity: every session of the burst gets a slot
 
-    with ThreadPoolExecutor(burst) as pool:
-        logins = list(pool.map(lambda i: sessions.add(client.login(prefix=f"{prefix}{i}")), range(burst)))
-    # mid-burst: the sessions exist, their pods are being made (or not yet)
+    # mid-burst: the first half logged in (their pods being made), the active operator
+    # killed, the rest logged in while it is gone or handing over
+    logins = [sessions.add(client.login(prefix=f"{prefix}{i}")) for i in range(burst // 2)]
     kill(kube, active)
     killed_at = time.monotonic()
     pods_at_kill = sorted(p["metadata"]["name"] for p in kube.session_pods())
+    logins += [sessions.add(client.login(prefix=f"{prefix}{i}")) for i in range(burst // 2, burst)]
     fw.log(f"{kill.__name__}: the active operator {active}; instance pods at that moment: {pods_at_kill}")
 
     def new_holder():
