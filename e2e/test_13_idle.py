@@ -20,7 +20,7 @@ IDLE_ENV = "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS"
 
 def _upgrade_idle_timeout(kube: fw.Kube, release, seconds: str, t) -> None:
     """Set session.idleTimeoutSeconds, keeping every other value, and wait for the
-    operator Deployment (Recreate) to run with it."""
+    operator Deployment (rolled: the Lease ends with a new pod) to run with it."""
     argv = ["upgrade", release.name, str(fw.CHART), "--reuse-values",
             "--set", f"session.idleTimeoutSeconds={seconds}", "--wait", "--timeout", "240s"]
     fw.log("$ helm -n " + kube.ns + " " + " ".join(argv))
