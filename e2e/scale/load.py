@@ -190,67 +190,68 @@ class PodWatch:
 # --- the operator's and the gateway's processes on this host ----------------------
 
 class ContainerProcesses:
-    """CPU seconds (utime+stime, children included) and RSS of one container's
-    processes, found by its container id in /proc/<pid>/cgroup. CPU of processes that
-    exited (a restart) stays counted."""
+    """CPU seconds (utime+stime, children included) and RSS of a component's containers
+    (one per replica: the operator runs an active and a standby), found by container id
+    in /proc/<pid>/cgroup. CPU is summed over replicas and kept for processes that
+    exited (a restart); RSS is the largest replica's (the active one's)."""
 
-    def __init__(self, find_container_id: Callable[[], str | None]):
-        self._find = find_container_id
-        self._container = None
-        self._pids: list[int] = []
+    def __init__(self, find_container_ids: Callable[[], list[str]]):
+        self._find = find_container_ids
+        self._containers: list[str] = []
+        self._pids: dict[str, list[int]] = {}
         self._cpu_by_pid: dict[int, float] = {}
         self.restarts = 0
 
     def _discover(self) -> None:
-        container = self._find()
-        if container and self._container and container != self._container:
-            self.restarts += 1
-        self._container = container
-        self._pids = []
-        if not container:
-            return
+        containers = self._find()
+        if self._containers:
+            self.restarts += len(set(containers) - set(self._containers))
+        self._containers = containers
+        self._pids = {c: [] for c in containers}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
                 with open(f"/proc/{entry}/cgroup") as f:
-                    if container in f.read():
-                        self._pids.append(int(entry))
+                    cgroup = f.read()
             except OSError:
                 continue
+            for container in containers:
+                if container in cgroup:
+                    self._pids[container].append(int(entry))
 
     def sample(self) -> tuple[float, float]:
-        """(CPU seconds so far, RSS MB: the sum of the processes' peak RSS, VmHWM)."""
-        alive = [pid for pid in self._pids if os.path.exists(f"/proc/{pid}")]
-        if not alive:
+        """(CPU seconds so far, RSS MB: the largest replica's sum of its processes' peak RSS, VmHWM)."""
+        if not self._containers or any(not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+                                       for pids in self._pids.values()):
             self._discover()
-            alive = self._pids
-        hwm_kb = 0
-        for pid in alive:
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                # fields[11..14]: utime stime cutime cstime (after the comm field)
-                self._cpu_by_pid[pid] = sum(int(v) for v in fields[11:15]) / CLOCK_TICKS
-                with open(f"/proc/{pid}/status") as f:
-                    for line in f:
-                        if line.startswith("VmHWM:"):
-                            hwm_kb += int(line.split()[1])
-            except OSError:
-                continue
-        return sum(self._cpu_by_pid.values()), hwm_kb / 1024.0
+        largest_kb = 0
+        for pids in self._pids.values():
+            hwm_kb = 0
+            for pid in pids:
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    # fields[11..14]: utime stime cutime cstime (after the comm field)
+                    self._cpu_by_pid[pid] = sum(int(v) for v in fields[11:15]) / CLOCK_TICKS
+                    with open(f"/proc/{pid}/status") as f:
+                        for line in f:
+                            if line.startswith("VmHWM:"):
+                                hwm_kb += int(line.split()[1])
+                except OSError:
+                    continue
+            largest_kb = max(largest_kb, hwm_kb)
+        return sum(self._cpu_by_pid.values()), largest_kb / 1024.0
 
 
-def container_id_finder(core: kubernetes.client.CoreV1Api, namespace: str, release: str,
-                        component: str) -> Callable[[], str | None]:
-    def find() -> str | None:
+def container_ids_finder(core: kubernetes.client.CoreV1Api, namespace: str, release: str,
+                         component: str) -> Callable[[], list[str]]:
+    def find() -> list[str]:
         pods = core.list_namespaced_pod(namespace, label_selector=(
             f"app.kubernetes.io/instance={release},app.kubernetes.io/component={component}"), _request_timeout=30)
-        for pod in pods.items:
-            for status in pod.status.container_statuses or []:
-                if status.container_id and status.state and status.state.running:
-                    return status.container_id.split("://", 1)[-1]
-        return None
+        return [status.container_id.split("://", 1)[-1]
+                for pod in pods.items for status in pod.status.container_statuses or []
+                if status.container_id and status.state and status.state.running]
     return find
 
 
@@ -428,7 +429,7 @@ async def run(args: argparse.Namespace) -> dict:
     watch.reflector.start()
     pods = PodWatch(core, args.namespace)
     pods.reflector.start()
-    processes = {c: ContainerProcesses(container_id_finder(core, args.namespace, args.release, c))
+    processes = {c: ContainerProcesses(container_ids_finder(core, args.namespace, args.release, c))
                  for c in COMPONENTS}
     flow_schemas = {c: f"{args.run}-{c}" for c in COMPONENTS}
     sampler = Sampler(api, flow_schemas, watch, processes, args.sample_seconds)
