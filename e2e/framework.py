@@ -471,6 +471,25 @@ class Client:
                                            timeout=timeout or self.opts.timeout)
 
 
+_METRIC_SAMPLE = re.compile(r'^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$')
+
+
+def scrape_metrics(address: str, prefix: str) -> dict[tuple[str, frozenset], float]:
+    """The samples of a component's /metrics whose name starts with `prefix`:
+    (name, frozenset of (label, value)) -> value."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        m = _METRIC_SAMPLE.match(line)
+        if m and m["name"].startswith(prefix):
+            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m["labels"] or ""))
+            samples[(m["name"], labels)] = float(m["value"])
+    return samples
+
+
 def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
     """Run the call, which must fail; return its error (an AssertionError if it succeeded)."""
     try:

@@ -8,26 +8,15 @@ session is Ready the operator makes no request at all.
 """
 from __future__ import annotations
 
-import re
 import time
-import urllib.request
 
 import framework as fw
 from framework import crd
 
-_SAMPLE = re.compile(r'^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$')
 
 
 def scrape(address: str) -> dict[tuple[str, frozenset], float]:
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        m = _SAMPLE.match(line)
-        if m and m["name"].startswith("myservice_operator_"):
-            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m["labels"] or ""))
-            samples[(m["name"], labels)] = float(m["value"])
-    return samples
+    return fw.scrape_metrics(address, "myservice_operator_")
 
 
 def requests_by(samples: dict, leases: bool = False) -> dict[tuple[str, str, str], float]:

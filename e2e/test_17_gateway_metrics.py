@@ -4,12 +4,9 @@ started and ended through the same pod: logins, calls by method and code, the
 session-start histogram and the live-sessions gauge move."""
 from __future__ import annotations
 
-import re
-import urllib.request
 
 import framework as fw
 
-_SAMPLE = re.compile(r'^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$')
 LOGINS_OK = ("myservice_gateway_logins_total", frozenset({("outcome", "OK")}))
 ECHO_OK = ("myservice_gateway_calls_total", frozenset({("method", "MyServiceEcho"), ("code", "OK")}))
 SHUTDOWN_OK = ("myservice_gateway_calls_total", frozenset({("method", "MyServiceShutdown"), ("code", "OK")}))
@@ -18,15 +15,7 @@ LIVE = ("myservice_gateway_live_sessions", frozenset())
 
 
 def scrape(address: str) -> dict[tuple[str, frozenset], float]:
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        m = _SAMPLE.match(line)
-        if m and m["name"].startswith("myservice_gateway_"):
-            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m["labels"] or ""))
-            samples[(m["name"], labels)] = float(m["value"])
-    return samples
+    return fw.scrape_metrics(address, "myservice_gateway_")
 
 
 def test_gateway_metrics_move_as_a_session_starts_and_ends(kube, sessions, installed, t):
