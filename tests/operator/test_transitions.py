@@ -93,12 +93,6 @@ def test_other_exits_stay_instance_exited(message):
     assert tr(READY_STATUS, ps.observe_pod(ended_pod(message)))["reason"] == "InstanceExited"
 
 
-def test_a_limit_message_on_a_failed_pod_is_still_a_failure():
-    pod = ended_pod("IdleTimeout: no call for 900s", code=1, phase="Failed")
-    assert ps.observe_pod(pod) == PodState(
-        "failed", name=POD, reason="PodFailed", message="container instance exited with code 1 (Error)")
-
-
 def test_the_active_deadline_backstop_is_lifetime_exceeded_not_a_failure():
     pod = ended_pod(None, code=137, phase="Failed", reason="DeadlineExceeded",
                     status_message="Pod was active on the node longer than the specified deadline", deadline=86460)
