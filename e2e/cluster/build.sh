@@ -172,6 +172,16 @@ EOF
 
 # The NetworkPolicy agent: the module's source at NETPOL_VERSION with our patch, built
 # in place. Cached by version and patch: a stamp beside the binary names both.
+# A writable copy of MODULE@VERSION's source tree in DIR (from the Go module proxy;
+# the module cache itself is read-only), for builds inside the module's own tree.
+module_source() {
+  local module="$1" version="$2" dir="$3" upstream
+  upstream="$(go mod download -json "$module@$version" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')"
+  [[ -d "$upstream" ]] || { log "cannot download $module@$version"; exit 1; }
+  rm -rf "$dir"; mkdir -p "$dir"
+  cp -r "$upstream/." "$dir/"; chmod -R u+w "$dir"
+}
+
 build_netpol() {
   local name=kube-network-policies module=sigs.k8s.io/kube-network-policies
   local patch="$E2E_DIR/patches/$name-$NETPOL_VERSION.patch" stamp
@@ -180,11 +190,8 @@ build_netpol() {
   if [[ -x "$BIN/$name" && "$(cat "$BIN/$name.version" 2>/dev/null)" == "$stamp" ]]; then
     log "$name $NETPOL_VERSION already built"; return
   fi
-  local upstream d="$SRC/$name"
-  upstream="$(go mod download -json "$module@$NETPOL_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')"
-  [[ -d "$upstream" ]] || { log "cannot download $module@$NETPOL_VERSION"; exit 1; }
-  rm -rf "$d"; mkdir -p "$d"
-  cp -r "$upstream/." "$d/"; chmod -R u+w "$d"  # the module cache is read-only
+  local d="$SRC/$name"
+  module_source "$module" "$NETPOL_VERSION" "$d"
   ( cd "$d"
     patch -p1 --forward --quiet <"$patch"
     go build -trimpath -o "$BIN/$name.tmp" -ldflags "-s -w" ./cmd
@@ -203,11 +210,8 @@ build_kwok() {
         "$(cat "$BIN/$name.version" 2>/dev/null)" == "$KWOK_VERSION" ]]; then
     log "$name $KWOK_VERSION already built"; return
   fi
-  local upstream d="$SRC/$name"
-  upstream="$(go mod download -json "$module@$KWOK_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')"
-  [[ -d "$upstream" ]] || { log "cannot download $module@$KWOK_VERSION"; exit 1; }
-  rm -rf "$d"; mkdir -p "$d"
-  cp -r "$upstream/." "$d/"; chmod -R u+w "$d"  # the module cache is read-only
+  local d="$SRC/$name"
+  module_source "$module" "$KWOK_VERSION" "$d"
   ( cd "$d"
     go build -trimpath -o "$BIN/$name.tmp" \
       -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" ./cmd/kwok
