@@ -6,8 +6,7 @@ handlers run only once the initial listing of both kinds is indexed. So every
 decision reads the latest watched state from memory, with no GET and no LIST:
 
 - sessions: name -> SessionRecord; ("phase", <phase>) -> name (counts per
-  phase, O(1)); WAITING -> (creationTimestamp, name) for every session waiting
-  for a slot (the admission queue);
+  phase, O(1));
 - pods: session name -> PodRecord (the pod as observe_pod() reads it);
   LIVE -> session name for every pod holding a slot (the live count, O(1)).
 
@@ -18,11 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from myservice_api.crd import API_VERSION, KIND, LABEL_SESSION, Phase
 
-from .admission import QueueEntry
 from .podstate import PodState, is_live_pod, observe_pod, owner_uid
 from .times import parse_timestamp
 
@@ -30,7 +28,6 @@ from .times import parse_timestamp
 SESSIONS_INDEX = "sessions_index"
 PODS_INDEX = "pods_index"
 
-WAITING = ("waiting",)
 LIVE = ("live",)
 
 
@@ -97,10 +94,7 @@ def session_record(body: Mapping) -> SessionRecord:
 def index_session(body: Mapping) -> dict:
     """What the sessions index keeps of one MyServiceSession."""
     record = session_record(body)
-    entries: dict = {record.name: record, phase_key(record.phase): record.name}
-    if record.waiting:
-        entries[WAITING] = (record.created_at, record.name)
-    return entries
+    return {record.name: record, phase_key(record.phase): record.name}
 
 
 def pod_record(body: Mapping) -> PodRecord:
@@ -141,9 +135,6 @@ class Indexes:
 
     def has_pod(self, session: str) -> bool:
         return session in self._pods
-
-    def waiting(self) -> Iterable[QueueEntry]:
-        return self._sessions.get(WAITING, ())
 
     def live_pods(self) -> int:
         return len(self._pods.get(LIVE, ()))

@@ -55,6 +55,10 @@ class OperatorMetrics:
         self.reconcile_errors = Counter("myservice_operator_reconcile_errors",
                                         "Reconciles that raised (retried later), by what triggered them.",
                                         ["trigger"], registry=self.registry)
+        self.events_dropped = Counter("myservice_operator_events_dropped",
+                                      "Kubernetes Events of status changes not posted because "
+                                      "the backlog of Events waiting to be posted was full (best effort).",
+                                      registry=self.registry)
         self._requests: dict[tuple[str, str, int], Callable[[], None]] = {}
 
     def watch_index(self, sessions_in: Callable[[str], int], live_pods: Callable[[], int]) -> None:

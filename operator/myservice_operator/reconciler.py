@@ -51,12 +51,18 @@ log = logging.getLogger("myservice_operator")
 RETRY_SECONDS = 5.0
 # Threads for the blocking `kubernetes` client calls: the requests in flight at once.
 API_THREADS = 8
+# Events are for people, best effort (client-go's recorder, too, drops them when its
+# queue is full): posted by threads of their own, so that they never hold up a status
+# write, and dropped (counted) beyond a backlog instead of draining long after a burst.
+EVENT_THREADS = 2
+EVENT_BACKLOG = 500
 
 
 class Reconciler:
     def __init__(self, settings: Settings, kube, *, metrics: OperatorMetrics | None = None,
                  clock: Callable[[], datetime.datetime] = utcnow,
-                 executor: concurrent.futures.Executor | None = None) -> None:
+                 executor: concurrent.futures.Executor | None = None,
+                 event_executor: concurrent.futures.Executor | None = None) -> None:
         self.settings = settings
         self.kube = kube
         self.metrics = metrics or OperatorMetrics()
@@ -64,12 +70,16 @@ class Reconciler:
         self.deadlines = Deadlines()
         self.indexes: Indexes | None = None
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(API_THREADS, thread_name_prefix="kube")
+        self._event_executor = event_executor or executor or concurrent.futures.ThreadPoolExecutor(
+            EVENT_THREADS, thread_name_prefix="kube-events")
+        self._events_in_flight = 0
         # name -> (resourceVersions older than the write, the session as written)
         self._written: dict[str, tuple[frozenset[str], SessionRecord]] = {}
         # Sessions given a slot whose pod is not created yet, and those whose pod is
         # created but not indexed yet: each holds its slot.
         self._granted: set[str] = set()
         self._unindexed: set[str] = set()
+        self._waiting = admission.WaitingQueue()
         self._busy: set[str] = set()
         self._again: set[str] = set()
         self._wake = asyncio.Event()
@@ -214,6 +224,7 @@ class Reconciler:
         if session.name in self._unindexed:
             return  # its pod exists and its event is on the way
         if session.name not in self._granted:
+            self._waiting.add((session.created_at, session.name))
             self._grant(current=session.name)
         if session.name in self._granted:
             await self._start(session, now)
@@ -225,9 +236,11 @@ class Reconciler:
         by a step of its own."""
         if self.indexes is None:
             return
-        being_created = len(self._granted) + sum(1 for name in self._unindexed if not self.indexes.has_pod(name))
+        if not self._waiting:
+            return
+        being_created = len(self._granted) + len(self._unindexed)
         free = admission.free_slots(self.settings.max_sessions, self.indexes.live_pods(), being_created)
-        for name in admission.next_admitted(self.indexes.waiting(), free, _NotWaiting(self)):
+        for name in self._waiting.take(free, _NotWaiting(self)):
             self._granted.add(name)
             if name != current:
                 self._spawn(self.reconcile(name, trigger="admission"))
@@ -248,7 +261,10 @@ class Reconciler:
             self._granted.discard(session.name)
             raise
         self._granted.discard(session.name)
-        self._unindexed.add(session.name)  # its slot until the pod's event (also when it existed)
+        if not self.indexes.has_pod(session.name):
+            # Its slot until the pod's event (also when it existed); an event that came
+            # before the create's answer has indexed the pod, which counts for itself.
+            self._unindexed.add(session.name)
         if not created:
             # Someone's pod of that name exists but is not indexed yet: its event decides.
             log.info("pod %s already existed", manifest["metadata"]["name"])
@@ -278,14 +294,24 @@ class Reconciler:
             event = events.session_event(session.reference(), type=transitions.event_type(patch),
                                          reason=patch.get("reason", patch["phase"]),
                                          message=patch.get("message", ""), now=now)
-            self._spawn(self._post(event))
+            self._post_later(event)
         return True
+
+    def _post_later(self, event: Mapping) -> None:
+        if self._events_in_flight >= EVENT_BACKLOG:
+            self.metrics.events_dropped.inc()
+            return
+        self._events_in_flight += 1
+        self._spawn(self._post(event))
 
     async def _post(self, event: Mapping) -> None:
         try:
-            await self._api(self.kube.create_event, event)
+            await asyncio.get_running_loop().run_in_executor(
+                self._event_executor, functools.partial(self.kube.create_event, event))
         except Exception as error:  # an Event is for people: a lost one changes nothing
             log.warning("event %s on %s not posted: %s", event["reason"], event["involvedObject"]["name"], error)
+        finally:
+            self._events_in_flight -= 1
 
     def _current(self, name: str) -> SessionRecord | None:
         """The newest known state of the session: the index's, or our own write's while
@@ -317,6 +343,7 @@ class Reconciler:
     def _forget(self, name: str) -> None:
         self.deadlines.set(name, None)
         self._written.pop(name, None)
+        self._waiting.discard(name)
         if name in self._granted or name in self._unindexed:
             self._granted.discard(name)
             self._unindexed.discard(name)
