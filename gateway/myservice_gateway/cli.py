@@ -33,7 +33,13 @@ def _add_gateway_flags(parser: argparse.ArgumentParser, default_host: str) -> No
     parser.add_argument("--host", default=None, help=f"listen address (env MYSERVICE_HOST, default {default_host})")
     parser.add_argument("--port", type=int, default=None, help="listen port (env MYSERVICE_PORT, default 10000)")
     parser.add_argument("--max-instances", type=int, default=None,
-                        help="most live local instances at once (env MYSERVICE_MAX_INSTANCES, default 16)")
+                        help="most live local instances at once (env MYSERVICE_MAX_INSTANCES, default 16); "
+                             "counts warm pool members too")
+    parser.add_argument("--warm-pool", type=int, default=None, metavar="N",
+                        help="local: keep N idle instances started, so a new session's first call does not wait "
+                             "for a process start; refilled in the background within --max-instances, which "
+                             "bounds idle and bound processes together (a new session takes a pool member "
+                             "first, so the pool never keeps one out) (env MYSERVICE_WARM_POOL, default 0: off)")
     parser.add_argument("--max-sessions-per-user", type=int, default=None, metavar="N",
                         help="most live sessions of one user (env MYSERVICE_MAX_SESSIONS_PER_USER, default 10; 0: no limit)")
     parser.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_module.from_env(
             env, host=args.host, port=args.port, max_instances=args.max_instances, dev_user=dev_user,
             max_sessions_per_user=args.max_sessions_per_user, session_idle_timeout=args.idle_timeout,
-            session_max_lifetime=args.max_lifetime,
+            session_max_lifetime=args.max_lifetime, warm_pool=args.warm_pool,
             tls_cert_file=args.tls_cert, tls_key_file=args.tls_key, tls_client_ca_file=args.tls_client_ca)
     except settings_module.SettingsError as e:
         print(f"myservice: configuration error: {e}", file=sys.stderr)

@@ -70,7 +70,8 @@ def make_backend(settings: GatewaySettings) -> Backend:
 
     return LocalBackend(max_instances=settings.max_instances, start_timeout=settings.instance_start_timeout,
                         max_per_user=settings.max_sessions_per_user,
-                        limits=InstanceLimits(settings.session_idle_timeout, settings.session_max_lifetime))
+                        limits=InstanceLimits(settings.session_idle_timeout, settings.session_max_lifetime),
+                        warm_pool=settings.warm_pool)
 
 
 def token_config(settings: GatewaySettings) -> tokens.TokenConfig:
@@ -97,6 +98,7 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     login = LoginHandler.from_settings(settings, users=users, token_config=config, backend=backend)
     metrics = GatewayMetrics()
     metrics.observe_live_sessions(lambda: getattr(backend, "live_count", 0))
+    metrics.observe_warm_idle(lambda: getattr(backend, "warm_idle_count", 0))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(contract.SERVICE, {
         "Login": grpc.unary_unary_rpc_method_handler(
             observed_login(login, metrics),
@@ -108,7 +110,7 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable(server, (contract.SERVICE, health.SERVICE_NAME))
     server.add_generic_rpc_handlers((Proxy(backend, Authenticator(config), metrics=metrics),))
-    backend.on_session_start = metrics.session_start.observe
+    backend.on_session_start = metrics.session_started
     try:
         credentials = tls_credentials(settings)
         port = (server.add_secure_port(f"{settings.host}:{settings.port}", credentials) if credentials

@@ -59,6 +59,7 @@ class GatewaySettings:
     # local backend
     max_instances: int = 16
     instance_start_timeout: float = 20.0
+    warm_pool: int = 0  # idle instances kept started for new sessions, within max_instances (0: off)
     # sessions (both backends; on Kubernetes the limits are the operator's settings)
     max_sessions_per_user: int = 10  # 0: no per-user limit
     session_idle_timeout: float = 900.0  # local: seconds without a call before an instance ends (0: off)
@@ -164,6 +165,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
         backend=backend,
         max_instances=_int(env, "MYSERVICE_MAX_INSTANCES", 16),
         instance_start_timeout=_float(env, "MYSERVICE_INSTANCE_START_TIMEOUT", 20.0),
+        warm_pool=_int(env, "MYSERVICE_WARM_POOL", GatewaySettings.warm_pool),
         max_sessions_per_user=_int(env, "MYSERVICE_MAX_SESSIONS_PER_USER", GatewaySettings.max_sessions_per_user),
         session_idle_timeout=_float(env, "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS",
                                      GatewaySettings.session_idle_timeout, zero_means_off=True),
@@ -206,6 +208,8 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
         raise SettingsError(f"MYSERVICE_METRICS_PORT must be 0..65535 (0: off), got {settings.metrics_port}")
     if settings.max_instances < 0:
         raise SettingsError(f"max instances must be >= 0, got {settings.max_instances}")
+    if settings.warm_pool < 0:
+        raise SettingsError(f"warm pool must be >= 0 (0: off), got {settings.warm_pool}")
     for name in ("max_sessions_per_user", "session_idle_timeout", "session_max_lifetime"):
         if getattr(settings, name) < 0:
             raise SettingsError(f"{name.replace('_', ' ')} must be >= 0 (0: off), got {getattr(settings, name):g}")

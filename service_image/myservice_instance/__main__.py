@@ -48,6 +48,9 @@ def build_parser(prog: str = "myservice instance") -> argparse.ArgumentParser:
     parser.add_argument("--max-lifetime", metavar="SECONDS", default=None,
                         help="end this long after the start, calls or not; 0 = off "
                              f"(default: ${limits_module.MAX_LIFETIME_ENV} or 86400)")
+    parser.add_argument("--wait-for-claim", action="store_true",
+                        help="a warm pool member: the idle and lifetime clocks start at SIGUSR1 (the local "
+                             "backend's claim for a session), not at the start")
     parser.add_argument("--termination-log", metavar="PATH", default=None,
                         help="write '<Reason>: <message>' here when a limit ends the instance; '' = nowhere "
                              f"(default: {DEFAULT_TERMINATION_LOG} if it exists and is writable, as in a pod)")
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         exit_with_parent(args.exit_with_parent)
     try:
         return asyncio.run(serve(host=args.host, port=args.port, pod_name=args.pod_name, announce=args.announce_port,
-                                 unix_socket=args.unix_socket, limits=limits, termination_log=termination_log))
+                                 unix_socket=args.unix_socket, limits=limits, termination_log=termination_log,
+                                 wait_for_claim=args.wait_for_claim))
     except OSError as e:
         print(f"myservice instance: {e}", file=sys.stderr)
         return 1

@@ -7,8 +7,11 @@ writes, no polling); the operator only records the reason once the pod ended.
 Idle means no MyService call in flight and none ended for `idle_timeout`
 seconds; an open stream is a call in flight, so it keeps the session alive
 however quiet it is. Both clocks start when the instance starts, so an instance
-that is never called ends too. Health checks and reflection are not calls of the
-session (kubelet probes them): the servicer counts MyService calls only.
+that is never called ends too. A warm pool member (started=False) is the
+exception: its clocks start when it is claimed for a session (idle in the pool it
+is nobody's session, and its session gets the whole of both limits). Health
+checks and reflection are not calls of the session (kubelet probes them): the
+servicer counts MyService calls only.
 
 Times are seconds on a monotonic clock that the caller provides.
 """
@@ -86,28 +89,39 @@ class Activity:
     updates); expired() and next_check() are asked by the one timer.
     """
 
-    def __init__(self, limits: Limits, *, clock: Callable[[], float]) -> None:
+    def __init__(self, limits: Limits, *, clock: Callable[[], float], started: bool = True) -> None:
         self.limits = limits
         self._clock = clock
-        self.started_at = clock()
         self.in_flight = 0
+        # None until the clocks run (a pool member before its claim: no limit applies).
+        self.started_at: float | None = None
         # When the instance was last seen busy: its start, or the end of its last call.
-        self.last_active_at = self.started_at
+        self.last_active_at: float | None = None
+        if started:
+            self.start_clocks()
+
+    def start_clocks(self) -> bool:
+        """Start both clocks now (a pool member's claim); False if they already ran."""
+        if self.started_at is not None:
+            return False
+        self.started_at = self.last_active_at = self._clock()
+        return True
 
     def call_started(self) -> None:
         self.in_flight += 1
 
     def call_ended(self) -> None:
         self.in_flight -= 1
-        self.last_active_at = self._clock()
+        if self.started_at is not None:
+            self.last_active_at = self._clock()
 
     def _idle_deadline(self) -> float | None:
-        if not self.limits.idle_timeout or self.in_flight:
+        if not self.limits.idle_timeout or self.in_flight or self.last_active_at is None:
             return None
         return self.last_active_at + self.limits.idle_timeout
 
     def _lifetime_deadline(self) -> float | None:
-        if not self.limits.max_lifetime:
+        if not self.limits.max_lifetime or self.started_at is None:
             return None
         return self.started_at + self.limits.max_lifetime
 
@@ -135,6 +149,6 @@ class Activity:
         traffic, never once per call.
         """
         candidates = [d for d in (self._idle_deadline(), self._lifetime_deadline()) if d is not None]
-        if self.limits.idle_timeout and self.in_flight:
+        if self.limits.idle_timeout and self.in_flight and self.started_at is not None:
             candidates.append(now + self.limits.idle_timeout)
         return min(candidates) if candidates else None

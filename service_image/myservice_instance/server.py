@@ -26,6 +26,9 @@ log = logging.getLogger("myservice.instance")
 STOP_GRACE_SECONDS = 5.0
 # Where kubelet reads a container's termination message from (its default terminationMessagePath).
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+# A warm pool member (--wait-for-claim) starts its idle and lifetime clocks when
+# this arrives: the local backend sends it when it hands the member to a session.
+CLAIM_SIGNAL = signal.SIGUSR1
 
 
 def default_pod_name() -> str:
@@ -98,12 +101,12 @@ class Instance:
 
 async def start_instance(
     *, host: str = "0.0.0.0", port: int = 50051, pod_name: str | None = None, unix_socket: str | None = None,
-    limits: Limits = Limits(idle_timeout=0, max_lifetime=0),
+    limits: Limits = Limits(idle_timeout=0, max_lifetime=0), wait_for_claim: bool = False,
 ) -> Instance:
     """Start an instance on host:port, or on a Unix socket when given (its limits
-    are enforced by serve())."""
+    are enforced by serve(); with wait_for_claim their clocks start at CLAIM_SIGNAL)."""
     shutdown_requested = asyncio.Event()
-    activity = Activity(limits, clock=asyncio.get_running_loop().time)
+    activity = Activity(limits, clock=asyncio.get_running_loop().time, started=not wait_for_claim)
     server = grpc.aio.server()
     servicer = InstanceServicer(pod_name or default_pod_name(), shutdown_requested, activity)
     decoding.add_servicer(servicer, server)
@@ -127,8 +130,9 @@ async def start_instance(
 
 
 async def serve(*, host: str, port: int, pod_name: str | None, announce: bool, unix_socket: str | None = None,
-                limits: Limits = Limits(), termination_log: str | None = None) -> int:
-    instance = await start_instance(host=host, port=port, pod_name=pod_name, unix_socket=unix_socket, limits=limits)
+                limits: Limits = Limits(), termination_log: str | None = None, wait_for_claim: bool = False) -> int:
+    instance = await start_instance(host=host, port=port, pod_name=pod_name, unix_socket=unix_socket, limits=limits,
+                                    wait_for_claim=wait_for_claim)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, instance.shutdown_requested.set)
@@ -140,9 +144,20 @@ async def serve(*, host: str, port: int, pod_name: str | None, announce: bool, u
 
     timer = LimitTimer(instance.activity, loop=loop, on_expiry=on_expiry)
     timer.start()
+
+    def claimed() -> None:
+        if instance.activity.start_clocks():
+            log.info("instance claimed for a session: idle and lifetime clocks start now")
+            timer.cancel()
+            timer.start()
+
+    # Installed before the LISTENING line (the backend signals only announced members);
+    # a plain instance ignores it rather than dying of SIGUSR1's default action.
+    loop.add_signal_handler(CLAIM_SIGNAL, claimed if wait_for_claim else lambda: None)
     where = f"unix:{unix_socket}" if unix_socket else f"{host}:{instance.bound}"
-    log.info("instance %s listening on %s (idle timeout %s, max lifetime %s)", pod_name or default_pod_name(), where,
-             describe_limit(limits.idle_timeout), describe_limit(limits.max_lifetime))
+    log.info("instance %s listening on %s (idle timeout %s, max lifetime %s%s)", pod_name or default_pod_name(), where,
+             describe_limit(limits.idle_timeout), describe_limit(limits.max_lifetime),
+             ", both from its claim" if wait_for_claim else "")
     if announce:
         # The local backend reads this one line to learn where we listen (port 0
         # means the kernel chose): "LISTENING <port>" or "LISTENING unix:<path>".

@@ -45,7 +45,8 @@ async def test_series_move_with_calls_and_carry_no_session_labels(make_gateway):
     assert samples[("myservice_gateway_logins_total", (("outcome", "OK"),))] == 1
     assert samples[("myservice_gateway_logins_total", (("outcome", "PERMISSION_DENIED"),))] == 1
     assert samples[("myservice_gateway_call_duration_seconds_count", (("method", "MyServiceEcho"),))] == 4
-    assert samples[("myservice_gateway_session_start_seconds_count", ())] == 1  # one first call waited
+    assert samples[("myservice_gateway_session_start_seconds_count", (("pod", "cold"),))] == 1  # one first call waited
+    assert samples[("myservice_gateway_session_start_seconds_count", (("pod", "warm"),))] == 0  # no warm pool
     assert samples[("myservice_gateway_live_sessions", ())] == 1
     label_values = {v for (_, labels) in samples for _, v in labels}
     assert not label_values & {"metrics-1", "metrics-2", "TestUser", "myservice-local-1"}
