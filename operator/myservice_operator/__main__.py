@@ -17,7 +17,7 @@ import sys
 
 import kopf
 
-from . import cleanups, clients, handlers, leadership
+from . import cleanups, clients, handlers, kopffixes, leadership
 from .metrics import OperatorMetrics
 from .reconciler import Reconciler
 from .settings import Settings, SettingsError
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             health.close()
         elector.keep()
+    kopffixes.install()  # before kopf.run builds its toggle sets
     registry = kopf.OperatorRegistry()
     handlers.register(registry, Reconciler(settings, kube, metrics=metrics))
     try:

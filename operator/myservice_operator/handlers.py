@@ -23,6 +23,7 @@ import kopf
 
 from myservice_api import crd
 
+from . import kopffixes
 from .indexes import PODS_INDEX, SESSIONS_INDEX, Indexes, index_pod, index_session
 from .pods import instance_selector
 from .reconciler import Reconciler
@@ -42,7 +43,7 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     """Kopf's settings for our deployment: namespaced, standalone, bookkeeping in annotations."""
     config = kopf.OperatorSettings()
     config.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    config.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=KOPF_PREFIX)
+    config.persistence.diffbase_storage = kopffixes.NoDiffBase()  # no change handler needs diffs
     config.persistence.finalizer = FINALIZER
     # A watch request ends server-side after server_timeout; the client gives up
     # a minute later even if the stream went silent (e.g. a dropped connection).

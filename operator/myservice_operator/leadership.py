@@ -34,15 +34,17 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class LeaseTiming:
-    duration: float = 8.0
+    duration: float = 9.0
     """leaseDurationSeconds written into the Lease: a standby takes over after seeing no change this long."""
-    renew_every: float = 4.0
+    renew_every: float = 2.5
     """The holder renews this often (one PUT)."""
-    renew_retry: float = 1.0
+    renew_retry: float = 0.5
     """After a failed renewal, the holder tries again this soon."""
-    give_up: float = 6.0
-    """The holder exits when its last confirmed renewal was sent this long ago (< duration)."""
-    standby_poll: float = 4.0
+    give_up: float = 7.0
+    """The holder exits when its last confirmed renewal was sent this long ago (< duration). With
+    renewals every 2.5 s and 2 s request timeouts, one slow answer (an API server busy with a
+    burst: the scale run lost a 4 s/6 s Lease that way) costs no takeover."""
+    standby_poll: float = 3.0
     """A standby reads the Lease this often (one GET)."""
 
     def __post_init__(self) -> None:

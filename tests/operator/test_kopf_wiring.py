@@ -2,7 +2,7 @@
 import kopf
 from kopf._cogs.structs.references import Selector
 
-from myservice_operator import handlers
+from myservice_operator import handlers, kopffixes
 from myservice_operator.indexes import PODS_INDEX, SESSIONS_INDEX
 from myservice_operator.reconciler import Reconciler
 from myservice_operator.settings import Settings
@@ -11,9 +11,12 @@ from myservice_operator.settings import Settings
 def test_kopf_settings_keep_bookkeeping_out_of_status():
     config = handlers.kopf_settings(Settings(namespace="ns"))
     assert isinstance(config.persistence.progress_storage, kopf.AnnotationsProgressStorage)
-    assert isinstance(config.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
     assert config.persistence.progress_storage.prefix == "myservice.io"
-    assert config.persistence.diffbase_storage.prefix == "myservice.io"
+    # no change handlers, so no per-event deep copy of the body for their diffs
+    assert isinstance(config.persistence.diffbase_storage, kopffixes.NoDiffBase)
+    body = kopf.Body({"metadata": {"name": "s", "annotations": {"x": "y"}}, "spec": {"a": 1}})
+    assert config.persistence.diffbase_storage.build(body=body) is None
+    assert config.persistence.diffbase_storage.fetch(body=body) is None
     assert config.persistence.finalizer == "myservice.io/operator"
 
 
