@@ -12,6 +12,9 @@ import sys
 from . import limits as limits_module
 from .server import DEFAULT_TERMINATION_LOG, default_termination_log, serve
 
+# Set to 1 in a Kubernetes pool pod's env (the operator's pool, pods.make_pool_pod).
+WAIT_FOR_CLAIM_ENV = "MYSERVICE_INSTANCE_WAIT_FOR_CLAIM"
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -49,8 +52,10 @@ def build_parser(prog: str = "myservice instance") -> argparse.ArgumentParser:
                         help="end this long after the start, calls or not; 0 = off "
                              f"(default: ${limits_module.MAX_LIFETIME_ENV} or 86400)")
     parser.add_argument("--wait-for-claim", action="store_true",
+                        default=os.environ.get(WAIT_FOR_CLAIM_ENV, "") == "1",
                         help="a warm pool member: the idle and lifetime clocks start at SIGUSR1 (the local "
-                             "backend's claim for a session), not at the start")
+                             "backend's claim for a session) or at the first MyService call, not at the start "
+                             f"(default: on if ${WAIT_FOR_CLAIM_ENV}=1, as in a Kubernetes pool pod)")
     parser.add_argument("--termination-log", metavar="PATH", default=None,
                         help="write '<Reason>: <message>' here when a limit ends the instance; '' = nowhere "
                              f"(default: {DEFAULT_TERMINATION_LOG} if it exists and is writable, as in a pod)")

@@ -8,8 +8,9 @@ Idle means no MyService call in flight and none ended for `idle_timeout`
 seconds; an open stream is a call in flight, so it keeps the session alive
 however quiet it is. Both clocks start when the instance starts, so an instance
 that is never called ends too. A warm pool member (started=False) is the
-exception: its clocks start when it is claimed for a session (idle in the pool it
-is nobody's session, and its session gets the whole of both limits). Health
+exception: its clocks start when it is claimed for a session (the claim signal, or
+the session's first call, whichever comes first: idle in the pool it is nobody's
+session, and its session gets the whole of both limits). Health
 checks and reflection are not calls of the session (kubelet probes them): the
 servicer counts MyService calls only.
 
@@ -109,6 +110,10 @@ class Activity:
 
     def call_started(self) -> None:
         self.in_flight += 1
+        if self.started_at is None:
+            # A pool member claimed on Kubernetes gets no signal: its session's first
+            # call is its claim (locally the claim signal usually comes first).
+            self.start_clocks()
 
     def call_ended(self) -> None:
         self.in_flight -= 1

@@ -44,13 +44,13 @@ def test_both_clocks_start_at_the_claim():
     assert a.expired(1530.0) == Ending("LifetimeExceeded", "session reached its maximum lifetime of 30s")
 
 
-def test_a_call_before_the_claim_signal_is_counted_and_the_claim_starts_the_clocks():
+def test_a_call_before_the_claim_signal_starts_the_clocks_and_the_signal_changes_nothing():
     clock = Clock()
     a = Activity(Limits(idle_timeout=10, max_lifetime=0), clock=clock, started=False)
-    a.call_started()  # the session's first call can arrive before the signal
-    assert a.next_check(1000.0) is None
-    a.start_clocks()
-    assert a.next_check(1001.0) == 1011.0  # busy: at least one idle timeout away
+    a.call_started()  # the session's first call can arrive before the signal: it is the claim
+    assert a.next_check(1000.0) == 1010.0  # busy: at least one idle timeout away
+    clock.now = 1001.0
+    assert a.start_clocks() is False
     clock.now = 1002.0
     a.call_ended()
     assert a.expired(1011.9) is None
@@ -94,3 +94,25 @@ def test_a_plain_instance_ignores_the_claim_signal():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_on_kubernetes_the_first_call_is_the_claim():
+    # a pool pod gets no signal: the session's first call starts both clocks
+    clock = Clock()
+    a = Activity(Limits(idle_timeout=10, max_lifetime=30), clock=clock, started=False)
+    clock.now = 5000.0  # an hour in the pool
+    assert a.expired(5000.0) is None and a.next_check(5000.0) is None
+    a.call_started()
+    clock.now = 5001.0
+    a.call_ended()
+    assert a.expired(5010.9) is None
+    assert a.expired(5011.0) == Ending("IdleTimeout", "no call for 10s")
+    assert a.start_clocks() is False  # a late claim signal changes nothing
+
+
+def test_the_pool_pods_env_makes_a_member(monkeypatch):
+    from myservice_instance.__main__ import WAIT_FOR_CLAIM_ENV, build_parser
+    monkeypatch.setenv(WAIT_FOR_CLAIM_ENV, "1")
+    assert build_parser("x").parse_args([]).wait_for_claim is True
+    monkeypatch.setenv(WAIT_FOR_CLAIM_ENV, "0")
+    assert build_parser("x").parse_args([]).wait_for_claim is False
