@@ -19,6 +19,7 @@ help:
 	@echo "make e2e    bring up a local Kubernetes built from source, run the e2e suite, take it down"
 	@echo "make bench  measure gateway latency/throughput against direct, nginx and a bare grpc.aio proxy (see docs/benchmarks.md)"
 	@echo "make bench-login  a 200-Login storm: a real user's Login and another session's Echo during it (LOGIN_BASELINE=REV: also the gateway of REV)"
+	@echo "make bench-start  session start in local mode: Login -> first Echo, warm pool against cold, one at a time and in bursts"
 	@echo "make scale  SCALE_SESSIONS sessions at SCALE_RATE/s on the local cluster + kwok (root; e2e/scale/run.sh, docs/benchmarks.md)"
 
 $(INSTALL_STAMP): pyproject.toml setup.py proto/myservice/v1/myservice.proto
@@ -45,6 +46,10 @@ bench: $(INSTALL_STAMP)
 LOGIN_BASELINE ?=
 bench-login: $(INSTALL_STAMP)
 	$(BIN)/python bench/login_storm.py $(if $(LOGIN_BASELINE),--baseline-rev $(LOGIN_BASELINE))
+
+.PHONY: bench-start
+bench-start: $(INSTALL_STAMP)
+	$(BIN)/python bench/session_start.py
 
 # The scale test (e2e/scale/run.sh --help): the real chart on the local cluster, instance
 # pods on kwok's fake nodes. More knobs (SCALE_NODES, SCALE_IDLE_SECONDS, SCALE_KNEE_RATES, ...)

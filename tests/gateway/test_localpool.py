@@ -21,18 +21,23 @@ def test_source_for_new_session(ready, starting, processes, max_instances, expec
 
 
 @pytest.mark.parametrize("pool_size,members,starting,processes,max_instances,expected", [
-    (4, 0, 0, 0, 16, localpool.STARTS_AT_ONCE),  # an empty pool fills STARTS_AT_ONCE at a time
-    (4, 2, 2, 2, 16, 0),                         # two starting already: wait for them
-    (4, 3, 1, 3, 16, 1),                         # one missing, one start free
-    (4, 4, 0, 4, 16, 0),                         # full
-    (4, 0, 0, 15, 16, 1),                        # room for one process only
-    (4, 1, 0, 16, 16, 0),                        # no room: the sessions have it
-    (0, 0, 0, 0, 16, 0),                         # pool off
-    (20, 0, 0, 16, 16, 0),                       # larger than the bound: the bound wins
+    (4, 0, 0, 0, 16, 2),    # an empty pool fills `at_once` (2 here) at a time
+    (4, 2, 2, 2, 16, 0),    # two starting already: wait for them
+    (4, 3, 1, 3, 16, 1),    # one missing, one start free
+    (4, 4, 0, 4, 16, 0),    # full
+    (4, 0, 0, 15, 16, 1),   # room for one process only
+    (4, 1, 0, 16, 16, 0),   # no room: the sessions have it
+    (0, 0, 0, 0, 16, 0),    # pool off
+    (20, 0, 0, 16, 16, 0),  # larger than the bound: the bound wins
 ])
 def test_pool_starts_due(pool_size, members, starting, processes, max_instances, expected):
     assert localpool.pool_starts_due(pool_size=pool_size, members=members, starting=starting, processes=processes,
-                                     max_instances=max_instances) == expected
+                                     max_instances=max_instances, at_once=2) == expected
+
+
+@pytest.mark.parametrize("cores,expected", [(1, 1), (2, 1), (3, 1), (4, 2), (16, 8)])
+def test_half_the_cores_start_pool_members(cores, expected):
+    assert localpool.starts_at_once(cores) == expected
 
 
 def test_retry_delay_doubles_up_to_its_cap():

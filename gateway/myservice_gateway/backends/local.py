@@ -108,6 +108,7 @@ class LocalBackend:
         self.max_per_user = max_per_user  # 0: no per-user limit
         self.limits = limits
         self.warm_pool = warm_pool  # idle instances kept started (0: off)
+        self.pool_starts_at_once = localpool.starts_at_once()
         self._instances: dict[SessionKey, _Instance] = {}
         # Unclaimed pool members, oldest first (dicts as ordered sets).
         self._pool_ready: dict[_Instance, None] = {}
@@ -197,7 +198,9 @@ class LocalBackend:
                 log.info("session %s -> %s (pid %d, %s): warm, from the pool (%d idle left)", key,
                          member.pod_name, member.process.pid, member.endpoint.address, len(self._pool_ready))
                 self.on_session_start(time.monotonic() - started, "warm")
-                self._hold_pool_starts(localpool.CLAIM_QUIET_SECONDS)
+                # One hold per series of claims, not one per claim: steady claims still refill.
+                if time.monotonic() >= self._pool_not_before:
+                    self._hold_pool_starts(localpool.CLAIM_QUIET_SECONDS)
                 instance = member
             elif source is localpool.Source.POOL_STARTING:
                 instance = next(iter(self._pool_starting))
@@ -251,7 +254,8 @@ class LocalBackend:
             return
         due = localpool.pool_starts_due(
             pool_size=self.warm_pool, members=len(self._pool_ready) + len(self._pool_starting),
-            starting=len(self._pool_starting), processes=self.process_count, max_instances=self.max_instances)
+            starting=len(self._pool_starting), processes=self.process_count, max_instances=self.max_instances,
+            at_once=self.pool_starts_at_once)
         for _ in range(due):
             member = _Instance(pod_name=self._next_name(), key=None, pooled=True)
             self._pool_starting[member] = None

@@ -10,10 +10,20 @@ never refused while an idle pool process exists.
 from __future__ import annotations
 
 import enum
+import os
 
-# Pool members started at once: each start is ~0.2 s of a core; refilling 32 at
-# once after a burst would take both cores of a small machine from the calls.
-STARTS_AT_ONCE = 2
+
+def starts_at_once(cores: int | None = None) -> int:
+    """Pool members started at once: half the usable cores, at least one. Each start
+    takes a core for ~0.3 s; refilling faster would take the cores from the calls of
+    live sessions (on 2 cores, two starts at once doubled a burst's first-call p99)."""
+    if cores is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+    return max(1, cores // 2)
+
 # A claim holds the pool's starts back this long: a process start takes a core for
 # ~0.3 s, and one begun at the claim delays that session's first call (measured:
 # 3.5 ms without, 30-40 ms with, on 2 cores); a burst of claims is served first.
@@ -45,13 +55,14 @@ def source_for_new_session(*, ready: int, starting: int, processes: int, max_ins
     return Source.BUSY
 
 
-def pool_starts_due(*, pool_size: int, members: int, starting: int, processes: int, max_instances: int) -> int:
+def pool_starts_due(*, pool_size: int, members: int, starting: int, processes: int, max_instances: int,
+                    at_once: int) -> int:
     """How many pool members to start now: up to `pool_size` unclaimed members
     (`members` counts ready and starting ones), within the process bound, at most
-    STARTS_AT_ONCE starting at a time."""
+    `at_once` starting at a time."""
     wanted = pool_size - members
     room = max_instances - processes
-    concurrency = STARTS_AT_ONCE - starting
+    concurrency = at_once - starting
     return max(0, min(wanted, room, concurrency))
 
 
