@@ -122,6 +122,9 @@ MESSAGE_CAPACITY = "all instances are busy"
 # Labels on the instance pods. Values are resource names (valid label values),
 # never raw session ids, which may be longer than 63 characters or contain anything.
 LABEL_SESSION = f"{GROUP}/session"
+# A warm pool member (no session yet) carries this instead of LABEL_SESSION; its value
+# is the hash of the pod template it was made from (a new template rolls the pool).
+LABEL_POOL = f"{GROUP}/pool"
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -132,6 +135,12 @@ MANAGED_BY = "myservice-operator"
 ANNOTATION_SESSION_ID = f"{GROUP}/session-id"
 
 INSTANCE_PORT_NAME = "grpc"
+
+
+class PodSource(enum.StrEnum):
+    """status.podSource: how the session's pod was obtained."""
+    WARM = "warm"  # claimed from the warm pool: Ready at once
+    COLD = "cold"  # created for the session on demand
 
 
 def is_start_failure(reason: str | None) -> bool:

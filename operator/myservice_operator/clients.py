@@ -144,6 +144,24 @@ class Kube:
             raise
         return True
 
+    def list_pool_pods(self) -> list[dict]:
+        """The warm pool's pods (one LIST at start: what to make before the watch is indexed)."""
+        listing = self._call("list", "pods", self._core.list_namespaced_pod, self.namespace,
+                             label_selector=f"{instance_selector()},{crd.LABEL_POOL}")
+        return list(json.loads(listing.data).get("items", []))
+
+    def claim_pod(self, name: str, patch: Mapping) -> dict:
+        """Merge-patch a pool pod (pool.claim_patch carries its resourceVersion); the pod as
+        patched. Conflict when it changed or is gone: someone else has it, or it ended."""
+        try:
+            response = self._call("patch", "pods", self._core.patch_namespaced_pod, name, self.namespace,
+                                  dict(patch), _content_type="application/merge-patch+json")
+        except ApiException as error:
+            if error.status in (404, 409):
+                raise Conflict(f"pool pod {name} changed or is gone ({error.status})") from None
+            raise
+        return json.loads(response.data)
+
     def delete_pod(self, name: str) -> None:
         try:
             self._call("delete", "pods", self._core.delete_namespaced_pod, name, self.namespace)

@@ -36,7 +36,8 @@ KOPF_PREFIX = crd.GROUP
 FINALIZER = f"{crd.GROUP}/operator"
 CONNECT_TIMEOUT_SECONDS = 10
 EVENT_COMPONENT = "myservice-operator"
-INSTANCE_POD_LABELS = {crd.LABEL_MANAGED_BY: crd.MANAGED_BY, crd.LABEL_SESSION: kopf.PRESENT}
+# Session pods and warm pool pods (the watch itself selects instance pods server-side).
+INSTANCE_POD_LABELS = {crd.LABEL_MANAGED_BY: crd.MANAGED_BY}
 
 
 def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
@@ -84,7 +85,9 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     @kopf.on.startup(registry=registry, id="bind-indexes")
     async def bind_indexes(**kwargs: object) -> None:
         reconciler.bind(Indexes(kwargs[SESSIONS_INDEX], kwargs[PODS_INDEX]))
-        deadlines.append(asyncio.get_running_loop().create_task(reconciler.run_deadlines()))
+        loop = asyncio.get_running_loop()
+        deadlines.append(loop.create_task(reconciler.run_deadlines()))
+        deadlines.append(loop.create_task(reconciler.start_pool()))
 
     @kopf.on.cleanup(registry=registry, id="stop-deadlines")
     async def stop_deadlines(**_: object) -> None:
@@ -98,5 +101,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
         await reconciler.session_changed(name, deleted=type == "DELETED")
 
     @kopf.on.event(**pods, id="instance-pod-changed")
-    async def instance_pod_changed(labels: Mapping[str, str], type: str | None, **_: object) -> None:
-        await reconciler.pod_changed(labels[crd.LABEL_SESSION], deleted=type == "DELETED")
+    async def instance_pod_changed(name: str, labels: Mapping[str, str], type: str | None, **_: object) -> None:
+        session = labels.get(crd.LABEL_SESSION)
+        if session:
+            await reconciler.pod_changed(session, deleted=type == "DELETED")
+        reconciler.pool_changed(name, deleted=type == "DELETED")

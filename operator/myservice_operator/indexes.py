@@ -8,7 +8,8 @@ decision reads the latest watched state from memory, with no GET and no LIST:
 - sessions: name -> SessionRecord; ("phase", <phase>) -> name (counts per
   phase, O(1));
 - pods: session name -> PodRecord (the pod as observe_pod() reads it);
-  LIVE -> session name for every pod holding a slot (the live count, O(1)).
+  LIVE -> session name for every pod holding a slot (the live count, O(1));
+  POOL -> pool.Member for every warm pool pod (no session yet; pool.py).
 
 The records are small and frozen (a copy of what matters, not the body), so
 the index costs a few hundred bytes per session.
@@ -19,7 +20,9 @@ import dataclasses
 import datetime
 from collections.abc import Mapping
 
-from myservice_api.crd import API_VERSION, KIND, LABEL_SESSION, Phase
+from myservice_api.crd import API_VERSION, KIND, LABEL_POOL, LABEL_SESSION, Phase
+
+from . import pool
 
 from .podstate import PodState, is_live_pod, observe_pod, owner_uid
 from .times import parse_timestamp
@@ -29,6 +32,8 @@ SESSIONS_INDEX = "sessions_index"
 PODS_INDEX = "pods_index"
 
 LIVE = ("live",)
+POOL = ("pool",)
+EPOCH = "1970-01-01T00:00:00Z"  # a pod without a creationTimestamp counts as old
 
 
 def phase_key(phase: str) -> tuple[str, str]:
@@ -109,11 +114,24 @@ def pod_record(body: Mapping) -> PodRecord:
     )
 
 
+def pool_member(body: Mapping) -> pool.Member:
+    metadata = body.get("metadata") or {}
+    return pool.Member(
+        name=metadata.get("name", ""),
+        resource_version=metadata.get("resourceVersion", ""),
+        template=(metadata.get("labels") or {}).get(LABEL_POOL, ""),
+        created_at=parse_timestamp(metadata.get("creationTimestamp") or EPOCH),
+        state=observe_pod(body),
+        deleting=bool(metadata.get("deletionTimestamp")),
+    )
+
+
 def index_pod(body: Mapping) -> dict:
     """What the pods index keeps of one instance pod."""
     record = pod_record(body)
     if not record.session:
-        return {}
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        return {POOL: pool_member(body)} if LABEL_POOL in labels else {}
     entries: dict = {record.session: record}
     if record.live:
         entries[LIVE] = record.session
@@ -135,6 +153,9 @@ class Indexes:
 
     def has_pod(self, session: str) -> bool:
         return session in self._pods
+
+    def pool_members(self) -> list[pool.Member]:
+        return list(self._pods.get(POOL, ()))
 
     def live_pods(self) -> int:
         return len(self._pods.get(LIVE, ()))

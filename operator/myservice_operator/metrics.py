@@ -17,17 +17,16 @@ from myservice_api.crd import PHASES
 
 # Created -> Ready: ~1-2 s for a real pod (image present), up to the ready timeout.
 START_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60, 120)
-# How the pod of a session was obtained: created for it on demand. (A warm pool
-# would add "warm".)
-POD_COLD = "cold"
 
 
 class _IndexGauges(Collector):
     """Sessions by phase and live pods, counted from the index at scrape time."""
 
-    def __init__(self, sessions_in: Callable[[str], int], live_pods: Callable[[], int]) -> None:
+    def __init__(self, sessions_in: Callable[[str], int], live_pods: Callable[[], int],
+                 pool_members: Callable[[], list]) -> None:
         self._sessions_in = sessions_in
         self._live_pods = live_pods
+        self._pool_members = pool_members
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         sessions = GaugeMetricFamily("myservice_operator_sessions",
@@ -39,6 +38,14 @@ class _IndexGauges(Collector):
         yield GaugeMetricFamily("myservice_operator_live_pods",
                                 "Instance pods holding a slot (not Succeeded or Failed); at most MYSERVICE_MAX_SESSIONS.",
                                 value=self._live_pods())
+        pool = GaugeMetricFamily("myservice_operator_warm_pool_pods",
+                                 "Warm pool pods (no session yet), by state: ready ones can be claimed.",
+                                 labels=["state"])
+        members = self._pool_members()
+        ready = sum(1 for m in members if m.state.kind == "ready" and not m.deleting)
+        pool.add_metric(["ready"], ready)
+        pool.add_metric(["other"], len(members) - ready)
+        yield pool
 
 
 class OperatorMetrics:
@@ -50,7 +57,7 @@ class OperatorMetrics:
                                     ["verb", "resource", "code"], registry=self.registry)
         self.session_start = Histogram("myservice_operator_session_start_seconds",
                                        "From the MyServiceSession's creation to its Ready status write, by how "
-                                       "the pod was obtained.", ["pod"], buckets=START_BUCKETS,
+                                       "the pod was obtained (pod: warm, claimed from the pool; cold, created for it).", ["pod"], buckets=START_BUCKETS,
                                        registry=self.registry)
         self.reconcile_errors = Counter("myservice_operator_reconcile_errors",
                                         "Reconciles that raised (retried later), by what triggered them.",
@@ -61,9 +68,10 @@ class OperatorMetrics:
                                       registry=self.registry)
         self._requests: dict[tuple[str, str, int], Callable[[], None]] = {}
 
-    def watch_index(self, sessions_in: Callable[[str], int], live_pods: Callable[[], int]) -> None:
+    def watch_index(self, sessions_in: Callable[[str], int], live_pods: Callable[[], int],
+                    pool_members: Callable[[], list] = list) -> None:
         """Report the index's counts at each scrape (called once, when the indexes exist)."""
-        self.registry.register(_IndexGauges(sessions_in, live_pods))
+        self.registry.register(_IndexGauges(sessions_in, live_pods, pool_members))
 
     def api_request(self, verb: str, resource: str, code: int) -> None:
         key = (verb, resource, code)

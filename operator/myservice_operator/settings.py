@@ -79,6 +79,10 @@ class Settings:
     identity: str = ""
     """MYSERVICE_OPERATOR_IDENTITY: this replica's name in the Lease (the chart: the pod name);
     a random suffix is added at start, so a restarted container is a new holder."""
+    warm_pool_size: int = 0
+    """MYSERVICE_WARM_POOL_SIZE: keep this many ready instance pods that no session owns yet
+    (chart value instance.warmPool.size); a new session claims one and is Ready at once.
+    Pool pods are extra to MYSERVICE_MAX_SESSIONS. 0 = off: every pod is made on demand."""
     instance_pod_template: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """MYSERVICE_INSTANCE_POD_TEMPLATE: a PodTemplateSpec as JSON (chart value
     instance.podTemplate), merged into every instance pod by pods.apply_template. It
@@ -153,6 +157,7 @@ class Settings:
                 "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS", defaults.session_idle_timeout_seconds, 0),
             session_max_lifetime_seconds=number(
                 "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS", defaults.session_max_lifetime_seconds, 0),
+            warm_pool_size=number("MYSERVICE_WARM_POOL_SIZE", defaults.warm_pool_size, 0),
             instance_pod_template=pod_template(env.get("MYSERVICE_INSTANCE_POD_TEMPLATE", "")),
             lease_name=text("MYSERVICE_OPERATOR_LEASE_NAME", defaults.lease_name),
             identity=text("MYSERVICE_OPERATOR_IDENTITY", defaults.identity),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping
 
-from myservice_api.crd import MESSAGE_CAPACITY, Phase, Reason, is_terminal
+from myservice_api.crd import MESSAGE_CAPACITY, Phase, PodSource, Reason, is_terminal
 
 from .podstate import PodKind, PodState
 from .times import timestamp
@@ -32,7 +32,19 @@ def says_pending(status: Mapping) -> bool:
 def starting_status(pod: str, now: datetime.datetime) -> dict:
     """The pod was created (or found)."""
     return {"phase": Phase.STARTING, "reason": Reason.POD_CREATED,
-            "message": f"pod {pod} created", "podName": pod, "startedAt": timestamp(now)}
+            "message": f"pod {pod} created", "podName": pod, "podSource": PodSource.COLD,
+            "startedAt": timestamp(now)}
+
+
+def claimed_status(status: Mapping, pod: PodState, *, port: int, now: datetime.datetime) -> dict:
+    """A warm pool pod was claimed for the session: Ready at once when the pod is (it was
+    picked Ready), otherwise whatever its state means, and either way podSource warm."""
+    patch = transition(status, pod, port=port, now=now) or {}
+    if patch.get("phase") == Phase.READY:
+        patch["message"] = f"warm pool pod {pod.name} claimed, ready at {pod.ip}:{port}"
+    elif patch.get("phase") == Phase.STARTING:
+        patch["message"] = f"warm pool pod {pod.name} claimed"
+    return {**patch, "podName": pod.name, "podSource": PodSource.WARM}
 
 
 def rejected_status(message: str, now: datetime.datetime) -> dict:

@@ -47,7 +47,7 @@ def test_spec_requires_session_and_user_and_is_immutable():
 def test_status_fields_and_no_unknown_fields_preserved():
     status = _schema()["properties"]["status"]
     assert sorted(status["properties"]) == sorted([
-        "phase", "reason", "message", "podName", "podIP", "port",
+        "phase", "reason", "message", "podName", "podIP", "podSource", "port",
         "startedAt", "readyAt", "finishedAt", "observedGeneration"])
     for key in ("startedAt", "readyAt", "finishedAt"):
         assert status["properties"][key] == {**status["properties"][key], "type": "string", "format": "date-time"}
@@ -64,4 +64,6 @@ def test_printer_columns():
         ("Age", ".metadata.creationTimestamp", 0),
         ("IP", ".status.podIP", 1),
         ("Reason", ".status.reason", 1),
+        ("Source", ".status.podSource", 1),
     ]
+    assert _schema()["properties"]["status"]["properties"]["podSource"]["enum"] == [str(s) for s in crd.PodSource]

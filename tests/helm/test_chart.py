@@ -230,6 +230,7 @@ def test_operator_deployment_defaults(render):
         "MYSERVICE_INSTANCE_IMAGE_PULL_POLICY": "IfNotPresent",
         "MYSERVICE_INSTANCE_PORT": "50051",
         "MYSERVICE_MAX_SESSIONS": "10",
+        "MYSERVICE_WARM_POOL_SIZE": "0",
         "MYSERVICE_READY_TIMEOUT_SECONDS": "120",
         "MYSERVICE_FINISHED_TTL_SECONDS": "300",
         "MYSERVICE_WATCH_TIMEOUT_SECONDS": "300",
@@ -285,6 +286,16 @@ def test_operator_env_follows_values(render):
         "myservice-service:1.2.3", "Never", "2", "60", "30", "50m", "64Mi")
     gateway = objects[("Deployment", GW)]["spec"]["template"]["spec"]["containers"][0]
     assert gateway["imagePullPolicy"] == "Never"
+
+
+def test_warm_pool_reaches_the_operator_and_only_then_may_it_patch_pods(render):
+    def pool(*args: str) -> tuple[str, list[str]]:
+        objects = by_kind_and_name(render(*args))
+        env = env_of(objects[("Deployment", OP)]["spec"]["template"]["spec"]["containers"][0])
+        pods_rule = next(r for r in objects[("Role", OP)]["rules"] if r["resources"] == ["pods"])
+        return env["MYSERVICE_WARM_POOL_SIZE"], pods_rule["verbs"]
+    assert pool() == ("0", ["get", "list", "watch", "create", "delete"])
+    assert pool("--set", "instance.warmPool.size=3") == ("3", ["get", "list", "watch", "create", "delete", "patch"])
 
 
 def test_session_limits_reach_the_operator(render):
@@ -557,6 +568,8 @@ def test_helm_test_pod(render):
     ("session.idleTimeoutSeconds=-1", "at '/session/idleTimeoutSeconds'"),
     ("session.maxLifetimeSeconds=1.5", "at '/session/maxLifetimeSeconds'"),
     ("session.maxPerUser=-1", "at '/session/maxPerUser'"),
+    ("instance.warmPool.size=-1", "at '/instance/warmPool/size'"),
+    ("instance.warmPool.size=some", "at '/instance/warmPool/size'"),
 ])
 def test_schema_rejects_bad_values(helm, setting, message):
     result = run_helm(helm, "template", "rel", str(CHART), "--set", setting)

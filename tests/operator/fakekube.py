@@ -121,11 +121,41 @@ class FakeKube:
             return False
         self._request("create", "pods", 201)
         pod = copy.deepcopy(dict(manifest))
-        pod["metadata"].update(uid=f"pod-uid-{next(self._uid)}", resourceVersion=str(next(self._rv)))
+        pod["metadata"].update(uid=f"pod-uid-{next(self._uid)}", resourceVersion=str(next(self._rv)),
+                               creationTimestamp=timestamp(self.clock()))
+        pod["metadata"].setdefault("ownerReferences", [])
         pod["status"] = {"phase": "Pending"}
         self.pods[name] = pod
         self._emit("pod", "ADDED", pod)
         return True
+
+    def list_pool_pods(self) -> list[dict]:
+        self._request("list", "pods")
+        return [copy.deepcopy(p) for p in self.pods.values() if crd.LABEL_POOL in p["metadata"]["labels"]]
+
+    def claim_pod(self, name: str, patch: dict) -> dict:
+        """A merge patch with the resourceVersion precondition, as the API applies it."""
+        pod = self.pods.get(name)
+        if pod is None or pod["metadata"]["resourceVersion"] != patch["metadata"]["resourceVersion"]:
+            self._request("patch", "pods", 404 if pod is None else 409)
+            raise Conflict(f"pool pod {name} changed or is gone")
+        self._request("patch", "pods")
+        metadata = patch["metadata"]
+        for key, value in metadata["labels"].items():
+            if value is None:
+                pod["metadata"]["labels"].pop(key, None)
+            else:
+                pod["metadata"]["labels"][key] = value
+        pod["metadata"].setdefault("annotations", {}).update(metadata["annotations"])
+        pod["metadata"]["ownerReferences"] = copy.deepcopy(metadata["ownerReferences"])
+        pod["spec"].update(copy.deepcopy(patch.get("spec", {})))
+        pod["metadata"]["resourceVersion"] = str(next(self._rv))
+        self._emit("pod", "MODIFIED", pod)
+        return copy.deepcopy(pod)
+
+    def pool_pods(self) -> list[str]:
+        return sorted(n for n, p in self.pods.items()
+                      if crd.LABEL_POOL in p["metadata"]["labels"] and not p["metadata"].get("deletionTimestamp"))
 
     def delete_pod(self, name: str) -> None:
         if name not in self.pods:
@@ -162,7 +192,7 @@ class FakeKube:
         session = self.sessions.pop(name)
         self._emit("session", "DELETED", session)
         for pod_name, pod in list(self.pods.items()):  # garbage collection
-            if any(ref["uid"] == session["metadata"]["uid"] for ref in pod["metadata"]["ownerReferences"]):
+            if any(ref["uid"] == session["metadata"]["uid"] for ref in pod["metadata"].get("ownerReferences", [])):
                 if collect:
                     self._emit("pod", "DELETED", self.pods.pop(pod_name))
                 else:
@@ -251,8 +281,10 @@ class Harness:
         if kind == "session":
             await self.reconciler.session_changed(body["metadata"]["name"], deleted=type == "DELETED")
         else:
-            await self.reconciler.pod_changed(body["metadata"]["labels"][crd.LABEL_SESSION],
-                                              deleted=type == "DELETED")
+            session = body["metadata"]["labels"].get(crd.LABEL_SESSION)
+            if session:
+                await self.reconciler.pod_changed(session, deleted=type == "DELETED")
+            self.reconciler.pool_changed(body["metadata"]["name"], deleted=type == "DELETED")
 
     async def deliver(self, only: str | None = None, hold: str | None = None) -> int:
         """Deliver watch events until none is left (only of one kind, or holding one kind

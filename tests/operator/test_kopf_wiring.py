@@ -42,7 +42,7 @@ def test_register_wires_indexes_and_event_handlers_only():
     assert [(h.id, h.selector.group, h.selector.version, h.selector.plural) for h in watching] == [
         ("session-changed", "myservice.io", "v1alpha1", "myservicesessions"),
         ("instance-pod-changed", "", "v1", "pods")]
-    pod_labels = {"app.kubernetes.io/managed-by": "myservice-operator", "myservice.io/session": kopf.PRESENT}
+    pod_labels = {"app.kubernetes.io/managed-by": "myservice-operator"}  # session and warm pool pods
     assert (indexing[1].labels, watching[1].labels) == (pod_labels, pod_labels)
     # No on.create/on.update (kopf's progress and diff-base annotations) and no timers
     # (a finalizer and a periodic run per session): kopf writes nothing to a session.

@@ -62,7 +62,7 @@ def test_make_pod_with_default_settings():
                     "requests": {"cpu": "100m", "memory": "128Mi"},
                     "limits": {"cpu": "500m", "memory": "256Mi"},
                 },
-                "readinessProbe": {"grpc": {"port": 50051}, "periodSeconds": 2, "timeoutSeconds": 3,
+                "readinessProbe": {"grpc": {"port": 50051}, "periodSeconds": 1, "timeoutSeconds": 3,
                                    "failureThreshold": 3},
                 "securityContext": {
                     "allowPrivilegeEscalation": False,

@@ -41,7 +41,7 @@ def test_pending_with_a_found_ready_pod_goes_ready_and_records_start():
 def test_pending_with_a_found_pod_goes_starting():
     assert tr({"phase": "Pending"}, PodState("starting", name=POD)) == {
         "phase": "Starting", "reason": "PodCreated", "message": f"pod {POD} created",
-        "podName": POD, "startedAt": T}
+        "podName": POD, "podSource": "cold", "startedAt": T}
 
 
 def test_no_change_when_nothing_moved():
@@ -149,7 +149,8 @@ def test_status_builders():
     assert st.pending_status() == {"phase": "Pending", "reason": "CapacityExceeded",
                                    "message": "all instances are busy"}
     assert st.starting_status(POD, NOW) == {"phase": "Starting", "reason": "PodCreated",
-                                            "message": f"pod {POD} created", "podName": POD, "startedAt": T}
+                                            "message": f"pod {POD} created", "podName": POD,
+                                            "podSource": "cold", "startedAt": T}
     assert st.rejected_status("exceeded quota", NOW) == {
         "phase": "Failed", "reason": "StartFailed", "message": "pod rejected: exceeded quota", "finishedAt": T}
     assert st.expired_status(120, NOW) == {
@@ -178,3 +179,18 @@ def test_only_failures_release_the_pod():
     assert st.releases_pod({"phase": "Ready"}, PodState("ready")) is False
     assert st.releases_pod({"phase": "Completed"}, PodState("succeeded")) is False
     assert st.releases_pod({"podIP": "1.2.3.4"}, PodState("ready")) is False
+
+def test_a_claimed_pool_pod_makes_the_session_ready_at_once_and_warm():
+    ready = PodState("ready", name="mss-pool-ab12", ip="10.0.0.9")
+    assert st.claimed_status({}, ready, port=50051, now=NOW) == {
+        "phase": "Ready", "reason": "PodReady",
+        "message": "warm pool pod mss-pool-ab12 claimed, ready at 10.0.0.9:50051",
+        "podName": "mss-pool-ab12", "podIP": "10.0.0.9", "port": 50051, "podSource": "warm",
+        "readyAt": T, "startedAt": T}
+
+
+def test_a_claimed_pool_pod_that_just_stopped_being_ready_starts_warm():
+    starting = PodState("starting", name="mss-pool-ab12")
+    assert st.claimed_status({"phase": "Pending"}, starting, port=50051, now=NOW) == {
+        "phase": "Starting", "reason": "PodCreated", "message": "warm pool pod mss-pool-ab12 claimed",
+        "podName": "mss-pool-ab12", "podSource": "warm", "startedAt": T}
