@@ -65,14 +65,23 @@ def instance_command(pod_name: str, socket_path: str, *, wait_for_claim: bool = 
 
 
 def process_alive(process: asyncio.subprocess.Process) -> bool:
-    """True unless the child has exited, even if asyncio has not reaped it yet:
-    waitid with WNOWAIT looks without reaping (asyncio's child watcher still does)."""
+    """True unless the child has exited or is exiting, even if asyncio has not seen
+    it yet. waitid with WNOWAIT looks without reaping (asyncio's child watcher still
+    does); but a killed multi-threaded process is not waitable until its last thread
+    is gone, while its main thread already shows as a zombie in /proc: both are asked."""
     if process.returncode is not None:
         return False
     try:
-        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        if os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return False
     except ChildProcessError:  # already reaped: gone
         return False
+    try:
+        with open(f"/proc/{process.pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
 
 
 def instance_environment(limits: InstanceLimits, base: dict[str, str] | None = None) -> dict[str, str]:

@@ -15,8 +15,8 @@ import os
 
 def starts_at_once(cores: int | None = None) -> int:
     """Pool members started at once: half the usable cores, at least one. Each start
-    takes a core for ~0.3 s; refilling faster would take the cores from the calls of
-    live sessions (on 2 cores, two starts at once doubled a burst's first-call p99)."""
+    takes a core for ~0.3 s (Python and gRPC imports); refilling faster would take
+    every core from the calls of live sessions while a drained pool refills."""
     if cores is None:
         try:
             cores = len(os.sched_getaffinity(0))
