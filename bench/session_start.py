@@ -262,12 +262,12 @@ def summarise(results: dict) -> list[dict]:
 def render(table: list[dict]) -> str:
     by = {(e["hash"], e["shape"], e["pool"]): e for e in table}
     lines = [f"{'hash':<8} {'shape':<8} {'pool':<5} {'Login->first Echo p50/p99':>26} {'first call p50/p99':>20} "
-             f"{'Login p50':>10} {'next call p50':>14} {'warm':>8} {'failed':>7}", "-" * 115]
+             f"{'Login p50':>10} {'next call p50/p99':>19} {'warm':>8} {'failed':>7}", "-" * 120]
     for e in table:
         lines.append(f"{e['hash']:<8} {e['shape']:<8} {e['pool']:<5} "
                      f"{e['login_to_echo_p50_ms']:>11.1f} / {e['login_to_echo_p99_ms']:<8.1f} ms "
                      f"{e['first_call_p50_ms']:>7.1f} / {e['first_call_p99_ms']:<7.1f} ms "
-                     f"{e['login_p50_ms']:>7.1f} ms {e['next_call_p50_ms']:>11.1f} ms "
+                     f"{e['login_p50_ms']:>7.1f} ms {e['next_call_p50_ms']:>7.1f} / {e['next_call_p99_ms']:<6.1f} ms "
                      f"{e['warm_starts']:>4.0f}/{e['sessions']:<3} {e['errors']:>6}")
     lines += ["", "cold / warm:",
               f"{'hash':<8} {'shape':<8} {'Login->first Echo p50':>22} {'p99':>7} {'first call p50':>15} {'p99':>7}"]
