@@ -98,6 +98,9 @@ class Activity:
         self.started_at: float | None = None
         # When the instance was last seen busy: its start, or the end of its last call.
         self.last_active_at: float | None = None
+        # Told when a pool member's clocks start, by a signal or by a first call (the
+        # timer, armed at the start with nothing to wait for, must be armed again).
+        self.on_clocks_started: Callable[[], None] = lambda: None
         if started:
             self.start_clocks()
 
@@ -106,6 +109,7 @@ class Activity:
         if self.started_at is not None:
             return False
         self.started_at = self.last_active_at = self._clock()
+        self.on_clocks_started()
         return True
 
     def call_started(self) -> None:

@@ -145,15 +145,15 @@ async def serve(*, host: str, port: int, pod_name: str | None, announce: bool, u
     timer = LimitTimer(instance.activity, loop=loop, on_expiry=on_expiry)
     timer.start()
 
-    def claimed() -> None:
-        if instance.activity.start_clocks():
-            log.info("instance claimed for a session: idle and lifetime clocks start now")
-            timer.cancel()
-            timer.start()
+    def claimed() -> None:  # by the claim signal or the first call, whichever came first
+        log.info("instance claimed for a session: idle and lifetime clocks start now")
+        timer.cancel()
+        timer.start()
 
+    instance.activity.on_clocks_started = claimed
     # Installed before the LISTENING line (the backend signals only announced members);
     # a plain instance ignores it rather than dying of SIGUSR1's default action.
-    loop.add_signal_handler(CLAIM_SIGNAL, claimed if wait_for_claim else lambda: None)
+    loop.add_signal_handler(CLAIM_SIGNAL, instance.activity.start_clocks if wait_for_claim else lambda: None)
     where = f"unix:{unix_socket}" if unix_socket else f"{host}:{instance.bound}"
     log.info("instance %s listening on %s (idle timeout %s, max lifetime %s%s)", pod_name or default_pod_name(), where,
              describe_limit(limits.idle_timeout), describe_limit(limits.max_lifetime),

@@ -116,3 +116,21 @@ def test_the_pool_pods_env_makes_a_member(monkeypatch):
     assert build_parser("x").parse_args([]).wait_for_claim is True
     monkeypatch.setenv(WAIT_FOR_CLAIM_ENV, "0")
     assert build_parser("x").parse_args([]).wait_for_claim is False
+
+
+def test_a_member_claimed_by_its_first_call_alone_idles_out_too():
+    """No claim signal (a Kubernetes pool pod): the first call starts the clocks and arms the timer."""
+    proc, address = start_instance("--wait-for-claim", "--idle-timeout", "0.5")
+    try:
+        time.sleep(1.0)  # two idle timeouts, unclaimed
+        assert proc.poll() is None
+        with grpc.insecure_channel(address) as channel:
+            pb_grpc.MyServiceStub(channel).MyServiceEcho(pb.EchoRequest(value="v"), metadata=(("session-id", "s"),),
+                                                         timeout=5)
+        called = time.monotonic()
+        assert proc.wait(timeout=10) == 0
+        assert 0.4 < time.monotonic() - called < 8
+        assert proc.stdout.read() == "ENDED IdleTimeout no call for 0.5s\n"
+    finally:
+        proc.kill()
+        proc.wait()
