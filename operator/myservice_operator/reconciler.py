@@ -345,7 +345,7 @@ class Reconciler:
         now = self.clock()
         decided = pool.plan(members, size=self.settings.warm_pool_size, template=self._pool_template,
                             creating=len(self._pool_creating), taken=self._pool_taken, now=now,
-                            start_timeout_seconds=timeout)
+                            start_timeout_seconds=timeout, max_starting=self.settings.warm_pool_max_starting)
         for name in decided.delete:
             if name not in self._pool_deleting:
                 self._pool_deleting.add(name)

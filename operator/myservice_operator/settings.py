@@ -83,6 +83,10 @@ class Settings:
     """MYSERVICE_WARM_POOL_SIZE: keep this many ready instance pods that no session owns yet
     (chart value instance.warmPool.size); a new session claims one and is Ready at once.
     Pool pods are extra to MYSERVICE_MAX_SESSIONS. 0 = off: every pod is made on demand."""
+    warm_pool_max_starting: int = 2
+    """MYSERVICE_WARM_POOL_MAX_STARTING: at most this many pool pods starting at once (chart
+    value instance.warmPool.maxStarting): a refill paced so that it does not starve the node
+    the sessions run on; raise it with many nodes."""
     instance_pod_template: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """MYSERVICE_INSTANCE_POD_TEMPLATE: a PodTemplateSpec as JSON (chart value
     instance.podTemplate), merged into every instance pod by pods.apply_template. It
@@ -158,6 +162,7 @@ class Settings:
             session_max_lifetime_seconds=number(
                 "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS", defaults.session_max_lifetime_seconds, 0),
             warm_pool_size=number("MYSERVICE_WARM_POOL_SIZE", defaults.warm_pool_size, 0),
+            warm_pool_max_starting=number("MYSERVICE_WARM_POOL_MAX_STARTING", defaults.warm_pool_max_starting, 1),
             instance_pod_template=pod_template(env.get("MYSERVICE_INSTANCE_POD_TEMPLATE", "")),
             lease_name=text("MYSERVICE_OPERATOR_LEASE_NAME", defaults.lease_name),
             identity=text("MYSERVICE_OPERATOR_IDENTITY", defaults.identity),

@@ -231,6 +231,7 @@ def test_operator_deployment_defaults(render):
         "MYSERVICE_INSTANCE_PORT": "50051",
         "MYSERVICE_MAX_SESSIONS": "10",
         "MYSERVICE_WARM_POOL_SIZE": "0",
+        "MYSERVICE_WARM_POOL_MAX_STARTING": "2",
         "MYSERVICE_READY_TIMEOUT_SECONDS": "120",
         "MYSERVICE_FINISHED_TTL_SECONDS": "300",
         "MYSERVICE_WATCH_TIMEOUT_SECONDS": "300",
@@ -570,6 +571,7 @@ def test_helm_test_pod(render):
     ("session.maxPerUser=-1", "at '/session/maxPerUser'"),
     ("instance.warmPool.size=-1", "at '/instance/warmPool/size'"),
     ("instance.warmPool.size=some", "at '/instance/warmPool/size'"),
+    ("instance.warmPool.maxStarting=0", "at '/instance/warmPool/maxStarting'"),
 ])
 def test_schema_rejects_bad_values(helm, setting, message):
     result = run_helm(helm, "template", "rel", str(CHART), "--set", setting)

@@ -110,3 +110,13 @@ def test_next_check_is_when_the_oldest_starting_member_would_be_hung():
     members = [member("a", "starting", age=30), member("b", "starting", age=60), member("r")]
     assert pool.next_check(members, start_timeout_seconds=120) == T0 + datetime.timedelta(seconds=60.1)
     assert pool.next_check([member("r")], start_timeout_seconds=120) is None
+
+
+def test_plan_paces_the_refill_to_max_starting_members_at_once():
+    assert pool.plan([], size=10, template=TEMPLATE, creating=0, taken=(), now=T0, start_timeout_seconds=120,
+                     max_starting=2).create == 2
+    starting = [member("s1", "starting"), member("r1")]
+    assert pool.plan(starting, size=10, template=TEMPLATE, creating=1, taken=(), now=T0, start_timeout_seconds=120,
+                     max_starting=2).create == 0  # one creating + one starting: wait
+    assert pool.plan([member("r1")], size=10, template=TEMPLATE, creating=0, taken=(), now=T0,
+                     start_timeout_seconds=120, max_starting=3).create == 3
