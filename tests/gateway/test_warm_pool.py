@@ -180,7 +180,7 @@ async def test_a_claimed_instance_never_returns_to_the_pool(make_gateway):
     assert rb.pod_name == pod_name_of(second) != ra.pod_name
     shutdown = await gw.stub.MyServiceShutdown(pb.ShutdownRequest(), metadata=a)
     assert (shutdown.pod_name, shutdown.server_session_id) == (ra.pod_name, "c1")
-    assert await until(lambda: not pid_alive(first))
+    assert await until(lambda: not pid_alive(first) and gw.backend.live_count == 1)
     third_pool = await full_pool(gw, 1)
     assert first not in third_pool and second not in third_pool
     # the ended session gets its answer, not a pool member
@@ -224,6 +224,7 @@ async def test_a_pool_member_does_not_idle_out_unclaimed_and_a_warm_session_does
     claimed = time.monotonic()
     assert await until(lambda: not pid_alive(member), timeout=15)
     assert 0.9 < time.monotonic() - claimed < 10  # its own idle timeout, counted from the claim
+    assert await until(lambda: gw.backend.live_count == 0)  # the gateway has seen the end (before: UNAVAILABLE)
     assert await error_of(echo(gw, metadata)) == (grpc.StatusCode.FAILED_PRECONDITION, ENDED.format("idle-warm"))
     assert any("TestUser/idle-warm exited with 0: IdleTimeout (no call for 1s)" in m for m in messages(caplog)), \
         messages(caplog)
