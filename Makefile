@@ -11,12 +11,13 @@ PORT ?= 10000
 MAX_INSTANCES ?= 16
 PYTEST_ARGS ?=
 
-.PHONY: help run test unit e2e bench bench-login scale clean
+.PHONY: help run test unit e2e e2e-kind bench bench-login scale clean
 
 help:
 	@echo "make run    start the gateway with local instances on 127.0.0.1:$(PORT) (dev user TestUser/TestPassword)"
 	@echo "make test   run the test suite (unit, gRPC over loopback, real processes, chart checks)"
 	@echo "make e2e    bring up a local Kubernetes built from source, run the e2e suite, take it down"
+	@echo "make e2e-kind  the same suite on kind, with kind and its node image built here (root; e2e/kind.sh, e2e/README.md)"
 	@echo "make bench  measure gateway latency/throughput against direct, nginx and a bare grpc.aio proxy (see docs/benchmarks.md)"
 	@echo "make bench-login  a 200-Login storm: a real user's Login and another session's Echo during it (LOGIN_BASELINE=REV: also the gateway of REV)"
 	@echo "make bench-start  session start in local mode: Login -> first Echo, warm pool against cold, one at a time and in bursts"
@@ -39,6 +40,11 @@ test: $(INSTALL_STAMP) $(HELM)
 
 e2e: $(INSTALL_STAMP)
 	bash e2e/run.sh
+
+# The suite on a kind cluster as CI runs it (e2e/kind.sh); KIND_NODE_IMAGE=local builds kind
+# and its node image from the local sources first (e2e/kind/build.sh: no registry here).
+e2e-kind: $(INSTALL_STAMP)
+	KIND_NODE_IMAGE=$(or $(KIND_NODE_IMAGE),local) bash e2e/kind.sh
 
 bench: $(INSTALL_STAMP)
 	$(BIN)/python bench/echo_latency.py

@@ -5,7 +5,8 @@
 #                                                   the debootstrap base image, as locally)
 #
 # The steps mirror e2e/run.sh one for one; only the cluster and the way images
-# reach its containerd differ:
+# reach its containerd differ (0. makes sure a docker daemon answers, as run.sh's image
+# build does; one this run started is stopped at the end):
 #   1. kind create cluster --name $KIND_CLUSTER          (instead of cluster/build.sh + up.sh)
 #   2. e2e/images/build.sh                               (the same script and Dockerfiles, same
 #                                                        debootstrap base: the images' operator
@@ -13,12 +14,21 @@
 #   3. kind load docker-image <both images>              (instead of images/load.sh into our containerd)
 #   4. .venv/bin/pytest e2e                              (the same invocation and suite)
 #   5. kind delete cluster                               (always, unless MYSERVICE_E2E_KEEP=1)
-# Exit status: pytest's.
+# Exit status: pytest's. On a failure, `kind export logs` goes to $LOG_DIR/kind-logs first.
+#
+# KIND_NODE_IMAGE=local is the one difference from a user's kind run, and it only
+# changes where kind and the node image come from: e2e/kind/build.sh builds kind
+# v0.30.0 and a node image for Kubernetes v1.34.4 from the same sources as the local
+# cluster (no registry is reachable on the development machine, so kind's published
+# image cannot be pulled) and puts kind, kubectl v1.34.4 and helm on PATH. Every
+# step after it is the same as in CI.
 #
 # Environment:
 #   KIND_CLUSTER                 cluster name (default myservice-e2e)
-#   KIND_NODE_IMAGE              node image (default: kind's own default)
+#   KIND_NODE_IMAGE              node image (default: kind's own default). `local` (make e2e-kind):
+#                                build kind and a node image on this machine first (see below)
 #   MYSERVICE_E2E_KEEP=1         keep the cluster
+#   MYSERVICE_E2E_LOG_DIR        phase logs (default /tmp/myservice-e2e-kind-logs)
 #   MYSERVICE_E2E_GATEWAY_IMAGE, MYSERVICE_E2E_SERVICE_IMAGE  image names (default myservice-{gateway,service}:dev)
 #   MYSERVICE_DEBIAN_MIRROR      Debian mirror for the base image; required on a non-Debian host
 #                                such as ubuntu-latest (on Debian, apt's own sources are used)
@@ -32,6 +42,8 @@ fi
 
 # shellcheck disable=SC2034  # PHASES_TAG is read by phases.sh
 PHASES_TAG=kind.sh
+# Its own log folder: run.sh's phases (same names) may be running beside it.
+export MYSERVICE_E2E_LOG_DIR=${MYSERVICE_E2E_LOG_DIR:-/tmp/myservice-e2e-kind-logs}
 # shellcheck source=e2e/phases.sh
 source "$(dirname "${BASH_SOURCE[0]}")/phases.sh"
 KIND_CLUSTER=${KIND_CLUSTER:-myservice-e2e}
@@ -49,10 +61,14 @@ export KUBECONFIG=${MYSERVICE_E2E_KUBECONFIG:-$LOG_DIR/kind-kubeconfig}
 finish() {
   local rc=$?
   trap - EXIT INT TERM
+  if [[ $rc != 0 && -n "${CLUSTER_CREATED:-}" ]]; then
+    phase "kind logs" kind export logs --name "$KIND_CLUSTER" "$LOG_DIR/kind-logs" || true
+  fi
   if [[ "${MYSERVICE_E2E_KEEP:-}" == 1 ]]; then
     say "MYSERVICE_E2E_KEEP=1: kind cluster $KIND_CLUSTER left running (KUBECONFIG=$KUBECONFIG)"
   else
-    phase "cluster down" kind delete cluster --name "$KIND_CLUSTER" || true
+    [[ -n "${CLUSTER_CREATED:-}" ]] && { phase "cluster down" kind delete cluster --name "$KIND_CLUSTER" || true; }
+    [[ "${DOCKERD_STARTED_HERE:-0}" == 1 ]] && { phase "dockerd stop" stop_dockerd || true; }
   fi
   say "summary (logs in $LOG_DIR):"
   printf '    %s\n' "${SUMMARY[@]}"
@@ -62,13 +78,34 @@ finish() {
 trap finish EXIT
 trap 'exit 130' INT TERM
 
+# A docker daemon this run started (e2e/images/ensure-docker.sh) is stopped at the end,
+# as run.sh does, so that `make e2e-kind` leaves no daemon behind.
+DOCKERD_PIDFILE=/var/run/docker.pid
+# shellcheck disable=SC2317  # invoked from finish, by the EXIT trap
+stop_dockerd() {
+  local pid
+  pid=$(cat "$DOCKERD_PIDFILE" 2>/dev/null) || { say "dockerd: no pid file, nothing to stop"; return 0; }
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || { say "dockerd (pid $pid) stopped"; return 0; }; sleep 0.5; done
+  say "dockerd (pid $pid) did not stop within 30s: SIGKILL"; kill -KILL "$pid" 2>/dev/null; return 1
+}
+
+if [[ "${KIND_NODE_IMAGE:-}" == local ]]; then
+  docker info >/dev/null 2>&1 || DOCKERD_STARTED_HERE=1
+  phase "node image" e2e/kind/build.sh || exit $?
+  eval "$(e2e/kind/build.sh --print-env)"   # PATH (kind, kubectl, helm), KIND_NODE_IMAGE
+fi
+
 for cmd in docker kind kubectl helm; do
   command -v "$cmd" >/dev/null || { say "$cmd missing"; exit 2; }
 done
 [[ -x "$PYTEST" ]] || { say "$PYTEST missing: run \`make test\` once (it creates .venv)"; exit 2; }
 
+docker info >/dev/null 2>&1 || DOCKERD_STARTED_HERE=1
+phase "docker" e2e/images/ensure-docker.sh || exit $?
 create=(kind create cluster --name "$KIND_CLUSTER" --kubeconfig "$KUBECONFIG" --wait 180s)
 [[ -n "${KIND_NODE_IMAGE:-}" ]] && create+=(--image "$KIND_NODE_IMAGE")
+CLUSTER_CREATED=1   # from here on, a failure exports its logs and deletes it
 phase "cluster up" "${create[@]}" || exit $?
 say "node Ready: $(kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}')"
 

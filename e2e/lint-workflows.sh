@@ -17,7 +17,7 @@ cd "$REPO"
 "$ACTIONLINT" -version | head -n1
 "$ACTIONLINT" .github/workflows/*.yml
 if command -v shellcheck >/dev/null; then
-  shellcheck -x e2e/run.sh e2e/kind.sh e2e/lint-workflows.sh
+  shellcheck -x e2e/run.sh e2e/kind.sh e2e/lint-workflows.sh e2e/kind/build.sh e2e/kind/kube-proxy-iptables-mode.sh
 else
   echo "shellcheck not installed: skipped (actionlint also checks run: blocks with it)"
 fi
