@@ -34,13 +34,14 @@ from collections.abc import Callable, Coroutine, Mapping
 from myservice_api.crd import Phase, PodSource
 from myservice_api.names import pod_name
 
-from . import admission, events, pool, transitions
+from . import admission, events, transitions
 from .clients import Conflict, PodRejected
 from .deadlines import Deadlines
-from .indexes import Indexes, PodRecord, SessionRecord, pool_member, session_record
+from .indexes import Indexes, PodRecord, SessionRecord, session_record
 from .lifecycle import Action, next_deadline, plan
 from .metrics import OperatorMetrics
 from .podstate import NO_POD, PodKind, PodState, observe_pod
+from .poolkeeper import POOL_DEADLINE, PoolKeeper
 from .pods import make_pod
 from .settings import Settings
 from .times import utcnow
@@ -51,9 +52,6 @@ log = logging.getLogger("myservice_operator")
 RETRY_SECONDS = 5.0
 # Threads for the blocking `kubernetes` client calls: the requests in flight at once.
 API_THREADS = 8
-# The deadline key of the warm pool's own check (a pool pod not Ready in time); not a
-# session name (those are DNS labels).
-POOL_DEADLINE = "<warm pool>"
 # Events are for people, best effort (client-go's recorder, too, drops them when its
 # queue is full): posted by threads of their own, so that they never hold up a status
 # write, and dropped (counted) beyond a backlog instead of draining long after a burst.
@@ -83,12 +81,8 @@ class Reconciler:
         self._granted: set[str] = set()
         self._unindexed: set[str] = set()
         self._waiting = admission.WaitingQueue()
-        # The warm pool (pool.py): members being created (until their event), members
-        # claimed or whose claim failed (until their next event: the index lags).
-        self._pool_template = pool.template_hash(settings) if settings.warm_pool_size else ""
-        self._pool_creating: set[str] = set()
-        self._pool_taken: set[str] = set()
-        self._pool_deleting: set[str] = set()
+        self.pool = PoolKeeper(settings, kube, members=self._pool_members, api=self._api, spawn=self._spawn,
+                               set_deadline=self._set_deadline, clock=clock, retry_seconds=RETRY_SECONDS)
         self._busy: set[str] = set()
         self._again: set[str] = set()
         self._wake = asyncio.Event()
@@ -116,32 +110,20 @@ class Reconciler:
         self._grant()
 
     def pool_changed(self, pod: str, *, deleted: bool) -> None:
-        """An event of a pool pod, or of a pod that was one (claimed): the index has it now.
-        (With no pool, members left from a larger one are deleted: plan() with size 0.)"""
-        self._pool_creating.discard(pod)
-        self._pool_taken.discard(pod)
-        if deleted:
-            self._pool_deleting.discard(pod)
-        self._refill()
+        self.pool.changed(pod, deleted=deleted)
 
     async def start_pool(self) -> None:
-        """At start, before the watch's index is complete: one LIST of the pool's pods
-        decides what to make now; from then on its events do."""
-        if not self.settings.warm_pool_size:
-            return
-        try:
-            listed = await self._api(self.kube.list_pool_pods)
-        except Exception:
-            log.exception("listing the warm pool failed; it fills from the watch's events instead")
-            return
-        self._refill([pool_member(body) for body in listed])
+        await self.pool.start()
+
+    def _pool_members(self) -> list:
+        return self.indexes.pool_members() if self.indexes is not None else []
 
     async def run_due(self) -> None:
         """Reconcile the sessions whose deadline has come (and the pool, when its is)."""
         due = self.deadlines.pop_due(self.clock().timestamp())
         if POOL_DEADLINE in due:
             due.remove(POOL_DEADLINE)
-            self._refill()
+            self.pool.refill()
         await asyncio.gather(*(self.reconcile(name, trigger="deadline") for name in due))
 
     async def run_deadlines(self) -> None:
@@ -279,7 +261,7 @@ class Reconciler:
                 self._spawn(self.reconcile(name, trigger="admission"))
 
     async def _start(self, session: SessionRecord, now: datetime.datetime) -> None:
-        if self.settings.warm_pool_size and await self._claim(session, now):
+        if await self._claim(session, now):
             return
         manifest = make_pod(resource=session.name, uid=session.uid, session_id=session.session_id,
                             settings=self.settings)
@@ -310,16 +292,14 @@ class Reconciler:
     # --- the warm pool ------------------------------------------------------------------
 
     async def _claim(self, session: SessionRecord, now: datetime.datetime) -> bool:
-        """Give the session a Ready pool pod (one guarded patch) and write it Ready; False
-        when the pool has none to give (a cold start then)."""
-        member = pool.pick(self.indexes.pool_members(), template=self._pool_template, taken=self._pool_taken)
+        """Give the session a Ready warm pool pod and write it Ready; False when the pool
+        has none to give, or the claim failed its precondition (a cold start then)."""
+        member = self.pool.take()
         if member is None:
             return False
-        self._pool_taken.add(member.name)  # no second claim of it, even if this one fails
-        patch = pool.claim_patch(member, resource=session.name, uid=session.uid, session_id=session.session_id,
-                                 settings=self.settings, now=now)
         try:
-            claimed = await self._api(self.kube.claim_pod, member.name, patch)
+            claimed = await self.pool.claim(member, resource=session.name, uid=session.uid,
+                                            session_id=session.session_id, now=now)
         except Conflict as error:
             log.info("warm pool pod not claimed, a cold start instead: %s", error)
             return False
@@ -329,54 +309,10 @@ class Reconciler:
         self._granted.discard(session.name)
         if not self.indexes.has_pod(session.name):
             self._unindexed.add(session.name)  # its slot, until the pod's event (as a created one)
-        log.info("warm pool pod %s claimed by session %s", member.name, session.name)
-        state = observe_pod(claimed)
-        await self._write(session, transitions.claimed_status(session.status, state,
+        await self._write(session, transitions.claimed_status(session.status, observe_pod(claimed),
                                                               port=self.settings.instance_port, now=now), now)
-        self._refill()
+        self.pool.refill()  # after the write the session waits for, not before
         return True
-
-    def _refill(self, members: list[pool.Member] | None = None) -> None:
-        """Create and delete pool pods as pool.plan() says (members: the index's, unless given)."""
-        if self.indexes is None and members is None:
-            return
-        members = self.indexes.pool_members() if members is None else members
-        timeout = self.settings.ready_timeout_seconds
-        now = self.clock()
-        decided = pool.plan(members, size=self.settings.warm_pool_size, template=self._pool_template,
-                            creating=len(self._pool_creating), taken=self._pool_taken, now=now,
-                            start_timeout_seconds=timeout, max_starting=self.settings.warm_pool_max_starting)
-        for name in decided.delete:
-            if name not in self._pool_deleting:
-                self._pool_deleting.add(name)
-                self._spawn(self._pool_delete(name))
-        for _ in range(decided.create):
-            manifest = pool.make_member(self.settings, template=self._pool_template)
-            self._pool_creating.add(manifest["metadata"]["name"])
-            self._spawn(self._pool_create(manifest))
-        check = pool.next_check(members, start_timeout_seconds=timeout)
-        self._set_deadline(POOL_DEADLINE, None if check is None else check.timestamp())
-
-    async def _pool_create(self, manifest: Mapping) -> None:
-        name = manifest["metadata"]["name"]
-        try:
-            await self._api(self.kube.create_pod, manifest)
-        except Exception as error:
-            # Made again at the next pool event or check (not at once: no loop while the API fails).
-            self._pool_creating.discard(name)
-            log.warning("warm pool pod %s not created: %s", name, error)
-            self._set_deadline(POOL_DEADLINE, self.clock().timestamp() + RETRY_SECONDS)
-        else:
-            log.info("warm pool pod %s created", name)
-
-    async def _pool_delete(self, name: str) -> None:
-        try:
-            await self._api(self.kube.delete_pod, name)
-        except Exception as error:
-            self._pool_deleting.discard(name)
-            log.warning("warm pool pod %s not deleted: %s", name, error)
-        else:
-            log.info("warm pool pod %s deleted", name)
 
     # --- writes -----------------------------------------------------------------------
 

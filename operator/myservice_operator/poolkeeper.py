@@ -1,0 +1,129 @@
+"""The warm pool's adapter: keeps pool.plan()'s pods, hands members to the reconciler.
+
+The decisions are pool.py's (pure); this holds what the watch's index cannot know yet
+and does the requests:
+- members being created, until their first event (so a refill does not make them twice);
+- members taken (claimed, or whose claim failed its precondition), until their next
+  event (the index lags the claim: no member is handed out twice);
+- members being deleted, until they are gone.
+
+Triggers: every pool pod event (and every event of a pod that was one), a claim, the
+pool's own deadline (a member not Ready in time), and one LIST at start.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+
+from . import pool
+from .indexes import pool_member
+from .settings import Settings
+
+log = logging.getLogger("myservice_operator")
+
+# The deadline key of the pool's own check; not a session name (those are DNS labels).
+POOL_DEADLINE = "<warm pool>"
+
+
+class PoolKeeper:
+    def __init__(self, settings: Settings, kube, *, members: Callable[[], list[pool.Member]],
+                 api: Callable[..., Awaitable], spawn: Callable[[Coroutine], None],
+                 set_deadline: Callable[[str, float | None], None],
+                 clock: Callable[[], datetime.datetime], retry_seconds: float) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.template = pool.template_hash(settings) if settings.warm_pool_size else ""
+        self._members = members
+        self._api = api
+        self._spawn = spawn
+        self._set_deadline = set_deadline
+        self._clock = clock
+        self._retry_seconds = retry_seconds
+        self._creating: set[str] = set()
+        self._taken: set[str] = set()
+        self._deleting: set[str] = set()
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.warm_pool_size > 0
+
+    def changed(self, pod: str, *, deleted: bool) -> None:
+        """An event of a pool pod, or of a pod that was one: the index has it now.
+        (With no pool, members left from a larger one are deleted: plan() with size 0.)"""
+        self._creating.discard(pod)
+        self._taken.discard(pod)
+        if deleted:
+            self._deleting.discard(pod)
+        self.refill()
+
+    async def start(self) -> None:
+        """At start, before the watch's index is complete: one LIST of the pool's pods
+        decides what to make now; from then on their events do."""
+        if not self.enabled:
+            return
+        try:
+            listed = await self._api(self.kube.list_pool_pods)
+        except Exception:
+            log.exception("listing the warm pool failed; it fills from the watch's events instead")
+            return
+        self.refill([pool_member(body) for body in listed])
+
+    def take(self) -> pool.Member | None:
+        """A Ready member for a claim, marked taken (no second claim of it, even if this one
+        fails); None when the pool has none."""
+        if not self.enabled:
+            return None
+        member = pool.pick(self._members(), template=self.template, taken=self._taken)
+        if member is not None:
+            self._taken.add(member.name)
+        return member
+
+    async def claim(self, member: pool.Member, *, resource: str, uid: str, session_id: str,
+                    now: datetime.datetime) -> dict:
+        """The guarded patch that gives `member` to the session; the pod as patched
+        (clients.Conflict: it changed or went, someone else has it)."""
+        patch = pool.claim_patch(member, resource=resource, uid=uid, session_id=session_id,
+                                 settings=self.settings, now=now)
+        claimed = await self._api(self.kube.claim_pod, member.name, patch)
+        log.info("warm pool pod %s claimed by session %s", member.name, resource)
+        return claimed
+
+    def refill(self, members: list[pool.Member] | None = None) -> None:
+        """Create and delete pool pods as pool.plan() says (members: the index's, unless given)."""
+        members = self._members() if members is None else members
+        timeout = self.settings.ready_timeout_seconds
+        decided = pool.plan(members, size=self.settings.warm_pool_size, template=self.template,
+                            creating=len(self._creating), taken=self._taken, now=self._clock(),
+                            start_timeout_seconds=timeout, max_starting=self.settings.warm_pool_max_starting)
+        for name in decided.delete:
+            if name not in self._deleting:
+                self._deleting.add(name)
+                self._spawn(self._delete(name))
+        for _ in range(decided.create):
+            manifest = pool.make_member(self.settings, template=self.template)
+            self._creating.add(manifest["metadata"]["name"])
+            self._spawn(self._create(manifest))
+        check = pool.next_check(members, start_timeout_seconds=timeout)
+        self._set_deadline(POOL_DEADLINE, None if check is None else check.timestamp())
+
+    async def _create(self, manifest: Mapping) -> None:
+        name = manifest["metadata"]["name"]
+        try:
+            await self._api(self.kube.create_pod, manifest)
+        except Exception as error:
+            # Made again at the next pool event or check (not at once: no loop while the API fails).
+            self._creating.discard(name)
+            log.warning("warm pool pod %s not created: %s", name, error)
+            self._set_deadline(POOL_DEADLINE, self._clock().timestamp() + self._retry_seconds)
+        else:
+            log.info("warm pool pod %s created", name)
+
+    async def _delete(self, name: str) -> None:
+        try:
+            await self._api(self.kube.delete_pod, name)
+        except Exception as error:
+            self._deleting.discard(name)
+            log.warning("warm pool pod %s not deleted: %s", name, error)
+        else:
+            log.info("warm pool pod %s deleted", name)
