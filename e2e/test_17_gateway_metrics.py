@@ -10,7 +10,7 @@ import framework as fw
 LOGINS_OK = ("myservice_gateway_logins_total", frozenset({("outcome", "OK")}))
 ECHO_OK = ("myservice_gateway_calls_total", frozenset({("method", "MyServiceEcho"), ("code", "OK")}))
 SHUTDOWN_OK = ("myservice_gateway_calls_total", frozenset({("method", "MyServiceShutdown"), ("code", "OK")}))
-STARTS = ("myservice_gateway_session_start_seconds_count", frozenset())
+STARTS = ("myservice_gateway_session_start_seconds_count", frozenset({("pod", "cold")}))  # no warm pool here
 LIVE = ("myservice_gateway_live_sessions", frozenset())
 
 

@@ -21,6 +21,26 @@ POOL_ENV = "MYSERVICE_WARM_POOL_SIZE"
 POOL_SELECTOR = f"{crd.LABEL_POOL}"
 
 
+WARM = frozenset({("pod", "warm")})
+
+
+def warm_starts(kube: fw.Kube, installed) -> tuple[float, float]:
+    """Session starts counted warm by the operator (the active replica) and by the gateways (all)."""
+    operator_port = int(installed.values["operator"].get("metricsPort", 9091))
+    gateway_port = int(installed.values["gateway"].get("metricsPort", 9090))
+    with fw.PortForward(kube, f"pod/{kube.active_operator_pod()}", operator_port) as forward:
+        operator = fw.scrape_metrics(forward.address, "myservice_operator_").get(
+            ("myservice_operator_session_start_seconds_count", WARM), 0.0)
+    gateway = 0.0
+    for pod in kube.component_pods("gateway"):
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        with fw.PortForward(kube, f"pod/{pod['metadata']['name']}", gateway_port) as forward:
+            gateway += fw.scrape_metrics(forward.address, "myservice_gateway_").get(
+                ("myservice_gateway_session_start_seconds_count", WARM), 0.0)
+    return operator, gateway
+
+
 def pool_pods(kube: fw.Kube, *, ready_only: bool = False) -> list[str]:
     names = []
     for pod in kube.items("pods", f"{crd.LABEL_MANAGED_BY}={crd.MANAGED_BY}", POOL_SELECTOR):
@@ -56,8 +76,9 @@ def warm_pool(kube, installed, t):
         fw.wait_until("no pool pods left", lambda: not pool_pods(kube), t(120))
 
 
-def test_a_session_claims_a_ready_pool_pod_and_the_pool_refills(warm_pool, client, kube, sessions, t):
+def test_a_session_claims_a_ready_pool_pod_and_the_pool_refills(warm_pool, client, kube, sessions, installed, t):
     members = pool_pods(kube, ready_only=True)
+    starts_before = warm_starts(kube, installed)
     for name in members:
         pod = kube.get("pod", name)
         assert not pod["metadata"].get("ownerReferences"), pod["metadata"]
@@ -75,6 +96,9 @@ def test_a_session_claims_a_ready_pool_pod_and_the_pool_refills(warm_pool, clien
     status = kube.mss_status(session.resource)
     assert (status["phase"], status["podSource"], status["podName"]) == (crd.PHASE_READY, "warm", reply.pod_name)
     assert status["message"].startswith(f"warm pool pod {reply.pod_name} claimed, ready at"), status
+    # both components count it a warm start (session start latency, labelled by how the pod was had)
+    after = warm_starts(kube, installed)
+    assert (after[0] - starts_before[0], after[1] - starts_before[1]) == (1, 1), (starts_before, after)
 
     claimed = kube.get("pod", reply.pod_name)
     mss = kube.mss(session.resource)

@@ -54,7 +54,7 @@ class SessionOwner:
 
 
 class Backend(Protocol):
-    on_session_start: Callable[[float], None]
+    on_session_start: Callable[..., None]  # (seconds waited, "warm" | "cold")
     """Told how long a call waited for its session's instance (first calls only)."""
 
     @property

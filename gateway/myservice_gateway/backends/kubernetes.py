@@ -124,7 +124,7 @@ class KubernetesBackend:
         self.namespace = namespace
         self.ready_timeout = ready_timeout
         self.max_per_user = max_per_user  # 0: no per-user limit
-        self.on_session_start: Callable[[float], None] = lambda seconds: None
+        self.on_session_start: Callable[..., None] = lambda seconds, pod="cold": None
         self._api_client = api_client
         self._api: kubernetes.client.CustomObjectsApi | None = None
         self._cache: SessionCache | None = None
@@ -208,7 +208,9 @@ class KubernetesBackend:
             resource = index.items.get(name)
             route = routes.decide(resource, key)
             if route.address:
-                self.on_session_start(time.monotonic() - started)
+                # how the operator got the pod: claimed from its warm pool, or made for the session
+                source = ((resource or {}).get("status") or {}).get("podSource") or crd.PodSource.COLD
+                self.on_session_start(time.monotonic() - started, str(source))
                 return Endpoint(route.address, route.pod_name, self._channel(route.address))
             if route.error:
                 raise route.error
