@@ -69,6 +69,7 @@ finish() {
   else
     [[ -n "${CLUSTER_CREATED:-}" ]] && { phase "cluster down" kind delete cluster --name "$KIND_CLUSTER" || true; }
     [[ "${DOCKERD_STARTED_HERE:-0}" == 1 ]] && { phase "dockerd stop" stop_dockerd || true; }
+    [[ "${KIND_DOCKERD_STARTED_HERE:-0}" == 1 ]] && { phase "dockerd stop" e2e/kind/dockerd.sh stop || true; }
   fi
   say "summary (logs in $LOG_DIR):"
   printf '    %s\n' "${SUMMARY[@]}"
@@ -78,8 +79,9 @@ finish() {
 trap finish EXIT
 trap 'exit 130' INT TERM
 
-# A docker daemon this run started (e2e/images/ensure-docker.sh) is stopped at the end,
-# as run.sh does, so that `make e2e-kind` leaves no daemon behind.
+# A docker daemon this run started (e2e/images/ensure-docker.sh, or kind's own with
+# KIND_NODE_IMAGE=local) is stopped at the end, as run.sh does, so that `make e2e-kind`
+# leaves no daemon behind (the images stay in its data folder).
 DOCKERD_PIDFILE=/var/run/docker.pid
 # shellcheck disable=SC2317  # invoked from finish, by the EXIT trap
 stop_dockerd() {
@@ -91,9 +93,10 @@ stop_dockerd() {
 }
 
 if [[ "${KIND_NODE_IMAGE:-}" == local ]]; then
-  docker info >/dev/null 2>&1 || DOCKERD_STARTED_HERE=1
+  # PATH (kind, kubectl, helm), KIND_NODE_IMAGE, DOCKER_HOST (kind's own dockerd: e2e/kind/dockerd.sh)
+  eval "$(e2e/kind/build.sh --print-env)"
+  docker info >/dev/null 2>&1 || KIND_DOCKERD_STARTED_HERE=1
   phase "node image" e2e/kind/build.sh || exit $?
-  eval "$(e2e/kind/build.sh --print-env)"   # PATH (kind, kubectl, helm), KIND_NODE_IMAGE
 fi
 
 for cmd in docker kind kubectl helm; do

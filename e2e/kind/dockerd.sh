@@ -16,12 +16,14 @@
 # Everything else is as ensure-docker.sh starts dockerd: Debian's docker 20.10, no
 # iptables/ip_forward changes on the host (so the local cluster beside it is untouched),
 # its own supervised containerd; plus: its own socket, data, exec root and pid file, no
-# docker0 bridge, and networks from 172.30.0.0/16 (kind's network: a /24 of it).
+# docker0 bridge, and networks from $MYSERVICE_KIND_DOCKER_POOL (kind's network: a /24 of it).
 #
 # Environment:
 #   MYSERVICE_KIND_DOCKER_STATE   state folder (default /var/lib/myservice-kind-docker):
 #                                 data-root, daemon log, the runtime wrapper's copy
 #   MYSERVICE_KIND_DOCKER_RUN     run folder (default /run/myservice-kind-docker): socket, pid, exec root
+#   MYSERVICE_KIND_DOCKER_POOL    its networks' address pool (default 172.30.0.0/16; a second
+#                                 daemon beside it needs another)
 #   MYSERVICE_DOCKER_TIMEOUT      seconds to wait for it (default 90)
 set -euo pipefail
 
@@ -31,6 +33,7 @@ STATE=${MYSERVICE_KIND_DOCKER_STATE:-/var/lib/myservice-kind-docker}
 RUN=${MYSERVICE_KIND_DOCKER_RUN:-/run/myservice-kind-docker}
 SOCK="$RUN/docker.sock" PIDFILE="$RUN/docker.pid"
 TIMEOUT=${MYSERVICE_DOCKER_TIMEOUT:-90}
+POOL=${MYSERVICE_KIND_DOCKER_POOL:-172.30.0.0/16}
 export DOCKER_HOST="unix://$SOCK"
 DOCKER=/usr/bin/docker; [[ -x $DOCKER ]] || DOCKER=docker
 log() { printf '[kind-dockerd %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -50,7 +53,7 @@ start() {
       --host "$DOCKER_HOST" --pidfile "$PIDFILE" \
       --data-root "$STATE/data" --exec-root "$RUN/exec" \
       --bridge none --iptables=false --ip-forward=false --ip-masq=false \
-      --default-address-pool base=172.30.0.0/16,size=24 \
+      --default-address-pool "base=$POOL,size=24" \
       --add-runtime "bounded-caps=$STATE/runc-bounded-caps" --default-runtime bounded-caps \
       >>"$STATE/dockerd.log" 2>&1 </dev/null 8>&- 9>&- &
   local bg=$! t0=$SECONDS
