@@ -41,7 +41,11 @@ log() { printf '[kind-dockerd %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 start() {
   if "$DOCKER" info >/dev/null 2>&1; then log "kind's dockerd answers at $SOCK"; return 0; fi
   [[ $EUID -eq 0 ]] || { log "must run as root"; exit 2; }
-  [[ -x /usr/sbin/dockerd ]] || { log "no /usr/sbin/dockerd: run e2e/images/ensure-docker.sh once (installs docker.io)"; exit 1; }
+  if [[ ! -x /usr/sbin/dockerd ]]; then   # as ensure-docker.sh installs it: Debian's docker.io
+    log "installing docker.io with apt-get"
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+      docker.io iptables ca-certificates
+  fi
   mkdir -p "$STATE/data" "$RUN"
   # The daemon runs the copy, so that a work tree removed meanwhile does not break it.
   install -m 0755 "$HERE/runc-bounded-caps.sh" "$STATE/runc-bounded-caps"
