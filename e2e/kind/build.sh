@@ -361,6 +361,12 @@ node_image() {
     fi
   fi
   "$DOCKER" tag "$keyed" "$NODE_IMAGE"
+  # Node images of earlier keys (~1.4 GB each) go; one a cluster still runs on stays.
+  local old
+  for old in $("$DOCKER" images --format '{{.Repository}}:{{.Tag}}' | grep -E '^myservice-e2e/kind-(node|base):'); do
+    [[ "$old" == "$keyed" || "$old" == "$NODE_IMAGE" || "$old" == "$KIND_BASE_IMAGE" ]] && continue
+    if "$DOCKER" rmi "$old" >/dev/null 2>&1; then log "   removed the older $old"; fi
+  done
   log "   node image $NODE_IMAGE = $keyed ($("$DOCKER" image inspect -f '{{.Size}}' "$keyed" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 
