@@ -38,10 +38,11 @@ def test_kubectl_get_lists_the_session(client, kube, sessions, cfg):
     out = kube.kubectl("get", crd.SHORT_NAME, "-o", "wide")
     print(out)
     table = parse_table(out)
-    assert list(table[0]) == ["NAME", "SESSION", "USER", "PHASE", "POD", "AGE", "IP", "REASON"], out
+    assert list(table[0]) == ["NAME", "SESSION", "USER", "PHASE", "POD", "AGE", "IP", "REASON", "SOURCE"], out
     row = {r["NAME"]: r for r in table}[session.resource]
     pod_ip = kube.get("pod", echo.pod_name)["status"]["podIP"]
-    assert (row["PHASE"], row["POD"], row["IP"], row["REASON"]) == ("Ready", echo.pod_name, pod_ip, crd.REASON_POD_READY), row
+    assert (row["PHASE"], row["POD"], row["IP"], row["REASON"], row["SOURCE"]) == (
+        "Ready", echo.pod_name, pod_ip, crd.REASON_POD_READY, "cold"), row  # no warm pool here
 
     # after Shutdown the listing follows the phase
     client.shutdown(session)

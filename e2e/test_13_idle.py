@@ -72,8 +72,8 @@ def test_an_idle_session_ends_with_reason_idle_timeout(short_idle_timeout, clien
     out = kube.kubectl("get", crd.SHORT_NAME, session.resource, "-o", "wide")
     print(out)
     header, row = out.splitlines()[:2]
-    assert header.split()[-1] == "REASON" and row.split()[0] == session.resource, out
-    assert "Completed" in row.split() and row.split()[-1] == crd.REASON_IDLE_TIMEOUT, out
+    assert header.split()[-2:] == ["REASON", "SOURCE"] and row.split()[0] == session.resource, out
+    assert "Completed" in row.split() and row.split()[-2:] == [crd.REASON_IDLE_TIMEOUT, "cold"], out
 
     def idle_event():
         items = kube.json("get", "events", "--field-selector",

@@ -22,23 +22,26 @@ POOL_SELECTOR = f"{crd.LABEL_POOL}"
 
 
 WARM = frozenset({("pod", "warm")})
+COLD = frozenset({("pod", "cold")})
 
 
-def warm_starts(kube: fw.Kube, installed) -> tuple[float, float]:
-    """Session starts counted warm by the operator (the active replica) and by the gateways (all)."""
+def warm_starts(kube: fw.Kube, installed) -> tuple[float, float, float]:
+    """Session starts counted warm by the operator (the active replica), and warm and cold by
+    the gateways (all replicas)."""
     operator_port = int(installed.values["operator"].get("metricsPort", 9091))
     gateway_port = int(installed.values["gateway"].get("metricsPort", 9090))
     with fw.PortForward(kube, f"pod/{kube.active_operator_pod()}", operator_port) as forward:
         operator = fw.scrape_metrics(forward.address, "myservice_operator_").get(
             ("myservice_operator_session_start_seconds_count", WARM), 0.0)
-    gateway = 0.0
+    warm = cold = 0.0
     for pod in kube.component_pods("gateway"):
         if pod["metadata"].get("deletionTimestamp"):
             continue
         with fw.PortForward(kube, f"pod/{pod['metadata']['name']}", gateway_port) as forward:
-            gateway += fw.scrape_metrics(forward.address, "myservice_gateway_").get(
-                ("myservice_gateway_session_start_seconds_count", WARM), 0.0)
-    return operator, gateway
+            samples = fw.scrape_metrics(forward.address, "myservice_gateway_")
+        warm += samples.get(("myservice_gateway_session_start_seconds_count", WARM), 0.0)
+        cold += samples.get(("myservice_gateway_session_start_seconds_count", COLD), 0.0)
+    return operator, warm, cold
 
 
 def pool_pods(kube: fw.Kube, *, ready_only: bool = False) -> list[str]:
@@ -96,9 +99,11 @@ def test_a_session_claims_a_ready_pool_pod_and_the_pool_refills(warm_pool, clien
     status = kube.mss_status(session.resource)
     assert (status["phase"], status["podSource"], status["podName"]) == (crd.PHASE_READY, "warm", reply.pod_name)
     assert status["message"].startswith(f"warm pool pod {reply.pod_name} claimed, ready at"), status
-    # both components count it a warm start (session start latency, labelled by how the pod was had)
+    # the operator counts it a warm start; a gateway counts a first call that waited, and a warm
+    # one may find its session Ready already (then nothing waited): warm if counted, never cold
     after = warm_starts(kube, installed)
-    assert (after[0] - starts_before[0], after[1] - starts_before[1]) == (1, 1), (starts_before, after)
+    moved = tuple(a - b for a, b in zip(after, starts_before))
+    assert moved[0] == 1 and moved[1] in (0, 1) and moved[2] == 0, (starts_before, after)
 
     claimed = kube.get("pod", reply.pod_name)
     mss = kube.mss(session.resource)
