@@ -81,16 +81,8 @@ trap 'exit 130' INT TERM
 
 # A docker daemon this run started (e2e/images/ensure-docker.sh, or kind's own with
 # KIND_NODE_IMAGE=local) is stopped at the end, as run.sh does, so that `make e2e-kind`
-# leaves no daemon behind (the images stay in its data folder).
+# leaves no daemon behind (the images stay in its data folder): stop_dockerd, phases.sh.
 DOCKERD_PIDFILE=/var/run/docker.pid
-# shellcheck disable=SC2317  # invoked from finish, by the EXIT trap
-stop_dockerd() {
-  local pid
-  pid=$(cat "$DOCKERD_PIDFILE" 2>/dev/null) || { say "dockerd: no pid file, nothing to stop"; return 0; }
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || { say "dockerd (pid $pid) stopped"; return 0; }; sleep 0.5; done
-  say "dockerd (pid $pid) did not stop within 30s: SIGKILL"; kill -KILL "$pid" 2>/dev/null; return 1
-}
 
 if [[ "${KIND_NODE_IMAGE:-}" == local ]]; then
   # PATH (kind, kubectl, helm), KIND_NODE_IMAGE, DOCKER_HOST (kind's own dockerd: e2e/kind/dockerd.sh)

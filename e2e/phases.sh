@@ -24,3 +24,14 @@ phase() {
   say "<== $name: $([[ $rc == 0 ]] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - t))s"
   return "$rc"
 }
+
+# Stop the docker daemon whose pid is in $DOCKERD_PIDFILE (default /var/run/docker.pid): for
+# the scripts that started one for their image builds and leave no daemon behind.
+# shellcheck disable=SC2317  # invoked from the scripts' EXIT traps
+stop_dockerd() {
+  local pid pidfile=${DOCKERD_PIDFILE:-/var/run/docker.pid}
+  pid=$(cat "$pidfile" 2>/dev/null) || { say "dockerd: no pid file, nothing to stop"; return 0; }
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || { say "dockerd (pid $pid) stopped"; return 0; }; sleep 0.5; done
+  say "dockerd (pid $pid) did not stop within 30s: SIGKILL"; kill -KILL "$pid" 2>/dev/null; return 1
+}

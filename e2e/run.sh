@@ -52,16 +52,8 @@ finish() {
 trap finish EXIT
 
 # dockerd is needed for the image builds only: one that this run started is
-# stopped at the end, so that `make e2e` leaves no daemon behind.
+# stopped at the end (stop_dockerd, phases.sh), so that `make e2e` leaves no daemon behind.
 DOCKERD_PIDFILE=/var/run/docker.pid
-# shellcheck disable=SC2317  # invoked from finish, by the EXIT trap
-stop_dockerd() {
-  local pid
-  pid=$(cat "$DOCKERD_PIDFILE" 2>/dev/null) || { say "dockerd: no pid file, nothing to stop"; return 0; }
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || { say "dockerd (pid $pid) stopped"; return 0; }; sleep 0.5; done
-  say "dockerd (pid $pid) did not stop within 30s: SIGKILL"; kill -KILL "$pid" 2>/dev/null; return 1
-}
 trap 'exit 130' INT TERM
 
 [[ $EUID -eq 0 ]] || { say "must run as root (the cluster runs kubelet/containerd as local processes)"; exit 2; }

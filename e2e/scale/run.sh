@@ -138,14 +138,7 @@ stop_kwok() {
   kill -KILL "$KWOK_PID" 2>/dev/null
 }
 
-# The same as e2e/run.sh's: a dockerd this run started for the image build is stopped.
-stop_dockerd() {
-  local pid
-  pid=$(cat /var/run/docker.pid 2>/dev/null) || return 0
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.5; done
-  kill -KILL "$pid" 2>/dev/null
-}
+# A dockerd this run started for the image build is stopped: stop_dockerd (phases.sh).
 
 cluster_answers() { [[ -f "$MYSERVICE_E2E_STATE/kubeconfig" ]] && kc get --raw /readyz >/dev/null 2>&1; }
 
