@@ -49,12 +49,23 @@ if [ -z "${DOCKER:-}" ]; then
 fi
 
 # 2. daemon -------------------------------------------------------------------
+DOCKERD_PIDFILE=/var/run/docker.pid
+if "$DOCKER" info >/dev/null 2>&1 && ! ip link show docker0 >/dev/null 2>&1 \
+    && [ -f "$DOCKERD_PIDFILE" ] && kill -0 "$(cat "$DOCKERD_PIDFILE")" 2>/dev/null; then
+  # Another dockerd started with `--bridge none` (kind's own, e2e/kind/dockerd.sh) deletes the
+  # host's docker0 as it starts; ours then answers but can run no build step. Its restart
+  # makes docker0 again (nothing else uses this daemon between builds).
+  log "the docker0 bridge is gone: restarting dockerd (pid $(cat "$DOCKERD_PIDFILE"))"
+  pid=$(cat "$DOCKERD_PIDFILE")
+  as_root kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  kill -0 "$pid" 2>/dev/null && as_root kill -KILL "$pid" 2>/dev/null
+fi
 if "$DOCKER" info >/dev/null 2>&1; then
   log "docker daemon already answers ($("$DOCKER" version -f '{{.Server.Version}}' 2>/dev/null))"
   exit 0
 fi
 
-DOCKERD_PIDFILE=/var/run/docker.pid
 bg_pid=
 if [ -f "$DOCKERD_PIDFILE" ] && kill -0 "$(cat "$DOCKERD_PIDFILE")" 2>/dev/null; then
   log "dockerd (pid $(cat "$DOCKERD_PIDFILE")) is running but not answering yet; waiting"
