@@ -30,6 +30,18 @@ def make_settings(**overrides) -> gateway_settings.GatewaySettings:
     return gateway_settings.GatewaySettings(**values)
 
 
+async def echo(gw, metadata, value="v"):
+    """One MyServiceEcho through a test gateway."""
+    return await gw.stub.MyServiceEcho(pb.EchoRequest(value=value), metadata=metadata)
+
+
+async def error_of(awaitable):
+    """(code, details) of the gRPC error the call must end with."""
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await awaitable
+    return e.value.code(), e.value.details()
+
+
 def md(token: str, session_id: str):
     return ((contract.AUTHORIZATION, token), (contract.SESSION_ID, session_id))
 

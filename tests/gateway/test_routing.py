@@ -12,11 +12,7 @@ from myservice.v1 import myservice_pb2_grpc as pb_grpc
 from myservice_gateway.backends import local
 from myservice_gateway.backends.base import Endpoint
 
-from ..conftest import pid_alive
-
-
-async def echo(gw, metadata, value="v"):
-    return await gw.stub.MyServiceEcho(pb.EchoRequest(value=value), metadata=metadata)
+from ..conftest import echo, error_of, pid_alive
 
 
 async def until_no_instances(gw, timeout: float = 5.0):
@@ -25,12 +21,6 @@ async def until_no_instances(gw, timeout: float = 5.0):
         if gw.backend.live_count == 0:
             return
         await asyncio.sleep(0.05)
-
-
-async def error_of(awaitable):
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await awaitable
-    return e.value.code(), e.value.details()
 
 
 async def test_seed_scenario(gw):

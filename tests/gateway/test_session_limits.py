@@ -5,15 +5,11 @@ import logging
 import time
 
 import grpc
-import pytest
 
 from myservice.v1 import myservice_pb2 as pb
+from ..conftest import echo, error_of
 
 ENDED = (grpc.StatusCode.FAILED_PRECONDITION, "session {} has ended; log in with a new session_id")
-
-
-async def echo(gw, metadata):
-    return await gw.stub.MyServiceEcho(pb.EchoRequest(value="v"), metadata=metadata)
 
 
 async def wait_no_instances(gw, timeout):
@@ -21,12 +17,6 @@ async def wait_no_instances(gw, timeout):
     while gw.backend.live_count and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     return gw.backend.live_count
-
-
-async def error_of(awaitable):
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await awaitable
-    return e.value.code(), e.value.details()
 
 
 async def test_an_idle_session_ends_and_frees_its_slot(make_gateway, caplog):

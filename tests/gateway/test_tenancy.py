@@ -9,7 +9,7 @@ import pytest
 from myservice.v1 import myservice_pb2 as pb
 from myservice_gateway.users import hash_password
 
-from ..conftest import md, pid_alive
+from ..conftest import echo, error_of, md, pid_alive
 
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw"}
 
@@ -32,16 +32,6 @@ async def two_users(make_gateway, users_file):
 async def session_of(gw, user, session_id):
     reply = await gw.login(session_id, username=user, password=PASSWORDS[user])
     return md(reply.token, session_id)
-
-
-async def echo(gw, metadata, value="v"):
-    return await gw.stub.MyServiceEcho(pb.EchoRequest(value=value), metadata=metadata)
-
-
-async def error_of(awaitable):
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await awaitable
-    return e.value.code(), e.value.details()
 
 
 async def test_two_users_with_one_session_id_get_two_instances_and_never_meet(two_users):

@@ -19,7 +19,7 @@ from myservice_gateway import settings as gateway_settings
 from myservice_gateway.backends.base import SessionKey
 from myservice_gateway.backends.local import LocalBackend
 
-from ..conftest import BIN, children_of, pid_alive, wait_until
+from ..conftest import BIN, children_of, echo, error_of, pid_alive, wait_until
 
 ENDED = "session {} has ended; log in with a new session_id"
 LOCAL_LOG = "myservice.gateway.local"
@@ -68,16 +68,6 @@ def starts(gw, pod: str) -> float:
 
 def messages(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records]
-
-
-async def echo(gw, metadata, value="v"):
-    return await gw.stub.MyServiceEcho(pb.EchoRequest(value=value), metadata=metadata)
-
-
-async def error_of(awaitable):
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await awaitable
-    return e.value.code(), e.value.details()
 
 
 # --- taking, refilling ----------------------------------------------------------------
