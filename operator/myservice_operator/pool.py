@@ -20,13 +20,13 @@ import hashlib
 import json
 import math
 import secrets
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
 
 from myservice_api import crd
 
 from .podstate import PodKind, PodState
-from .pods import LIFETIME_DEADLINE_MARGIN_SECONDS, make_pod, owner_reference
+from .pods import CONTAINER_NAME, LIFETIME_DEADLINE_MARGIN_SECONDS, make_pod, owner_reference
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -71,7 +71,7 @@ def _unnamed_member(settings: Settings) -> dict:
         metadata.pop("annotations", None)
     spec = pod["spec"]
     spec.pop("activeDeadlineSeconds", None)  # set at the claim: the session's lifetime starts then
-    instance = next(c for c in spec["containers"] if c["name"] == "instance")
+    instance = next(c for c in spec["containers"] if c["name"] == CONTAINER_NAME)
     instance["env"] = [*instance["env"], {"name": WAIT_FOR_CLAIM_ENV, "value": "1"}]
     return pod
 
@@ -146,7 +146,3 @@ def next_check(members: Iterable[Member], *, start_timeout_seconds: float) -> da
     if not starting:
         return None
     return min(starting) + datetime.timedelta(seconds=start_timeout_seconds, milliseconds=100)
-
-
-def is_member(labels: Mapping[str, str]) -> bool:
-    return crd.LABEL_POOL in labels and crd.LABEL_SESSION not in labels
