@@ -12,26 +12,12 @@ import collections
 import logging
 import time
 
-from myservice import contract
+from myservice import contract, errors
 
 from . import tokens
 from .backends.base import SessionKey
 
 log = logging.getLogger("myservice.gateway.auth")
-
-MISSING_TOKEN = "missing authorization token"
-MISSING_SESSION_ID = "missing session-id"
-INVALID_TOKEN = "invalid token"
-REPEATED_METADATA = "more than one authorization or session-id value"
-
-
-class Rejected(Exception):
-    """The call is not authenticated; the message is what the client is told."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
 
 def call_credentials(metadata) -> tuple[str, str]:
     """The call's (authorization, session-id), each given exactly once.
@@ -44,16 +30,16 @@ def call_credentials(metadata) -> tuple[str, str]:
     for key, value in metadata or ():
         if key == contract.AUTHORIZATION:
             if authorization is not None:
-                raise Rejected(REPEATED_METADATA)
+                raise errors.repeated_credentials()
             authorization = value if isinstance(value, str) else ""
         elif key == contract.SESSION_ID:
             if session_id is not None:
-                raise Rejected(REPEATED_METADATA)
+                raise errors.repeated_credentials()
             session_id = value if isinstance(value, str) else ""
     if not authorization:
-        raise Rejected(MISSING_TOKEN)
+        raise errors.missing_token()
     if not session_id:
-        raise Rejected(MISSING_SESSION_ID)
+        raise errors.missing_session_id()
     return authorization, session_id
 
 
@@ -100,7 +86,7 @@ class VerifiedTokens:
 
 def authenticate(config: tokens.TokenConfig, metadata, verified: VerifiedTokens | None = None) -> SessionKey:
     """The session a call belongs to: the token's user and its session-id, which
-    the token must be bound to. Raises Rejected. Which check a bad token failed
+    the token must be bound to. Raises errors.ContractError (UNAUTHENTICATED). Which check a bad token failed
     (signature, expiry, session) is logged, not told. With `verified`, a token
     already verified for this session-id and not yet expired is not decoded again."""
     authorization, session_id = call_credentials(metadata)
@@ -113,7 +99,7 @@ def authenticate(config: tokens.TokenConfig, metadata, verified: VerifiedTokens 
         claims = tokens.verify(config, token, session_id=session_id)
     except tokens.InvalidToken as e:
         log.info("rejected token for session-id %r: %s", session_id, e)
-        raise Rejected(INVALID_TOKEN) from None
+        raise errors.invalid_token() from None
     session = SessionKey(claims.username, claims.session_id)
     if verified is not None:
         verified.add(token, session_id, claims.expires_at, session)

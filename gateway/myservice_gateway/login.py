@@ -11,11 +11,11 @@ from google.protobuf import duration_pb2, message, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from myservice import contract
+from myservice import errors
 from myservice.v1 import myservice_pb2 as pb
 
 from . import loginguard, tokens
-from .backends.base import Backend, BackendError, SessionOwner
+from .backends.base import Backend, SessionOwner
 from .hashpool import HashPool, LoginQueueTimeout
 from .settings import GatewaySettings
 from .users import UserStore, UserStoreError
@@ -23,22 +23,12 @@ from .users import UserStore, UserStoreError
 log = logging.getLogger("myservice.gateway.login")
 
 
-def validate(request: pb.LoginRequest) -> tuple[grpc.StatusCode, str] | None:
-    """The seed's argument checks, in its order, then the session_id rule."""
-    if not request.username:
-        return grpc.StatusCode.INVALID_ARGUMENT, contract.USERNAME_REQUIRED
-    problem = contract.session_id_problem(request.session_id)
-    if problem:
-        return grpc.StatusCode.INVALID_ARGUMENT, problem
-    return None
-
-
-def retry_status(code: grpc.StatusCode, message_text: str, retry_after: float) -> grpc.Status:
-    """A status carrying a google.rpc.RetryInfo that says how long to wait
+def retry_status(error: errors.ContractError, retry_after: float) -> grpc.Status:
+    """The error's status carrying a google.rpc.RetryInfo that says how long to wait
     (sent as grpc-status-details-bin; rounded up to the millisecond)."""
     millis = max(1, int(-(-retry_after * 1000 // 1)))
     delay = duration_pb2.Duration(seconds=millis // 1000, nanos=(millis % 1000) * 1_000_000)
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message_text)
+    status = status_pb2.Status(code=getattr(code_pb2, error.code.name), message=error.message)
     status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
     return rpc_status.to_status(status)
 
@@ -102,38 +92,36 @@ class LoginHandler:
         try:
             request = pb.LoginRequest.FromString(request_bytes)
         except message.DecodeError:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, contract.MALFORMED_REQUEST)
-        invalid = validate(request)
+            await errors.malformed_request().abort(context)
+        invalid = errors.login_problem(request.username, request.session_id)
         if invalid:
-            await context.abort(*invalid)
+            await invalid.abort(context)
         admission = self._guard.admit(request.username, loginguard.peer_key(context.peer()))
         if isinstance(admission, loginguard.Refusal):
-            log.debug("login refused for peer %s: %s", context.peer(), admission.message)
-            await context.abort_with_status(
-                retry_status(grpc.StatusCode.RESOURCE_EXHAUSTED, admission.message, admission.retry_after))
+            log.debug("login refused for peer %s: %s", context.peer(), admission.error.message)
+            await context.abort_with_status(retry_status(admission.error, admission.retry_after))
         try:
             user = await self._authenticate(admission, request)
         except UserStoreError as e:
             log.error("user store: %s", e)
-            await context.abort(grpc.StatusCode.INTERNAL, contract.FAILED_TO_GET_USER)
+            await errors.failed_to_get_user().abort(context)
         except LoginQueueTimeout:
-            await context.abort_with_status(retry_status(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, contract.LOGIN_BUSY, self._guard.drain_seconds()))
+            await context.abort_with_status(retry_status(errors.login_busy(), self._guard.drain_seconds()))
         if user is None:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, contract.INVALID_CREDENTIALS)
+            await errors.invalid_credentials().abort(context)
         try:
             token, exp = tokens.issue(self._token_config, username=user.username, role=user.role,
                                       session_id=request.session_id)
         except Exception as e:  # noqa: BLE001 - any signing failure
             log.error("signing failed: %s", e)
-            await context.abort(grpc.StatusCode.INTERNAL, contract.FAILED_TO_CREATE_TOKEN)
+            await errors.failed_to_create_token().abort(context)
         try:
             await self._backend.prepare(SessionOwner(request.session_id, user.username, user.role))
-        except BackendError as e:  # its code and message are meant for the client
-            await context.abort(e.code, e.message)
+        except errors.ContractError as e:  # its code and message are meant for the client
+            await e.abort(context)
         except Exception:  # noqa: BLE001 - e.g. the Kubernetes API unreachable: say so, name nothing internal
             log.exception("backend could not prepare session %r of %r", request.session_id, user.username)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE)
+            await errors.backend_unavailable().abort(context)
         return pb.LoginResponse(token=token, expires_at=timestamp_pb2.Timestamp(seconds=exp), role=user.role)
 
     async def _authenticate(self, ticket: loginguard.Ticket, request: pb.LoginRequest):

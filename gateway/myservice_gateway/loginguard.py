@@ -35,7 +35,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 
-from myservice import contract
+from myservice import errors
 
 # An IPv6 client usually holds a whole /64: treat it as one peer, or an attacker
 # could rotate through 2**64 addresses, each with a fresh bucket.
@@ -167,8 +167,12 @@ class Ticket:
 
 @dataclasses.dataclass(frozen=True)
 class Refusal:
-    message: str
+    error: errors.ContractError  # answered with a RetryInfo of retry_after
     retry_after: float  # seconds
+
+    @property
+    def message(self) -> str:
+        return self.error.message
 
 
 class LoginGuard:
@@ -189,12 +193,12 @@ class LoginGuard:
         user = username_key(username)
         cap = self.limits.peer_concurrency
         if cap and self._peer_in_flight.get(peer, 0) >= cap:
-            return Refusal(contract.LOGIN_THROTTLED, self.drain_seconds())
+            return Refusal(errors.login_throttled(), self.drain_seconds())
         wait = max(self._peers.wait(peer, now), self._users.wait(user, now))
         if wait > 0:
-            return Refusal(contract.LOGIN_THROTTLED, wait)
+            return Refusal(errors.login_throttled(), wait)
         if self.in_flight >= self.limits.capacity:
-            return Refusal(contract.LOGIN_BUSY, self.drain_seconds())
+            return Refusal(errors.login_busy(), self.drain_seconds())
         self.in_flight += 1
         self._peer_in_flight[peer] = self._peer_in_flight.get(peer, 0) + 1
         return Ticket(user, peer)

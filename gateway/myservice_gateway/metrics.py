@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from myservice import contract
 from myservice.v1 import myservice_pb2
+from myservice_api.crd import PodSource
 
 KNOWN_METHODS = frozenset(f"/{contract.SERVICE}/{m.name}"
                           for m in myservice_pb2.DESCRIPTOR.services_by_name["MyService"].methods)
@@ -45,7 +46,7 @@ class GatewayMetrics:
                                        "How long a new session's first call waited for its instance (warm: "
                                        "taken from the pool; cold: waited for it to start).",
                                        ["pod"], buckets=START_BUCKETS, registry=self.registry)
-        self._session_start_series = {pod: self.session_start.labels(pod) for pod in ("warm", "cold")}
+        self._session_start_series = {source: self.session_start.labels(source.value) for source in PodSource}
         self.warm_idle = Gauge("myservice_gateway_warm_pool_idle",
                                "Local: idle pool instances, started and ready for a new session.",
                                registry=self.registry)
@@ -61,9 +62,9 @@ class GatewayMetrics:
     def observe_warm_idle(self, count: Callable[[], int]) -> None:
         self.warm_idle.set_function(count)
 
-    def session_started(self, seconds: float, pod: str = "cold") -> None:
-        """A first call waited `seconds` for an instance had `pod` ("warm" or "cold")."""
-        self._session_start_series[pod].observe(seconds)
+    def session_started(self, seconds: float, source: PodSource) -> None:
+        """A first call waited `seconds` for an instance had from `source` (label pod: warm or cold)."""
+        self._session_start_series[source].observe(seconds)
 
     def call_done(self, method: str, code: grpc.StatusCode, started: float) -> None:
         key = (method, code)

@@ -11,11 +11,11 @@ import time
 import grpc
 from google.protobuf import descriptor_pool
 
-from myservice import contract
+from myservice import contract, errors
 
 from . import rpckinds
-from .auth import Authenticator, Rejected
-from .backends.base import Backend, BackendError, Endpoint
+from .auth import Authenticator
+from .backends.base import Backend, Endpoint
 from .finalstatus import FinalStatus, instance_status
 from .metrics import GatewayMetrics
 
@@ -78,12 +78,9 @@ class Proxy(grpc.GenericRpcHandler):
         """Authenticate the call, then find its session's instance; aborts otherwise."""
         try:
             key = self._authenticator.authenticate(metadata)
-        except Rejected as e:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, e.message)
-        try:
-            return await self._backend.acquire(key, timeout=_timeout(context))
-        except BackendError as e:
-            await context.abort(e.code, e.message)
+            return await self._backend.endpoint(key, timeout=_timeout(context))
+        except errors.ContractError as e:
+            await e.abort(context)
             raise  # unreachable: abort raises
 
     @staticmethod
@@ -93,8 +90,8 @@ class Proxy(grpc.GenericRpcHandler):
         # handler instead): the instance or its channel went away mid-call, e.g. right
         # after a Shutdown. Say so as the seed does for a lost instance.
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-            code, details = grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE
-        await context.abort(code, details, trailing)
+            await errors.backend_unavailable().abort(context, trailing)
+        await context.abort(code, details, trailing)  # the instance's own status, passed on
 
     def _make_handler(self, method: str, request_streaming: bool, response_streaming: bool) -> grpc.RpcMethodHandler:
         # The channel's multicallable of the same kind: unary_unary, stream_stream, ...

@@ -15,6 +15,8 @@ from myservice.v1 import myservice_pb2
 from . import tls, tokens
 from .auth import Authenticator
 from .backends.base import Backend
+from .backends.local import LocalBackend
+from .backends.processes import InstanceLimits
 from .login import LoginHandler
 from .metrics import GatewayMetrics, MetricsServer
 from .proxy import Proxy
@@ -65,13 +67,12 @@ def make_backend(settings: GatewaySettings) -> Backend:
         from .backends.kubernetes import KubernetesBackend  # imports the kubernetes client only when used
 
         return KubernetesBackend(namespace=settings.namespace, ready_timeout=settings.session_ready_timeout,
-                                 max_per_user=settings.max_sessions_per_user)
-    from .backends.local import InstanceLimits, LocalBackend
-
+                                 max_per_user=settings.max_sessions_per_user,
+                                 ended_remembered=settings.ended_sessions_remembered)
     return LocalBackend(max_instances=settings.max_instances, start_timeout=settings.instance_start_timeout,
                         max_per_user=settings.max_sessions_per_user,
                         limits=InstanceLimits(settings.session_idle_timeout, settings.session_max_lifetime),
-                        warm_pool=settings.warm_pool)
+                        warm_pool=settings.warm_pool, ended_remembered=settings.ended_sessions_remembered)
 
 
 def token_config(settings: GatewaySettings) -> tokens.TokenConfig:
@@ -97,8 +98,9 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     server = grpc.aio.server()
     login = LoginHandler.from_settings(settings, users=users, token_config=config, backend=backend)
     metrics = GatewayMetrics()
-    metrics.observe_live_sessions(lambda: getattr(backend, "live_count", 0))
-    metrics.observe_warm_idle(lambda: getattr(backend, "warm_idle_count", 0))
+    metrics.observe_live_sessions(lambda: backend.live_count)
+    if isinstance(backend, LocalBackend):  # on Kubernetes the pool is the operator's (its own metrics)
+        metrics.observe_warm_idle(lambda: backend.warm_idle_count)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(contract.SERVICE, {
         "Login": grpc.unary_unary_rpc_method_handler(
             observed_login(login, metrics),

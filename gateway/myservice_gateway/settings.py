@@ -62,6 +62,7 @@ class GatewaySettings:
     warm_pool: int = 0  # idle instances kept started for new sessions, within max_instances (0: off)
     # sessions (both backends; on Kubernetes the limits are the operator's settings)
     max_sessions_per_user: int = 10  # 0: no per-user limit
+    ended_sessions_remembered: int = 100_000  # sessions whose end is remembered ("has ended" at once)
     session_idle_timeout: float = 900.0  # local: seconds without a call before an instance ends (0: off)
     session_max_lifetime: float = 86400.0  # local: seconds an instance may live at most (0: off)
     # auth
@@ -167,6 +168,8 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Gatew
         instance_start_timeout=_float(env, "MYSERVICE_INSTANCE_START_TIMEOUT", 20.0),
         warm_pool=_int(env, "MYSERVICE_WARM_POOL", GatewaySettings.warm_pool),
         max_sessions_per_user=_int(env, "MYSERVICE_MAX_SESSIONS_PER_USER", GatewaySettings.max_sessions_per_user),
+        ended_sessions_remembered=_int(env, "MYSERVICE_ENDED_SESSIONS_REMEMBERED",
+                                       GatewaySettings.ended_sessions_remembered, minimum=1),
         session_idle_timeout=_float(env, "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS",
                                      GatewaySettings.session_idle_timeout, zero_means_off=True),
         session_max_lifetime=_float(env, "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS",

@@ -1,6 +1,7 @@
 """The parts of the wire contract that are not in the .proto: metadata keys,
-method names and the exact error texts of the seed scenario
-(shared/seed/basic_workflow.md). Every component takes these from here."""
+method names and the exact error texts of the user's seed scenario (its error
+table, README's "Errors"). Every component takes these from here; errors.py
+pairs each text with its status code."""
 
 SERVICE = "myservice.v1.MyService"
 
@@ -22,6 +23,10 @@ SERVER_SESSION_NOT_SET = "Server session is not set"
 NO_AVAILABLE_INSTANCES = "no available instances"
 ALL_INSTANCES_BUSY = "all instances are busy"
 BACKEND_UNAVAILABLE = "backend service unavailable"
+# The seed's table has no text for these (UNAUTHENTICATED, "-"): ours.
+MISSING_TOKEN = "missing authorization token"
+MISSING_SESSION_ID = "missing session-id"
+INVALID_TOKEN = "invalid token"
 
 
 def session_conflict(was: str, now: str) -> str:
@@ -41,6 +46,14 @@ def per_user_limit(limit: int) -> str:
     """Beyond the seed: the user already has `limit` live sessions (MYSERVICE_MAX_SESSIONS_PER_USER)."""
     return f"per-user limit reached: at most {limit} live sessions per user"
 
+
+def not_ready_within(seconds: float) -> str:
+    """Beyond the seed: a first call's wait for its session's instance ran out."""
+    return f"the session's instance was not ready within {round(seconds, 1):g}s"
+
+
+REPEATED_METADATA = "more than one authorization or session-id value"
+NEGATIVE_COUNT = "count must be >= 0"
 
 SESSION_OF_ANOTHER_USER = "session belongs to another user"
 """Beyond the seed: a session's resource names another user than the token's (defence in depth)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import grpc
 from google.protobuf import message, symbol_database
 
-from myservice import contract
+from myservice import errors
 from myservice.v1 import myservice_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["MyService"]
@@ -19,7 +19,7 @@ async def _decode(request_type, request_bytes: bytes, context: grpc.aio.Servicer
     try:
         return request_type.FromString(request_bytes)
     except message.DecodeError:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, contract.MALFORMED_REQUEST)
+        await errors.malformed_request().abort(context)
 
 
 def _unary(behaviour, request_type):

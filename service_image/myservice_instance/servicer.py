@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import grpc
 
-from myservice import contract
+from myservice import contract, errors
 from myservice.v1 import myservice_pb2 as pb
 from myservice.v1 import myservice_pb2_grpc as pb_grpc
 
 from .limits import Activity
-from .sessions import SessionBinding, SessionError
+from .sessions import SessionBinding
 
 
 def client_session_of(context: grpc.aio.ServicerContext) -> str:
@@ -44,8 +44,8 @@ class InstanceServicer(pb_grpc.MyServiceServicer):
         client = client_session_of(context)
         try:
             return self.binding.bind(client), client
-        except SessionError as e:
-            await context.abort(e.code, e.message)
+        except errors.ContractError as e:
+            await e.abort(context)
             raise  # unreachable: abort raises
 
     def _echo(self, value: str, server: str, client: str, index: int, method: str) -> pb.EchoResponse:
@@ -68,7 +68,7 @@ class InstanceServicer(pb_grpc.MyServiceServicer):
         with self._call():
             server, client = await self._bind(context)
             if request.count < 0:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "count must be >= 0")
+                await errors.negative_count().abort(context)
             for index in range(request.count):
                 yield self._echo(request.value, server, client, index, "MyServiceEchoStream")
 
@@ -85,8 +85,8 @@ class InstanceServicer(pb_grpc.MyServiceServicer):
             client = client_session_of(context)
             try:
                 server = self.binding.check_shutdown(client)
-            except SessionError as e:
-                await context.abort(e.code, e.message)
+            except errors.ContractError as e:
+                await e.abort(context)
             # Exit only once this answer is on its way: the done callback fires after
             # the RPC has completed.
             context.add_done_callback(lambda _ctx: self._shutdown_requested.set())

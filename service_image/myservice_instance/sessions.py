@@ -5,17 +5,7 @@ first Echo/EchoStream/Chat call binds it to that call's `session-id`.
 """
 from __future__ import annotations
 
-import dataclasses
-
-import grpc
-
-from myservice import contract
-
-
-@dataclasses.dataclass(frozen=True)
-class SessionError(Exception):
-    code: grpc.StatusCode
-    message: str
+from myservice import errors
 
 
 class SessionBinding:
@@ -32,24 +22,18 @@ class SessionBinding:
         if self.server_session_id is None:
             self.server_session_id = client_session_id
         elif client_session_id != self.server_session_id:
-            raise SessionError(
-                grpc.StatusCode.INTERNAL,
-                contract.session_conflict(self.server_session_id, client_session_id),
-            )
+            raise errors.session_conflict(self.server_session_id, client_session_id)
         if self.ended:
-            raise SessionError(grpc.StatusCode.FAILED_PRECONDITION, contract.session_ended(self.server_session_id))
+            raise errors.session_ended(self.server_session_id)
         return self.server_session_id
 
     def check_shutdown(self, client_session_id: str) -> str:
         """Shutdown is allowed only to the bound session."""
         if not self.server_session_id:
-            raise SessionError(grpc.StatusCode.PERMISSION_DENIED, contract.SERVER_SESSION_NOT_SET)
+            raise errors.server_session_not_set()
         if client_session_id != self.server_session_id:
-            raise SessionError(
-                grpc.StatusCode.PERMISSION_DENIED,
-                contract.client_session_mismatch(client_session_id, self.server_session_id),
-            )
+            raise errors.client_session_mismatch(client_session_id, self.server_session_id)
         if self.ended:
-            raise SessionError(grpc.StatusCode.FAILED_PRECONDITION, contract.session_ended(self.server_session_id))
+            raise errors.session_ended(self.server_session_id)
         self.ended = True
         return self.server_session_id

@@ -6,12 +6,12 @@ from myservice_gateway.backends.localpool import Source
 
 
 @pytest.mark.parametrize("ready,starting,processes,max_instances,expected", [
-    (1, 0, 1, 4, Source.WARM),             # a ready member is always taken first
-    (1, 0, 4, 4, Source.WARM),             # ... even when every slot is taken: the pool is spare capacity
-    (0, 1, 4, 4, Source.POOL_STARTING),    # a full table takes a member still starting
-    (0, 1, 1, 4, Source.POOL_STARTING),    # ... and so does one with room: it is part way through the same start
-    (0, 0, 3, 4, Source.COLD),
-    (0, 0, 0, 1, Source.COLD),
+    (1, 0, 1, 4, Source.READY_MEMBER),             # a ready member is always taken first
+    (1, 0, 4, 4, Source.READY_MEMBER),             # ... even when every slot is taken: the pool is spare capacity
+    (0, 1, 4, 4, Source.STARTING_MEMBER),    # a full table takes a member still starting
+    (0, 1, 1, 4, Source.STARTING_MEMBER),    # ... and so does one with room: it is part way through the same start
+    (0, 0, 3, 4, Source.NEW_PROCESS),
+    (0, 0, 0, 1, Source.NEW_PROCESS),
     (0, 0, 4, 4, Source.BUSY),             # every process is a session's
     (0, 0, 0, 0, Source.BUSY),
 ])

@@ -6,9 +6,9 @@ import grpc
 import jwt
 import pytest
 
+from myservice import errors
 from myservice.v1 import myservice_pb2 as pb
 from myservice_gateway import users
-from myservice_gateway.backends.base import BackendError
 from myservice_gateway.backends.local import LocalBackend
 
 from ..conftest import KEY
@@ -104,7 +104,7 @@ async def test_backend_failure_at_prepare_is_unavailable_without_class_names(mak
 
 
 async def test_backend_error_at_prepare_is_answered_with_its_own_status(make_gateway):
-    limit = BackendError(grpc.StatusCode.RESOURCE_EXHAUSTED, "per-user limit reached: at most 2 live sessions per user")
+    limit = errors.per_user_limit(2)
     gw = await make_gateway(backend=PrepareFails(limit))
     assert await login_error(gw, username="TestUser", password="TestPassword", session_id="s") == (
         grpc.StatusCode.RESOURCE_EXHAUSTED, "per-user limit reached: at most 2 live sessions per user")
@@ -116,8 +116,8 @@ def test_retry_status_carries_retry_info_rounded_up_to_the_millisecond():
     from myservice_gateway.login import retry_status
 
     for seconds, expected in ((0.0001, (0, 1_000_000)), (59.9991, (60, 0)), (1.5, (1, 500_000_000))):
-        status = retry_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down", seconds)
-        assert (status.code, status.details) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down")
+        status = retry_status(errors.login_busy(), seconds)
+        assert (status.code, status.details) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "too many logins in progress, retry later")
         [(key, value)] = status.trailing_metadata
         detail = status_pb2.Status.FromString(value)
         info = error_details_pb2.RetryInfo()

@@ -2,7 +2,7 @@
 token buckets, bounded tables, the order of the checks."""
 import pytest
 
-from myservice import contract
+from myservice import contract, errors
 from myservice_gateway import loginguard
 from myservice_gateway.loginguard import BucketPolicy, LoginGuard, LoginLimits, Refusal, Ticket
 
@@ -86,7 +86,7 @@ def test_failures_per_username_are_throttled_successes_are_free():
     for _ in range(2):
         g.finish(g.admit("alice", "p1"), failed=True)
     refusal = g.admit("alice", "p2")  # another peer: still the same username
-    assert refusal == Refusal(contract.LOGIN_THROTTLED, pytest.approx(10.0))
+    assert refusal == Refusal(errors.login_throttled(), pytest.approx(10.0))
     assert isinstance(g.admit("bob", "p1"), Ticket)  # another username is not slowed down
     clock.now += 10.0
     assert isinstance(g.admit("alice", "p1"), Ticket)
@@ -120,7 +120,7 @@ def test_queue_bound_answers_busy_at_once_with_a_drain_estimate():
     tickets = [g.admit(f"u{i}", f"p{i}") for i in range(3)]
     assert all(isinstance(t, Ticket) for t in tickets) and g.in_flight == 3
     refusal = g.admit("u9", "p9")
-    assert refusal == Refusal(contract.LOGIN_BUSY, pytest.approx(3 * loginguard.INITIAL_HASH_SECONDS / 2))
+    assert refusal == Refusal(errors.login_busy(), pytest.approx(3 * loginguard.INITIAL_HASH_SECONDS / 2))
     g.finish(tickets[0], failed=False, hash_seconds=1.2)  # the estimate follows measured hashes
     assert g.hash_seconds == pytest.approx(0.2 + 0.2 * (1.2 - 0.2))
     assert isinstance(g.admit("u9", "p9"), Ticket)

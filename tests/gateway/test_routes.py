@@ -4,7 +4,7 @@ import pytest
 
 from myservice_api import crd
 from myservice_api.names import resource_name
-from myservice_gateway import routes
+from myservice_gateway.backends import routes
 from myservice_gateway.backends.base import SessionKey, SessionOwner
 
 A = SessionKey("alice", "a")
@@ -24,21 +24,21 @@ def test_ready_routes_to_pod():
 @pytest.mark.parametrize("resource", [None, mss(), mss("Pending"), mss("Starting", "PodCreated"),
                                       mss("Ready", "PodReady")])  # Ready without an IP yet: wait
 def test_waits(resource):
-    assert routes.decide(resource, A).wait
+    assert routes.decide(resource, A) == routes.WAIT
 
 
 @pytest.mark.parametrize("resource,code,message", [
-    (mss("Pending", crd.REASON_CAPACITY), grpc.StatusCode.RESOURCE_EXHAUSTED, "all instances are busy"),
-    (mss("Failed", crd.REASON_CAPACITY), grpc.StatusCode.RESOURCE_EXHAUSTED, "no available instances"),
-    (mss("Failed", crd.REASON_IMAGE_PULL), grpc.StatusCode.RESOURCE_EXHAUSTED, "no available instances"),
-    (mss("Failed", crd.REASON_UNSCHEDULABLE), grpc.StatusCode.RESOURCE_EXHAUSTED, "no available instances"),
-    (mss("Failed", crd.REASON_READY_TIMEOUT), grpc.StatusCode.RESOURCE_EXHAUSTED, "no available instances"),
-    (mss("Failed", crd.REASON_START_FAILED), grpc.StatusCode.RESOURCE_EXHAUSTED, "no available instances"),
-    (mss("Failed", crd.REASON_POD_DELETED), grpc.StatusCode.UNAVAILABLE, "backend service unavailable"),
-    (mss("Failed", crd.REASON_POD_FAILED), grpc.StatusCode.UNAVAILABLE, "backend service unavailable"),
-    (mss("Failed", crd.REASON_EVICTED), grpc.StatusCode.UNAVAILABLE, "backend service unavailable"),
+    (mss("Pending", crd.Reason.CAPACITY), grpc.StatusCode.RESOURCE_EXHAUSTED, "all instances are busy"),
+    (mss("Failed", crd.Reason.CAPACITY), grpc.StatusCode.RESOURCE_EXHAUSTED, "no available instances"),
+    (mss("Failed", crd.Reason.IMAGE_PULL), grpc.StatusCode.RESOURCE_EXHAUSTED, "no available instances"),
+    (mss("Failed", crd.Reason.UNSCHEDULABLE), grpc.StatusCode.RESOURCE_EXHAUSTED, "no available instances"),
+    (mss("Failed", crd.Reason.READY_TIMEOUT), grpc.StatusCode.RESOURCE_EXHAUSTED, "no available instances"),
+    (mss("Failed", crd.Reason.START_FAILED), grpc.StatusCode.RESOURCE_EXHAUSTED, "no available instances"),
+    (mss("Failed", crd.Reason.POD_DELETED), grpc.StatusCode.UNAVAILABLE, "backend service unavailable"),
+    (mss("Failed", crd.Reason.POD_FAILED), grpc.StatusCode.UNAVAILABLE, "backend service unavailable"),
+    (mss("Failed", crd.Reason.EVICTED), grpc.StatusCode.UNAVAILABLE, "backend service unavailable"),
     (mss("Starting", deleting=True), grpc.StatusCode.UNAVAILABLE, "backend service unavailable"),
-    (mss("Completed", crd.REASON_INSTANCE_EXITED), grpc.StatusCode.FAILED_PRECONDITION,
+    (mss("Completed", crd.Reason.INSTANCE_EXITED), grpc.StatusCode.FAILED_PRECONDITION,
      "session a has ended; log in with a new session_id"),
 ])
 def test_errors(resource, code, message):
@@ -48,7 +48,7 @@ def test_errors(resource, code, message):
 
 @pytest.mark.parametrize("resource", [
     mss("Ready", "PodReady", "10.244.0.7", 50051, user="bob"),
-    mss("Pending", crd.REASON_CAPACITY, user="bob"),
+    mss("Pending", crd.Reason.CAPACITY, user="bob"),
     mss("Ready", "PodReady", "10.244.0.7", 50051, user=None),
 ])
 def test_a_resource_of_another_user_is_never_routed_to(resource):
@@ -58,8 +58,8 @@ def test_a_resource_of_another_user_is_never_routed_to(resource):
 
 
 @pytest.mark.parametrize("resource,holds", [
-    (None, False), (mss(), True), (mss("Pending", crd.REASON_CAPACITY), True), (mss("Ready", "PodReady"), True),
-    (mss("Ready", deleting=True), False), (mss("Completed"), False), (mss("Failed", crd.REASON_POD_FAILED), False),
+    (None, False), (mss(), True), (mss("Pending", crd.Reason.CAPACITY), True), (mss("Ready", "PodReady"), True),
+    (mss("Ready", deleting=True), False), (mss("Completed"), False), (mss("Failed", crd.Reason.POD_FAILED), False),
 ])
 def test_holds_a_slot(resource, holds):
     assert routes.holds_a_slot(resource) is holds
@@ -73,3 +73,12 @@ def test_session_resource():
                      "labels": {"app.kubernetes.io/name": "myservice"}},
         "spec": {"sessionId": "Sess 1", "user": "alice", "role": "admin"},
     }
+
+
+@pytest.mark.parametrize("resource,source", [
+    (None, crd.PodSource.COLD), (mss("Ready"), crd.PodSource.COLD),
+    ({"status": {"podSource": "warm"}}, crd.PodSource.WARM), ({"status": {"podSource": "cold"}}, crd.PodSource.COLD),
+    ({"status": {"podSource": "lukewarm"}}, crd.PodSource.COLD),  # unknown to this gateway: counted cold
+])
+def test_pod_source(resource, source):
+    assert routes.pod_source(resource) is source

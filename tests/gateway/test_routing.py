@@ -9,7 +9,7 @@ import pytest
 
 from myservice.v1 import myservice_pb2 as pb
 from myservice.v1 import myservice_pb2_grpc as pb_grpc
-from myservice_gateway.backends import local
+from myservice_gateway.backends import processes
 from myservice_gateway.backends.base import Endpoint
 
 from ..conftest import echo, error_of, pid_alive
@@ -81,7 +81,7 @@ async def test_max_instances_zero_means_no_available_instances(make_gateway):
 
 
 async def test_instance_that_fails_to_start_means_no_available_instances(gw, monkeypatch):
-    monkeypatch.setattr(local, "instance_command", lambda name, socket_path: ["/bin/false"])
+    monkeypatch.setattr(processes, "instance_command", lambda name, socket_path, **_: ["/bin/false"])
     metadata = await gw.session("nostart")
     assert await error_of(echo(gw, metadata)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "no available instances")
     assert gw.backend.live_count == 0
@@ -89,6 +89,8 @@ async def test_instance_that_fails_to_start_means_no_available_instances(gw, mon
 
 class StaticBackend:
     """Routes every session to one fixed loopback port (a test server, or nothing)."""
+
+    live_count = 0
 
     def __init__(self, port):
         self.address = f"127.0.0.1:{port}"
@@ -99,7 +101,7 @@ class StaticBackend:
     async def prepare(self, owner):
         pass
 
-    async def acquire(self, session_id, *, timeout):
+    async def endpoint(self, key, *, timeout):
         return Endpoint(self.address, "nowhere", self.channel)
 
     async def close(self):
@@ -210,7 +212,7 @@ async def _drain(call):
 async def test_instances_listen_on_unix_sockets_removed_at_close(make_gateway):
     gw = await make_gateway()
     await echo(gw, await gw.session("uds"))
-    socket_dir = gw.backend._socket_dir
+    socket_dir = gw.backend.socket_dir
     assert [p.startswith("myservice-local-") for p in os.listdir(socket_dir)] == [True]
     await gw.gateway.stop(grace=1)
     assert not os.path.exists(socket_dir)

@@ -4,6 +4,7 @@ sessions remembered (bounded)."""
 import asyncio
 
 from myservice_gateway.backends.sessionindex import SessionIndex
+from myservice_gateway.backends.sessions import SessionTable
 
 
 def mss(name, user="alice", phase=None, deleting=False):
@@ -30,35 +31,36 @@ async def test_a_listing_wakes_everyone_and_marks_what_vanished_as_deleted():
     waiting = index.change_of("zzz")
     index.replace({"a": mss("a")})
     assert waiting.done()
-    assert index.was_deleted("b") and not index.was_deleted("a")
+    assert "b" in index.table.ended and "a" not in index.table.ended
 
 
 async def test_deleted_sessions_are_remembered_until_made_again_and_bounded():
-    index = SessionIndex(deleted_remembered=2)
+    index = SessionIndex(SessionTable(ended_remembered=2))
+    ended = index.table.ended
     for name in "abc":
         index.upsert(name, mss(name))
         index.delete(name)
-    assert [index.was_deleted(n) for n in "abc"] == [False, True, True]  # "a" fell out
+    assert [n in ended for n in "abc"] == [False, True, True]  # "a" fell out
     index.reserve("alice", "b")  # Login makes it again: its first call must not be told "ended"
-    assert not index.was_deleted("b")
+    assert "b" not in ended
     index.upsert("c", mss("c"))
-    assert not index.was_deleted("c")
+    assert "c" not in ended
 
 
 async def test_per_user_counts_follow_phase_and_deletion():
     index = SessionIndex()
     index.replace({"a1": mss("a1"), "a2": mss("a2", phase="Ready"), "b1": mss("b1", user="bob")})
-    assert (index.live_sessions("alice"), index.live_sessions("bob"), index.live_sessions("carol")) == (2, 1, 0)
+    assert (index.table.slots.count("alice"), index.table.slots.count("bob"), index.table.slots.count("carol")) == (2, 1, 0)
     index.upsert("a2", mss("a2", phase="Completed"))
-    assert index.live_sessions("alice") == 1
+    assert index.table.slots.count("alice") == 1
     index.upsert("a1", mss("a1", phase="Ready", deleting=True))
-    assert index.live_sessions("alice") == 0
+    assert index.table.slots.count("alice") == 0
     index.reserve("alice", "a3")
-    assert index.live_sessions("alice") == 1
+    assert index.table.slots.count("alice") == 1
     index.unreserve("alice", "a3")
-    assert index.live_sessions("alice") == 0
+    assert index.table.slots.count("alice") == 0
     index.delete("b1")
-    assert index.live_sessions("bob") == 0 and "bob" not in index.slots_by_user
+    assert index.table.slots.count("bob") == 0 and "bob" not in index.table.slots.users()
 
 
 async def test_finished_callback_for_terminal_and_deleted():

@@ -131,7 +131,7 @@ async def test_a_dead_member_is_checked_out_before_the_event_loop_has_seen_its_d
         victim, survivor = backend.pool_pids()
         os.kill(victim, signal.SIGKILL)
         assert wait_until(lambda: not pid_alive(victim), timeout=5)  # blocks the loop: no exit callback ran
-        endpoint = await backend.acquire(SessionKey("TestUser", "d1"), timeout=10)
+        endpoint = await backend.endpoint(SessionKey("TestUser", "d1"), timeout=10)
         assert endpoint.pod_name == pod_name_of(survivor)
         assert backend.pids() == [survivor]
         assert any(m.endswith(f"(pid {victim}) has exited: not handed out") for m in messages(caplog)), \

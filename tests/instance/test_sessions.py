@@ -2,7 +2,8 @@
 import grpc
 import pytest
 
-from myservice_instance.sessions import SessionBinding, SessionError
+from myservice.errors import ContractError
+from myservice_instance.sessions import SessionBinding
 
 
 def test_first_call_binds_and_same_session_stays():
@@ -15,7 +16,7 @@ def test_first_call_binds_and_same_session_stays():
 def test_other_session_is_a_conflict():
     b = SessionBinding()
     b.bind("s1")
-    with pytest.raises(SessionError) as e:
+    with pytest.raises(ContractError) as e:
         b.bind("s2")
     assert e.value.code == grpc.StatusCode.INTERNAL
     assert e.value.message == "Session conflict: was=s1, now=s2"
@@ -23,7 +24,7 @@ def test_other_session_is_a_conflict():
 
 
 def test_shutdown_unbound():
-    with pytest.raises(SessionError) as e:
+    with pytest.raises(ContractError) as e:
         SessionBinding().check_shutdown("s1")
     assert (e.value.code, e.value.message) == (grpc.StatusCode.PERMISSION_DENIED, "Server session is not set")
 
@@ -31,7 +32,7 @@ def test_shutdown_unbound():
 def test_shutdown_from_other_session():
     b = SessionBinding()
     b.bind("s1")
-    with pytest.raises(SessionError) as e:
+    with pytest.raises(ContractError) as e:
         b.check_shutdown("s2")
     assert (e.value.code, e.value.message) == (
         grpc.StatusCode.PERMISSION_DENIED, "Client session mismatch: client=s2, server=s1")
@@ -49,9 +50,9 @@ def test_after_an_accepted_shutdown_the_session_has_ended():
     b.check_shutdown("s1")
     ended = (grpc.StatusCode.FAILED_PRECONDITION, "session s1 has ended; log in with a new session_id")
     for attempt in (lambda: b.bind("s1"), lambda: b.check_shutdown("s1")):
-        with pytest.raises(SessionError) as e:
+        with pytest.raises(ContractError) as e:
             attempt()
         assert (e.value.code, e.value.message) == ended
-    with pytest.raises(SessionError) as e:  # another session still gets the seed's conflict
+    with pytest.raises(ContractError) as e:  # another session still gets the seed's conflict
         b.bind("s2")
     assert (e.value.code, e.value.message) == (grpc.StatusCode.INTERNAL, "Session conflict: was=s1, now=s2")

@@ -1,19 +1,25 @@
-"""The backend interface: get or allocate the instance of a session, release it.
-
-The proxy only ever sees this; local processes and Kubernetes pods fit behind it.
+"""The backend interface: prepare a session at Login, find (or start) its
+instance for a call. The proxy only ever sees this; local processes and
+Kubernetes pods fit behind it, over the shared session table (sessions.py).
 """
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Protocol
 
 import grpc
+
+from .sessions import StartListener
 
 # Channels from the gateway to instances: calls are never retried by gRPC (a
 # retried call could reach an instance twice), which also spares the retry
 # machinery's work on every call.
 INSTANCE_CHANNEL_OPTIONS = (("grpc.enable_retries", 0),)
+
+
+def instance_channel(address: str) -> grpc.aio.Channel:
+    """The channel to one instance (host:port or unix:path), both backends."""
+    return grpc.aio.insecure_channel(address, options=INSTANCE_CHANNEL_OPTIONS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,13 +28,6 @@ class Endpoint:
     address: str  # host:port
     pod_name: str
     channel: grpc.aio.Channel
-
-
-@dataclasses.dataclass(frozen=True)
-class BackendError(Exception):
-    """A status the gateway returns instead of forwarding the call."""
-    code: grpc.StatusCode
-    message: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +53,8 @@ class SessionOwner:
 
 
 class Backend(Protocol):
-    on_session_start: Callable[..., None]  # (seconds waited, "warm" | "cold")
-    """Told how long a call waited for its session's instance (first calls only)."""
+    on_session_start: StartListener
+    """Told how long a new session's first call waited for its instance, and its source."""
 
     @property
     def live_count(self) -> int:
@@ -65,12 +64,13 @@ class Backend(Protocol):
         """Begin serving (connect, start watches)."""
 
     async def prepare(self, owner: SessionOwner) -> None:
-        """Called at Login; raises BackendError (e.g. the per-user limit, where Login is
-        what starts the instance). Must not fail for lack of global capacity (that
-        comes on the call)."""
+        """Called at Login; raises errors.ContractError (e.g. the per-user limit, where
+        Login is what starts the instance). Must not fail for lack of global capacity
+        (that comes on the call)."""
 
-    async def acquire(self, key: SessionKey, *, timeout: float | None) -> Endpoint:
-        """The session's instance, allocating it on first use; raises BackendError."""
+    async def endpoint(self, key: SessionKey, *, timeout: float | None) -> Endpoint:
+        """Where the session's instance answers, waiting (within `timeout`) for it to
+        start on a first call; raises errors.ContractError."""
 
     async def close(self) -> None:
-        """Stop: release every instance this backend owns."""
+        """Stop: end every instance this backend started (local) or stop watching (Kubernetes)."""

@@ -16,12 +16,12 @@ import grpc
 import kubernetes
 from kubernetes.client.rest import ApiException
 
-from myservice import contract
+from myservice import errors
 from myservice_api import crd
 from myservice_api.names import resource_name
 
-from .. import routes
-from .base import INSTANCE_CHANNEL_OPTIONS, BackendError, Endpoint, SessionKey, SessionOwner
+from . import routes, sessions
+from .base import Endpoint, SessionKey, SessionOwner, instance_channel
 from .sessionindex import SessionIndex
 
 log = logging.getLogger("myservice.gateway.kubernetes")
@@ -52,11 +52,11 @@ class SessionCache:
     `index` (a SessionIndex) on the event loop."""
 
     def __init__(self, api: kubernetes.client.CustomObjectsApi, namespace: str, loop: asyncio.AbstractEventLoop,
-                 on_finished=lambda resource: None):
+                 *, index: SessionIndex):
         self._api = api
         self._namespace = namespace
         self._loop = loop
-        self.index = SessionIndex(on_finished)
+        self.index = index
         self.synced = asyncio.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mss-reflector", daemon=True)
@@ -120,20 +120,29 @@ class SessionCache:
 
 class KubernetesBackend:
     def __init__(self, *, namespace: str, ready_timeout: float, max_per_user: int = 0,
+                 ended_remembered: int = sessions.ENDED_REMEMBERED,
                  api_client: kubernetes.client.ApiClient | None = None):
         self.namespace = namespace
-        self.ready_timeout = ready_timeout
-        self.max_per_user = max_per_user  # 0: no per-user limit
-        self.on_session_start: Callable[..., None] = lambda seconds, pod="cold": None
+        self._table = sessions.SessionTable(max_per_user=max_per_user, ready_timeout=ready_timeout,
+                                            ended_remembered=ended_remembered)
         self._api_client = api_client
         self._api: kubernetes.client.CustomObjectsApi | None = None
         self._cache: SessionCache | None = None
         self._channels: dict[str, grpc.aio.Channel] = {}
 
+    @property
+    def on_session_start(self) -> sessions.StartListener:
+        return self._table.on_session_start
+
+    @on_session_start.setter
+    def on_session_start(self, listener: sessions.StartListener) -> None:
+        self._table.on_session_start = listener
+
     async def start(self) -> None:
         self._api_client = self._api_client or load_api_client()
         self._api = kubernetes.client.CustomObjectsApi(self._api_client)
-        self._cache = SessionCache(self._api, self.namespace, asyncio.get_running_loop(), on_finished=self._forget)
+        index = SessionIndex(self._table, on_finished=self._forget)
+        self._cache = SessionCache(self._api, self.namespace, asyncio.get_running_loop(), index=index)
         self._cache.start()
         try:
             await asyncio.wait_for(self._cache.synced.wait(), FIRST_SYNC_TIMEOUT)
@@ -157,8 +166,7 @@ class KubernetesBackend:
         if existing is not None:
             self._check_owner(existing, owner)
             return
-        if self.max_per_user and index.live_sessions(owner.username) >= self.max_per_user:
-            raise BackendError(grpc.StatusCode.RESOURCE_EXHAUSTED, contract.per_user_limit(self.max_per_user))
+        self._table.admit(owner.username)
         index.reserve(owner.username, name)
         try:
             await asyncio.to_thread(self._api.create_namespaced_custom_object, crd.GROUP, crd.VERSION,
@@ -169,11 +177,11 @@ class KubernetesBackend:
             if e.status != 409:
                 log.error("creating %s failed: %s %s", name, e.status, e.reason)
                 index.unreserve(owner.username, name)
-                raise BackendError(grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE) from None
+                raise errors.backend_unavailable() from None
         except Exception as e:  # noqa: BLE001 - API unreachable
             log.error("creating %s failed: %s", name, e)
             index.unreserve(owner.username, name)
-            raise BackendError(grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE) from None
+            raise errors.backend_unavailable() from None
         # 409: made a moment ago (another Login of this session, maybe through another
         # gateway) and not in our cache yet: whose is it? One GET, on this rare path only.
         try:
@@ -182,52 +190,50 @@ class KubernetesBackend:
         except Exception as e:  # noqa: BLE001 - deleted in between, or API unreachable
             log.error("reading existing %s failed: %s", name, e)
             index.unreserve(owner.username, name)
-            raise BackendError(grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE) from None
+            raise errors.backend_unavailable() from None
         self._check_owner(existing, owner)
 
     @staticmethod
     def _check_owner(resource: dict, owner: SessionOwner) -> None:
-        if (resource.get("spec") or {}).get("user") != owner.username:
+        try:
+            sessions.check_owner(routes.owner_of(resource), owner.username)
+        except errors.ContractError:
             log.error("session %s: resource %s belongs to user %r", owner.key, resource["metadata"]["name"],
-                      (resource.get("spec") or {}).get("user"))
-            raise BackendError(grpc.StatusCode.PERMISSION_DENIED, contract.SESSION_OF_ANOTHER_USER)
+                      routes.owner_of(resource))
+            raise
 
-    async def acquire(self, key: SessionKey, *, timeout: float | None) -> Endpoint:
-        """Route by the cached resource; the first call waits (within its deadline)
-        for Ready, woken only by changes of its own session."""
+    async def endpoint(self, key: SessionKey, *, timeout: float | None) -> Endpoint:
+        """Route by the cached resource; a first call waits (within its deadline and
+        the ready timeout) for Ready, woken only by changes of its own session."""
         assert self._cache is not None
-        index = self._cache.index
-        name = resource_name(key.username, key.session_id)
-        route = routes.decide(index.items.get(name), key)
+        route = routes.decide(self._cache.index.items.get(resource_name(key.username, key.session_id)), key)
         if route.address:  # the common case: no wait
             return Endpoint(route.address, route.pod_name, self._channel(route.address))
-        limit = self.ready_timeout if timeout is None else min(timeout, self.ready_timeout)
-        started = time.monotonic()
-        deadline = started + limit
+        if route.error:
+            raise route.error
+        return await self._table.wait_for_start(self._ready(key), call_timeout=timeout)
+
+    async def _ready(self, key: SessionKey) -> tuple[Endpoint, crd.PodSource]:
+        index = self._cache.index
+        name = resource_name(key.username, key.session_id)
+        begun = time.monotonic()
         while True:
             resource = index.items.get(name)
             route = routes.decide(resource, key)
             if route.address:
-                # how the operator got the pod: claimed from its warm pool, or made for the session
-                source = ((resource or {}).get("status") or {}).get("podSource") or crd.PodSource.COLD
-                self.on_session_start(time.monotonic() - started, str(source))
-                return Endpoint(route.address, route.pod_name, self._channel(route.address))
+                return Endpoint(route.address, route.pod_name, self._channel(route.address)), routes.pod_source(resource)
             if route.error:
                 raise route.error
-            now = time.monotonic()
-            # A caller holds a token, so its resource was created at Login: if the watch saw
-            # it deleted (TTL), or it is still missing after a grace, the session has ended.
-            if resource is None and (index.was_deleted(name) or now - started >= MISSING_GRACE_SECONDS):
-                raise BackendError(grpc.StatusCode.FAILED_PRECONDITION, contract.session_ended(key.session_id))
-            remaining = deadline - now
-            if remaining <= 0:
-                raise BackendError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                   f"the session's instance was not ready within {limit:.0f}s")
+            wait = None
             if resource is None:
-                remaining = min(remaining, started + MISSING_GRACE_SECONDS - now)
+                # A caller holds a token, so its resource was created at Login: if the watch
+                # saw it deleted (TTL), or it is still missing after a grace, the session has ended.
+                wait = begun + MISSING_GRACE_SECONDS - time.monotonic()
+                if name in self._table.ended or wait <= 0:
+                    raise errors.session_ended(key.session_id)
             change = index.change_of(name)
             try:
-                await asyncio.wait_for(change, remaining)
+                await asyncio.wait_for(change, wait)
             except asyncio.TimeoutError:
                 pass
             finally:
@@ -235,13 +241,13 @@ class KubernetesBackend:
 
     @property
     def live_count(self) -> int:
-        """Sessions holding a slot, as this gateway's watch sees them (per scrape: O(users))."""
-        return sum(len(names) for names in self._cache.index.slots_by_user.values()) if self._cache else 0
+        """Sessions holding a slot, as this gateway's watch sees them."""
+        return self._table.slots.total
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=INSTANCE_CHANNEL_OPTIONS)
+            channel = self._channels[address] = instance_channel(address)
         return channel
 
     def _forget(self, resource: dict | None) -> None:

@@ -1,28 +1,23 @@
-"""The routing choice for a session on Kubernetes: a pure function of its
+"""The Kubernetes backend's routing choice: a pure function of a session's
 MyServiceSession resource (as the watch cache holds it)."""
 from __future__ import annotations
 
 import dataclasses
 
-import grpc
-
-from myservice import contract
+from myservice import errors
 from myservice_api import crd
 from myservice_api.names import resource_name
 
-from .backends.base import BackendError, SessionKey, SessionOwner
+from . import sessions
+from .base import SessionKey, SessionOwner
 
 
 @dataclasses.dataclass(frozen=True)
 class Route:
-    """Exactly one of: an address to forward to, an error to answer, or wait."""
+    """At most one of: an address to forward to, an error to answer; neither: wait."""
     address: str | None = None
     pod_name: str = ""
-    error: BackendError | None = None
-
-    @property
-    def wait(self) -> bool:
-        return self.address is None and self.error is None
+    error: errors.ContractError | None = None
 
 
 WAIT = Route()
@@ -31,26 +26,35 @@ WAIT = Route()
 def decide(resource: dict | None, key: SessionKey) -> Route:
     if resource is None:
         return WAIT  # not in the cache yet: just created, the watch will bring it
-    if (resource.get("spec") or {}).get("user") != key.username:
-        # Names are derived from (user, session_id), so this takes a hash collision
-        # or a resource made by hand: never route a token to another user's pod.
-        return Route(error=BackendError(grpc.StatusCode.PERMISSION_DENIED, contract.SESSION_OF_ANOTHER_USER))
-    session_id = key.session_id
+    try:
+        sessions.check_owner(owner_of(resource), key.username)
+    except errors.ContractError as e:
+        return Route(error=e)
     status = resource.get("status") or {}
     phase, reason = status.get("phase"), status.get("reason")
-    if phase == crd.PHASE_READY and status.get("podIP") and status.get("port"):
+    if phase == crd.Phase.READY and status.get("podIP") and status.get("port"):
         return Route(address=f"{status['podIP']}:{status['port']}", pod_name=status.get("podName", ""))
-    if phase == crd.PHASE_PENDING and reason == crd.REASON_CAPACITY:
-        return Route(error=BackendError(grpc.StatusCode.RESOURCE_EXHAUSTED, contract.ALL_INSTANCES_BUSY))
-    if phase == crd.PHASE_COMPLETED:
-        return Route(error=BackendError(grpc.StatusCode.FAILED_PRECONDITION, contract.session_ended(session_id)))
-    if phase == crd.PHASE_FAILED:
+    if phase == crd.Phase.PENDING and reason == crd.Reason.CAPACITY:
+        return Route(error=errors.all_instances_busy())
+    if phase == crd.Phase.COMPLETED:
+        return Route(error=errors.session_ended(key.session_id))
+    if phase == crd.Phase.FAILED:
         if crd.is_start_failure(reason):
-            return Route(error=BackendError(grpc.StatusCode.RESOURCE_EXHAUSTED, contract.NO_AVAILABLE_INSTANCES))
-        return Route(error=BackendError(grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE))
+            return Route(error=errors.no_available_instances())
+        return Route(error=errors.backend_unavailable())
     if resource.get("metadata", {}).get("deletionTimestamp"):
-        return Route(error=BackendError(grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE))
+        return Route(error=errors.backend_unavailable())
     return WAIT  # no status yet, Pending without a reason, Starting
+
+
+def owner_of(resource: dict) -> str | None:
+    return (resource.get("spec") or {}).get("user")
+
+
+def pod_source(resource: dict | None) -> crd.PodSource:
+    """How the operator got the session's pod (status.podSource; cold until it says)."""
+    source = ((resource or {}).get("status") or {}).get("podSource")
+    return crd.PodSource.WARM if source == crd.PodSource.WARM else crd.PodSource.COLD
 
 
 def session_resource(owner: SessionOwner, *, namespace: str) -> dict:
