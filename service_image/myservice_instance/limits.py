@@ -74,7 +74,7 @@ class Limits:
 
 
 class Ending(NamedTuple):
-    """Why the instance ends on its own: a crd.REASON_* and a message for people."""
+    """Why the instance ends on its own: a crd.Reason and a message for people."""
     reason: str
     message: str
 
@@ -140,12 +140,12 @@ class Activity:
         reached = []
         idle = self._idle_deadline()
         if idle is not None and now >= idle:
-            reached.append((idle, Ending(crd.REASON_IDLE_TIMEOUT,
+            reached.append((idle, Ending(crd.Reason.IDLE_TIMEOUT,
                                          f"no call for {format_seconds(self.limits.idle_timeout)}")))
         lifetime = self._lifetime_deadline()
         if lifetime is not None and now >= lifetime:
             reached.append((lifetime, Ending(
-                crd.REASON_LIFETIME_EXCEEDED,
+                crd.Reason.LIFETIME_EXCEEDED,
                 f"session reached its maximum lifetime of {format_seconds(self.limits.max_lifetime)}")))
         return min(reached)[1] if reached else None
 
