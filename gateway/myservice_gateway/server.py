@@ -98,7 +98,7 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     server = grpc.aio.server()
     login = LoginHandler.from_settings(settings, users=users, token_config=config, backend=backend)
     metrics = GatewayMetrics()
-    metrics.observe_live_sessions(lambda: backend.live_count)
+    metrics.observe_live_sessions(lambda: backend.sessions.slots.total)
     if isinstance(backend, LocalBackend):  # on Kubernetes the pool is the operator's (its own metrics)
         metrics.observe_warm_idle(lambda: backend.warm_idle_count)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(contract.SERVICE, {
@@ -112,7 +112,7 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable(server, (contract.SERVICE, health.SERVICE_NAME))
     server.add_generic_rpc_handlers((Proxy(backend, Authenticator(config), metrics=metrics),))
-    backend.on_session_start = metrics.session_started
+    backend.sessions.on_session_start = metrics.session_started
     try:
         credentials = tls_credentials(settings)
         port = (server.add_secure_port(f"{settings.host}:{settings.port}", credentials) if credentials

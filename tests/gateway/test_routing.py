@@ -11,6 +11,7 @@ from myservice.v1 import myservice_pb2 as pb
 from myservice.v1 import myservice_pb2_grpc as pb_grpc
 from myservice_gateway.backends import processes
 from myservice_gateway.backends.base import Endpoint
+from myservice_gateway.backends.sessions import SessionTable
 
 from ..conftest import echo, error_of, pid_alive
 
@@ -90,9 +91,8 @@ async def test_instance_that_fails_to_start_means_no_available_instances(gw, mon
 class StaticBackend:
     """Routes every session to one fixed loopback port (a test server, or nothing)."""
 
-    live_count = 0
-
     def __init__(self, port):
+        self.sessions = SessionTable()
         self.address = f"127.0.0.1:{port}"
 
     async def start(self):

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import grpc
 
-from .sessions import StartListener
+from .sessions import SessionTable
 
 # Channels from the gateway to instances: calls are never retried by gRPC (a
 # retried call could reach an instance twice), which also spares the retry
@@ -53,12 +53,9 @@ class SessionOwner:
 
 
 class Backend(Protocol):
-    on_session_start: StartListener
-    """Told how long a new session's first call waited for its instance, and its source."""
-
-    @property
-    def live_count(self) -> int:
-        """Sessions holding an instance (local) or a slot (Kubernetes), for metrics."""
+    sessions: SessionTable
+    """Its sessions: slots per user (live sessions, for metrics), ended ones, and the
+    listener told how long each new session's first call waited, and its source."""
 
     async def start(self) -> None:
         """Begin serving (connect, start watches)."""

@@ -123,25 +123,17 @@ class KubernetesBackend:
                  ended_remembered: int = sessions.ENDED_REMEMBERED,
                  api_client: kubernetes.client.ApiClient | None = None):
         self.namespace = namespace
-        self._table = sessions.SessionTable(max_per_user=max_per_user, ready_timeout=ready_timeout,
+        self.sessions = sessions.SessionTable(max_per_user=max_per_user, ready_timeout=ready_timeout,
                                             ended_remembered=ended_remembered)
         self._api_client = api_client
         self._api: kubernetes.client.CustomObjectsApi | None = None
         self._cache: SessionCache | None = None
         self._channels: dict[str, grpc.aio.Channel] = {}
 
-    @property
-    def on_session_start(self) -> sessions.StartListener:
-        return self._table.on_session_start
-
-    @on_session_start.setter
-    def on_session_start(self, listener: sessions.StartListener) -> None:
-        self._table.on_session_start = listener
-
     async def start(self) -> None:
         self._api_client = self._api_client or load_api_client()
         self._api = kubernetes.client.CustomObjectsApi(self._api_client)
-        index = SessionIndex(self._table, on_finished=self._forget)
+        index = SessionIndex(self.sessions, on_finished=self._forget)
         self._cache = SessionCache(self._api, self.namespace, asyncio.get_running_loop(), index=index)
         self._cache.start()
         try:
@@ -166,7 +158,7 @@ class KubernetesBackend:
         if existing is not None:
             self._check_owner(existing, owner)
             return
-        self._table.admit(owner.username)
+        self.sessions.admit(owner.username)
         index.reserve(owner.username, name)
         try:
             await asyncio.to_thread(self._api.create_namespaced_custom_object, crd.GROUP, crd.VERSION,
@@ -211,7 +203,7 @@ class KubernetesBackend:
             return Endpoint(route.address, route.pod_name, self._channel(route.address))
         if route.error:
             raise route.error
-        return await self._table.wait_for_start(self._ready(key), call_timeout=timeout)
+        return await self.sessions.wait_for_start(self._ready(key), call_timeout=timeout)
 
     async def _ready(self, key: SessionKey) -> tuple[Endpoint, crd.PodSource]:
         index = self._cache.index
@@ -229,7 +221,7 @@ class KubernetesBackend:
                 # A caller holds a token, so its resource was created at Login: if the watch
                 # saw it deleted (TTL), or it is still missing after a grace, the session has ended.
                 wait = begun + MISSING_GRACE_SECONDS - time.monotonic()
-                if name in self._table.ended or wait <= 0:
+                if name in self.sessions.ended or wait <= 0:
                     raise errors.session_ended(key.session_id)
             change = index.change_of(name)
             try:
@@ -238,11 +230,6 @@ class KubernetesBackend:
                 pass
             finally:
                 index.forget(name, change)
-
-    @property
-    def live_count(self) -> int:
-        """Sessions holding a slot, as this gateway's watch sees them."""
-        return self._table.slots.total
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)

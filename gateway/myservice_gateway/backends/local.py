@@ -49,7 +49,7 @@ class LocalBackend:
                  ended_remembered: int = sessions.ENDED_REMEMBERED) -> None:
         self.max_instances = max_instances
         # No ready timeout of its own: a start that fails within start_timeout ends the wait.
-        self._table = sessions.SessionTable(max_per_user=max_per_user, ended_remembered=ended_remembered)
+        self.sessions = sessions.SessionTable(max_per_user=max_per_user, ended_remembered=ended_remembered)
         self._instances: dict[SessionKey, _Instance] = {}
         self._processes = ProcessSupervisor(start_timeout=start_timeout, limits=limits)
         self._pool: localpool.WarmPool[_Instance] = localpool.WarmPool(
@@ -57,14 +57,6 @@ class LocalBackend:
             start_member=self._start_member)
         self._names = itertools.count(1)
         self._closing = False
-
-    @property
-    def on_session_start(self) -> sessions.StartListener:
-        return self._table.on_session_start
-
-    @on_session_start.setter
-    def on_session_start(self, listener: sessions.StartListener) -> None:
-        self._table.on_session_start = listener
 
     @property
     def live_count(self) -> int:
@@ -105,15 +97,15 @@ class LocalBackend:
     async def endpoint(self, key: SessionKey, *, timeout: float | None) -> Endpoint:
         instance = self._instances.get(key)
         if instance is None:
-            if key in self._table.ended:
+            if key in self.sessions.ended:
                 raise errors.session_ended(key.session_id)
             if self._closing or self.max_instances == 0:
                 raise errors.no_available_instances()
-            self._table.admit(key.username)
+            self.sessions.admit(key.username)
             instance = self._instance_for_new_session(key)
         if instance.child.endpoint is not None:
             return instance.child.endpoint
-        return await self._table.wait_for_start(self._started(instance), call_timeout=timeout)
+        return await self.sessions.wait_for_start(self._started(instance), call_timeout=timeout)
 
     @staticmethod
     async def _started(instance: _Instance) -> tuple[Endpoint, PodSource]:
@@ -133,7 +125,7 @@ class LocalBackend:
                 self._claim(member, key)
                 log.info("session %s -> %s (pid %d, %s): warm, from the pool (%d idle left)", key, member.name,
                          member.child.pid, member.child.endpoint.address, len(self._pool.ready))
-                self._table.started(time.monotonic() - begun, PodSource.WARM)
+                self.sessions.started(time.monotonic() - begun, PodSource.WARM)
                 self._pool.claimed()
                 instance = member
             elif source is localpool.Source.STARTING_MEMBER:
@@ -176,13 +168,13 @@ class LocalBackend:
 
     def _hold(self, instance: _Instance) -> None:
         self._instances[instance.key] = instance
-        self._table.slots.hold(instance.key.username, instance.key)
+        self.sessions.slots.hold(instance.key.username, instance.key)
 
     def _release(self, instance: _Instance) -> None:
         """Free the instance's slot (idempotent: only the instance that holds it)."""
         if instance.key is not None and self._instances.get(instance.key) is instance:
             del self._instances[instance.key]
-            self._table.slots.release(instance.key.username, instance.key)
+            self.sessions.slots.release(instance.key.username, instance.key)
 
     def _start_failed(self, instance: _Instance, error: Exception) -> None:
         if instance.key is None:  # before any await: no session may take it now
@@ -224,7 +216,7 @@ class LocalBackend:
                  f": {why}" if why else "")
         self._release(instance)
         self._pool.refill()  # its process slot is free
-        self._table.ended.add(instance.key)
+        self.sessions.ended.add(instance.key)
         closing(child.endpoint.channel)
 
     async def close(self, grace: float = 5.0) -> None:
