@@ -12,7 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from myservice import contract, reflection
 from myservice.v1 import myservice_pb2
 
-from . import tls, tokens
+from . import finalstatus, tls, tokens
 from .auth import Authenticator
 from .backends.base import Backend
 from .backends.local import LocalBackend
@@ -92,6 +92,7 @@ def tls_credentials(settings: GatewaySettings) -> grpc.ServerCredentials | None:
 
 
 async def start_gateway(settings: GatewaySettings, backend: Backend | None = None) -> Gateway:
+    finalstatus.require_tested_grpcio()  # the proxy relies on grpc.aio internals
     backend = backend or make_backend(settings)
     users = UserStore(users_file=settings.users_file, dev_user=settings.dev_user)
     config = token_config(settings)
