@@ -5,12 +5,35 @@ instance ends the call while the gateway is still writing requests, the failed
 write replaces the instance's status with its own INTERNAL "Internal error from
 Core". A done callback runs each time the call is given a status, in order, so
 the first status it sees that is not that local write failure is the
-instance's."""
+instance's.
+
+This relies on grpc.aio internals (when done callbacks run, a finished call's
+status read without an event-loop turn), which any release may change: the
+gateway refuses to start on a grpcio not in TESTED_GRPCIO_VERSIONS (the pin is in
+constraints.txt). tests/gateway/test_finalstatus.py's canaries fail when the
+internals change, or when grpc.aio keeps the instance's status itself and this
+module can go."""
 from __future__ import annotations
+
+from importlib import metadata
 
 import grpc
 
+# The grpcio releases tests/gateway/test_finalstatus.py passed with; constraints.txt pins one.
+TESTED_GRPCIO_VERSIONS = frozenset({"1.85.3"})
+
 LOCAL_WRITE_FAILURE = (grpc.StatusCode.INTERNAL, "Internal error from Core")
+
+
+def require_tested_grpcio() -> None:
+    """At server start: refuse a grpcio whose grpc.aio this module was not tested with."""
+    version = metadata.version("grpcio")
+    if version not in TESTED_GRPCIO_VERSIONS:
+        raise RuntimeError(
+            f"grpcio {version} is not a version myservice_gateway/finalstatus.py was tested with "
+            f"({', '.join(sorted(TESTED_GRPCIO_VERSIONS))}): install the one pinned in constraints.txt, "
+            f"or review finalstatus.py with tests/gateway/test_finalstatus.py (its canaries tell whether "
+            f"it still works and is still needed) and add the version to TESTED_GRPCIO_VERSIONS")
 
 
 def _now(awaitable):

@@ -15,6 +15,10 @@ then on make/drop; a child toggle's own turn_to() still notifies as before.
 `install()` makes kopf use it (kopf creates its sets from `aiotoggles.ToggleSet` when
 it starts, so this must run before kopf.run).
 
+**Only on a tested kopf.** The toggle set replaces a private class of kopf, which any
+release may change: `install()` refuses a kopf version not in `TESTED_KOPF_VERSIONS` (the
+pin is in constraints.txt; README, "Upgrading a pinned dependency").
+
 **No diff-base.** For every event kopf builds the object's "essence" for its change
 handlers' diffs: a deep copy of the body, plus a JSON read of the last one from an
 annotation. Our handlers are event handlers and indexes only (handlers.py): no
@@ -24,9 +28,13 @@ scale run: deepcopy under DiffBaseStorage.build on the event loop).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from importlib import metadata
 
 import kopf
 from kopf._cogs.aiokits import aiotoggles
+
+# The kopf releases tests/operator/test_kopffixes.py passed with; constraints.txt pins one.
+TESTED_KOPF_VERSIONS = frozenset({"1.45.2"})
 
 
 class FlipNotifyingToggleSet(aiotoggles.ToggleSet):
@@ -63,8 +71,19 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
+def require_tested_kopf() -> None:
+    version = metadata.version("kopf")
+    if version not in TESTED_KOPF_VERSIONS:
+        raise RuntimeError(
+            f"kopf {version} is not a version myservice_operator/kopffixes.py was tested with "
+            f"({', '.join(sorted(TESTED_KOPF_VERSIONS))}): install the one pinned in constraints.txt, "
+            f"or review kopffixes.py with tests/operator/test_kopffixes.py (its canary tells whether the "
+            f"patch is still needed) and add the version to TESTED_KOPF_VERSIONS")
+
+
 def install() -> None:
     """Make kopf build its toggle sets (index pre-population, peering pauses) from ours."""
+    require_tested_kopf()
     current = aiotoggles.ToggleSet
     if current is FlipNotifyingToggleSet:
         return

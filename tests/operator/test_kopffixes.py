@@ -1,4 +1,5 @@
-"""kopf's index pre-population with many objects: O(N) wake-ups with our toggle set."""
+"""kopf's index pre-population with many objects: O(N) wake-ups with our toggle set, only on
+a kopf version these tests passed with (constraints.txt pins it)."""
 from __future__ import annotations
 
 import asyncio
@@ -7,6 +8,7 @@ import pytest
 from kopf._cogs.aiokits import aiotoggles
 
 from myservice_operator import kopffixes
+from tests import pins
 
 
 class Counting:
@@ -47,7 +49,8 @@ async def prepopulate(toggle_set_class, objects: int) -> int:
 
 
 async def test_kopfs_own_set_wakes_every_waiter_at_every_drop():
-    # the baseline: what the fix is for (quadratic)
+    # the baseline: what the fix is for (quadratic). The canary: once a kopf release fails
+    # this, it fixed the problem upstream and kopffixes' toggle set can go.
     assert await prepopulate(aiotoggles.ToggleSet, 400) > 400 * 400 / 4
 
 
@@ -94,3 +97,16 @@ def test_install_refuses_a_kopf_whose_set_changed(monkeypatch):
     monkeypatch.setattr(aiotoggles, "ToggleSet", Other)
     with pytest.raises(RuntimeError, match="kopffixes"):
         kopffixes.install()
+
+
+def test_the_pinned_kopf_is_one_kopffixes_was_tested_with():
+    assert pins.pinned("kopf") in kopffixes.TESTED_KOPF_VERSIONS
+
+
+def test_install_refuses_an_untested_kopf(monkeypatch):
+    kopfs_own = kopffixes.FlipNotifyingToggleSet.__base__
+    monkeypatch.setattr(aiotoggles, "ToggleSet", kopfs_own)
+    monkeypatch.setattr(kopffixes.metadata, "version", lambda name: "1.99.0")
+    with pytest.raises(RuntimeError, match=r"kopf 1\.99\.0 .*constraints\.txt.*tests/operator/test_kopffixes\.py"):
+        kopffixes.install()
+    assert aiotoggles.ToggleSet is kopfs_own
