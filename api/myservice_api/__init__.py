@@ -1,9 +1,14 @@
 """The MyServiceSession API: the Kubernetes side of the contract between the
 gateway (creates sessions, routes by their status) and the operator (owns their
-pods, writes their status). Pure: no I/O, no Kubernetes client.
+pods, writes their status), and how both reach the Kubernetes API.
 
 - crd.py: group, version, kind, phases, reasons, labels (what the CRD says);
-- names.py: the resource and pod names of a (user, session_id).
+- names.py: the resource and pod names of a (user, session_id);
+- kubeclient.py: credentials loaded once, the one API client factory;
+- reflector.py: the one watcher (list + watch, re-list on 410, backoff).
+
+crd.py and names.py are pure; kubeclient.py and reflector.py are the adapters,
+the only modules here that import the kubernetes client.
 
 The wire contract of the gRPC API is proto/ (package myservice); this is not it.
 """

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable
 
@@ -17,105 +16,21 @@ import kubernetes
 from kubernetes.client.rest import ApiException
 
 from myservice import errors
-from myservice_api import crd
+from myservice_api import crd, kubeclient
 from myservice_api.names import resource_name
 
 from . import routes, sessions
 from .base import Endpoint, SessionKey, SessionOwner, instance_channel
+from .sessioncache import SessionCache
 from .sessionindex import SessionIndex
 
 log = logging.getLogger("myservice.gateway.kubernetes")
 
-# The server ends each watch after this long and the reflector starts a new one:
-# a watch stream that died silently cannot stall routing for longer than this.
-WATCH_SECONDS = 240
-# Client-side read timeout on the watch: longer than the server's, shorter than forever.
-WATCH_READ_TIMEOUT = WATCH_SECONDS + 30
 FIRST_SYNC_TIMEOUT = 30.0
 # A caller holds a token, so its session's resource was created at Login. If the
 # cache still lacks it after this long, it is not "about to arrive" but gone
 # (deleted after its TTL, or by hand): the session has ended.
 MISSING_GRACE_SECONDS = 5.0
-
-
-def load_api_client() -> kubernetes.client.ApiClient:
-    try:
-        kubernetes.config.load_incluster_config()
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
-    return kubernetes.client.ApiClient()
-
-
-class SessionCache:
-    """Informer-style reflector of the namespace's MyServiceSessions: list, then
-    watch, re-list on expiry, on its own thread; every change is applied to
-    `index` (a SessionIndex) on the event loop."""
-
-    def __init__(self, api: kubernetes.client.CustomObjectsApi, namespace: str, loop: asyncio.AbstractEventLoop,
-                 *, index: SessionIndex):
-        self._api = api
-        self._namespace = namespace
-        self._loop = loop
-        self.index = index
-        self.synced = asyncio.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="mss-reflector", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _publish(self, items: dict[str, dict] | None = None, name: str | None = None, obj: dict | None = None) -> None:
-        def apply() -> None:
-            if items is not None:
-                self.index.replace(items)
-                self.synced.set()
-            elif obj is None:
-                self.index.delete(name)
-            else:
-                self.index.upsert(name, obj)
-
-        self._loop.call_soon_threadsafe(apply)
-
-    def _list(self) -> str:
-        listing = self._api.list_namespaced_custom_object(crd.GROUP, crd.VERSION, self._namespace, crd.PLURAL,
-                                                          _request_timeout=30)
-        self._publish(items={o["metadata"]["name"]: o for o in listing.get("items", [])})
-        return listing["metadata"]["resourceVersion"]
-
-    def _run(self) -> None:
-        resource_version = None
-        while not self._stop.is_set():
-            try:
-                if resource_version is None:
-                    resource_version = self._list()
-                watch = kubernetes.watch.Watch()
-                for event in watch.stream(
-                        self._api.list_namespaced_custom_object, crd.GROUP, crd.VERSION, self._namespace, crd.PLURAL,
-                        resource_version=resource_version, timeout_seconds=WATCH_SECONDS,
-                        allow_watch_bookmarks=True, _request_timeout=WATCH_READ_TIMEOUT):
-                    if self._stop.is_set():
-                        watch.stop()
-                        return
-                    obj, kind = event["object"], event["type"]
-                    if kind == "ERROR":  # e.g. 410 Gone: our resourceVersion is too old
-                        resource_version = None
-                        break
-                    resource_version = obj["metadata"]["resourceVersion"]
-                    if kind == "BOOKMARK":
-                        continue
-                    name = obj["metadata"]["name"]
-                    self._publish(name=name, obj=None if kind == "DELETED" else obj)
-            except ApiException as e:
-                log.warning("session watch: %s %s; re-listing", e.status, e.reason)
-                resource_version = None
-                time.sleep(1)
-            except Exception as e:  # noqa: BLE001 - network hiccups: keep the cache alive
-                log.warning("session watch interrupted: %s; re-listing", e)
-                resource_version = None
-                time.sleep(1)
 
 
 class KubernetesBackend:
@@ -131,7 +46,7 @@ class KubernetesBackend:
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     async def start(self) -> None:
-        self._api_client = self._api_client or load_api_client()
+        self._api_client = self._api_client or kubeclient.api_client()
         self._api = kubernetes.client.CustomObjectsApi(self._api_client)
         index = SessionIndex(self.sessions, on_finished=self._forget)
         self._cache = SessionCache(self._api, self.namespace, asyncio.get_running_loop(), index=index)
