@@ -3,17 +3,42 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import ctypes
+import dataclasses
+import logging
 import os
 import signal
 import sys
 
-from . import limits as limits_module
+from myservice_api import settings
+from myservice_api.settings import declare
+
+from .limits import Limits
 from .server import DEFAULT_TERMINATION_LOG, default_termination_log, serve
 
 # Set to 1 in a Kubernetes pool pod's env (the operator's pool, pods.make_pool_pod).
 WAIT_FOR_CLAIM_ENV = "MYSERVICE_INSTANCE_WAIT_FOR_CLAIM"
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceSettings:
+    """What an instance reads from its flags and environment (a flag wins)."""
+    port: int = settings.INSTANCE_PORT.field(
+        flag="--port", help="port to listen on; 0 picks a free one")
+    idle_timeout: float = settings.SESSION_IDLE_TIMEOUT.field(
+        flag="--idle-timeout",
+        help="end after this long without a MyService call (an open stream is a call; health checks are not)")
+    max_lifetime: float = settings.SESSION_MAX_LIFETIME.field(
+        flag="--max-lifetime", help="end this long after the start, calls or not")
+    wait_for_claim: bool = declare(
+        False, env=WAIT_FOR_CLAIM_ENV, flag="--wait-for-claim", parse=lambda raw: raw.strip() == "1",
+        default_text="off; on if the variable is 1, as in a Kubernetes pool pod",
+        help="a warm pool member: the idle and lifetime clocks start at SIGUSR1 (the local backend's "
+             "claim for a session) or at the first MyService call, not at the start")
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(idle_timeout=self.idle_timeout, max_lifetime=self.max_lifetime)
 
 _PR_SET_PDEATHSIG = 1
 
@@ -32,10 +57,7 @@ def build_parser(prog: str = "myservice instance") -> argparse.ArgumentParser:
         description="Run one MyService instance: serves exactly one session, exits 0 after MyServiceShutdown.",
     )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
-    parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("MYSERVICE_INSTANCE_PORT", "50051")),
-        help="port to listen on; 0 picks a free one (default: $MYSERVICE_INSTANCE_PORT or 50051)",
-    )
+    settings.add_flags(parser, InstanceSettings)
     parser.add_argument("--pod-name", default=None, help="identity reported as pod_name (default: $POD_NAME, $HOSTNAME)")
     parser.add_argument("--exit-with-parent", type=int, metavar="PID", default=None,
                         help="exit when process PID (our parent) dies (used by the local backend)")
@@ -44,18 +66,6 @@ def build_parser(prog: str = "myservice instance") -> argparse.ArgumentParser:
     parser.add_argument("--announce-port", action="store_true",
                         help="print 'LISTENING <port>' (or 'LISTENING unix:<path>') on stdout once serving, "
                              "and 'ENDED <Reason> <message>' when a limit ends the instance")
-    # Text, parsed in run(): a bad value is reported naming the flag or the variable it came from.
-    parser.add_argument("--idle-timeout", metavar="SECONDS", default=None,
-                        help="end after this long without a call (an open stream is a call); 0 = off "
-                             f"(default: ${limits_module.IDLE_TIMEOUT_ENV} or 900)")
-    parser.add_argument("--max-lifetime", metavar="SECONDS", default=None,
-                        help="end this long after the start, calls or not; 0 = off "
-                             f"(default: ${limits_module.MAX_LIFETIME_ENV} or 86400)")
-    parser.add_argument("--wait-for-claim", action="store_true",
-                        default=os.environ.get(WAIT_FOR_CLAIM_ENV, "") == "1",
-                        help="a warm pool member: the idle and lifetime clocks start at SIGUSR1 (the local "
-                             "backend's claim for a session) or at the first MyService call, not at the start "
-                             f"(default: on if ${WAIT_FOR_CLAIM_ENV}=1, as in a Kubernetes pool pod)")
     parser.add_argument("--termination-log", metavar="PATH", default=None,
                         help="write '<Reason>: <message>' here when a limit ends the instance; '' = nowhere "
                              f"(default: {DEFAULT_TERMINATION_LOG} if it exists and is writable, as in a pod)")
@@ -64,22 +74,18 @@ def build_parser(prog: str = "myservice instance") -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if not 0 <= args.port <= 65535:
-        print(f"error: --port must be 0..65535, got {args.port}", file=sys.stderr)
-        return 2
     try:
-        limits = limits_module.Limits.resolve(idle_timeout=args.idle_timeout, max_lifetime=args.max_lifetime,
-                                              env=os.environ)
-    except limits_module.LimitError as e:
+        own = settings.parse(InstanceSettings, os.environ, flags=settings.flag_values(args, InstanceSettings))
+    except settings.SettingsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     termination_log = default_termination_log() if args.termination_log is None else (args.termination_log or None)
     if args.exit_with_parent is not None:
         exit_with_parent(args.exit_with_parent)
     try:
-        return asyncio.run(serve(host=args.host, port=args.port, pod_name=args.pod_name, announce=args.announce_port,
-                                 unix_socket=args.unix_socket, limits=limits, termination_log=termination_log,
-                                 wait_for_claim=args.wait_for_claim))
+        return asyncio.run(serve(host=args.host, port=own.port, pod_name=args.pod_name, announce=args.announce_port,
+                                 unix_socket=args.unix_socket, limits=own.limits, termination_log=termination_log,
+                                 wait_for_claim=own.wait_for_claim))
     except OSError as e:
         print(f"myservice instance: {e}", file=sys.stderr)
         return 1

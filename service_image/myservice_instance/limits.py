@@ -19,31 +19,10 @@ Times are seconds on a monotonic clock that the caller provides.
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import NamedTuple
 
-from myservice_api import crd
-
-DEFAULT_IDLE_TIMEOUT_SECONDS = 900.0       # 15 min
-DEFAULT_MAX_LIFETIME_SECONDS = 86400.0     # 24 h
-IDLE_TIMEOUT_ENV = "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS"
-MAX_LIFETIME_ENV = "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS"
-
-
-class LimitError(ValueError):
-    """A limit has a value the instance cannot use (said in the message)."""
-
-
-def parse_seconds(raw: str, *, name: str) -> float:
-    """A limit in seconds from text: a finite number >= 0 (0 = off)."""
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise LimitError(f"{name} must be a number of seconds >= 0 (0 = off), got {raw!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise LimitError(f"{name} must be a number of seconds >= 0 (0 = off), got {raw!r}")
-    return value
+from myservice_api import crd, settings
 
 
 def format_seconds(value: float) -> str:
@@ -53,24 +32,11 @@ def format_seconds(value: float) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT_SECONDS
+    """The two limits in seconds, 0 = off (read from flags and env by __main__.InstanceSettings)."""
+    idle_timeout: float = settings.SESSION_IDLE_TIMEOUT.default
     """Seconds without a call (none in flight) after which the instance ends; 0 = off."""
-    max_lifetime: float = DEFAULT_MAX_LIFETIME_SECONDS
+    max_lifetime: float = settings.SESSION_MAX_LIFETIME.default
     """Seconds after its start at which the instance ends, calls or not; 0 = off."""
-
-    @classmethod
-    def resolve(cls, *, idle_timeout: str | None, max_lifetime: str | None, env: Mapping[str, str]) -> Limits:
-        """Flags (text, None when not given) win over the environment, which wins over the defaults."""
-        def one(flag_value: str | None, flag: str, key: str, default: float) -> float:
-            if flag_value is not None:
-                return parse_seconds(flag_value, name=flag)
-            raw = env.get(key, "").strip()
-            return parse_seconds(raw, name=key) if raw else default
-
-        return cls(
-            idle_timeout=one(idle_timeout, "--idle-timeout", IDLE_TIMEOUT_ENV, DEFAULT_IDLE_TIMEOUT_SECONDS),
-            max_lifetime=one(max_lifetime, "--max-lifetime", MAX_LIFETIME_ENV, DEFAULT_MAX_LIFETIME_SECONDS),
-        )
 
 
 class Ending(NamedTuple):

@@ -22,8 +22,9 @@ def test_kubernetes_needs_users_and_no_dev_user_by_default(tmp_path):
 
 @pytest.mark.parametrize("env,message", [
     ({"MYSERVICE_PORT": "abc"}, "MYSERVICE_PORT must be an integer"),
-    ({"MYSERVICE_MAX_INSTANCES": "-1"}, "MYSERVICE_MAX_INSTANCES must be >= 0"),
-    ({"MYSERVICE_BACKEND": "docker"}, "MYSERVICE_BACKEND must be 'local' or 'kubernetes'"),
+    ({"MYSERVICE_PORT": "70000"}, r"^MYSERVICE_PORT must be an integer 0..65535, got '70000'$"),
+    ({"MYSERVICE_MAX_INSTANCES": "-1"}, r"^MYSERVICE_MAX_INSTANCES must be an integer >= 0, got '-1'$"),
+    ({"MYSERVICE_BACKEND": "docker"}, r"^MYSERVICE_BACKEND must be local or kubernetes, got 'docker'$"),
     ({"MYSERVICE_JWT_KEY": "short"}, "at least 32 bytes"),
     ({"MYSERVICE_JWT_KEY_FILE": "/nonexistent/key"}, "cannot read /nonexistent/key"),
     ({"MYSERVICE_DEV_USER": "maybe"}, "MYSERVICE_DEV_USER must be true or false"),
@@ -65,10 +66,13 @@ def test_login_limit_defaults_and_env():
 
 
 @pytest.mark.parametrize("env,message", [
-    ({"MYSERVICE_LOGIN_HASH_WORKERS": "0"}, "MYSERVICE_LOGIN_HASH_WORKERS must be >= 1"),
-    ({"MYSERVICE_LOGIN_QUEUE": "-1"}, "MYSERVICE_LOGIN_QUEUE must be >= 0"),
-    ({"MYSERVICE_LOGIN_HASH_NICE": "20"}, "nice value 0..19"),
-    ({"MYSERVICE_LOGIN_USER_FAILURES_PER_MINUTE": "0"}, "MYSERVICE_LOGIN_USER_FAILURES_PER_MINUTE must be > 0"),
+    ({"MYSERVICE_LOGIN_HASH_WORKERS": "0"}, "MYSERVICE_LOGIN_HASH_WORKERS must be an integer >= 1, got '0'"),
+    ({"MYSERVICE_LOGIN_QUEUE": "-1"}, "MYSERVICE_LOGIN_QUEUE must be an integer >= 0"),
+    ({"MYSERVICE_LOGIN_HASH_NICE": "20"}, "MYSERVICE_LOGIN_HASH_NICE must be an integer 0..19, got '20'"),
+    ({"MYSERVICE_LOGIN_USER_FAILURES_PER_MINUTE": "0"},
+     "MYSERVICE_LOGIN_USER_FAILURES_PER_MINUTE must be a number > 0, got '0'"),
+    ({"MYSERVICE_LOGIN_QUEUE_MAX_WAIT_SECONDS": "nan"},
+     "MYSERVICE_LOGIN_QUEUE_MAX_WAIT_SECONDS must be a number of seconds > 0, got 'nan'"),
     ({"MYSERVICE_LOGIN_PEER_FAILURE_BURST": "x"}, "MYSERVICE_LOGIN_PEER_FAILURE_BURST must be an integer"),
 ])
 def test_login_limit_errors_name_the_key(env, message):
@@ -85,9 +89,12 @@ def test_session_limits_defaults_env_and_off():
 
 
 @pytest.mark.parametrize("env,message", [
-    ({"MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS": "-1"}, "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS must be >= 0"),
+    ({"MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS": "-1"},
+     r"^MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS must be a number of seconds >= 0 \(0 = off\), got '-1'$"),
     ({"MYSERVICE_SESSION_MAX_LIFETIME_SECONDS": "soon"}, "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS must be a number"),
-    ({"MYSERVICE_MAX_SESSIONS_PER_USER": "-2"}, "MYSERVICE_MAX_SESSIONS_PER_USER must be >= 0"),
+    ({"MYSERVICE_MAX_SESSIONS_PER_USER": "-2"}, r"MYSERVICE_MAX_SESSIONS_PER_USER must be an integer >= 0 \(0 = no limit\)"),
+    ({"MYSERVICE_ENDED_SESSIONS_REMEMBERED": "0"}, "MYSERVICE_ENDED_SESSIONS_REMEMBERED must be an integer >= 1, got '0'"),
+    ({"MYSERVICE_SESSION_READY_TIMEOUT_SECONDS": "0"}, "MYSERVICE_SESSION_READY_TIMEOUT_SECONDS must be a number of seconds > 0"),
 ])
 def test_session_limit_errors_name_the_key(env, message):
     with pytest.raises(SettingsError, match=message):
@@ -95,8 +102,10 @@ def test_session_limit_errors_name_the_key(env, message):
 
 
 def test_negative_session_limit_flags_are_refused():
-    with pytest.raises(SettingsError, match="session idle timeout must be >= 0"):
+    with pytest.raises(SettingsError, match=r"^--idle-timeout must be a number of seconds >= 0 \(0 = off\), got -1$"):
         from_env({}, dev_user=True, session_idle_timeout=-1.0)
+    with pytest.raises(SettingsError, match=r"^--port must be an integer 0..65535, got 'x'$"):
+        from_env({}, dev_user=True, port="x")  # a flag's text
 
 
 @pytest.mark.parametrize("files,quota", [

@@ -281,7 +281,7 @@ def test_warm_pool_setting_env_then_flag():
     assert gateway_settings.from_env(env).warm_pool == 0
     assert gateway_settings.from_env({**env, "MYSERVICE_WARM_POOL": "3"}).warm_pool == 3
     assert gateway_settings.from_env({**env, "MYSERVICE_WARM_POOL": "3"}, warm_pool=5).warm_pool == 5
-    with pytest.raises(gateway_settings.SettingsError, match=r"^MYSERVICE_WARM_POOL must be an integer, got 'x'$"):
+    with pytest.raises(gateway_settings.SettingsError, match=r"^MYSERVICE_WARM_POOL must be an integer >= 0 \(0 = off\), got 'x'$"):
         gateway_settings.from_env({**env, "MYSERVICE_WARM_POOL": "x"})
 
 
@@ -289,4 +289,4 @@ def test_a_negative_warm_pool_is_a_clear_error():
     r = subprocess.run([str(BIN / "myservice"), "up", "--warm-pool", "-1"], capture_output=True, text=True,
                        timeout=30)
     assert (r.returncode, r.stderr.strip().splitlines()[-1]) == (
-        2, "myservice: configuration error: warm pool must be >= 0 (0: off), got -1")
+        2, "myservice: configuration error: --warm-pool must be an integer >= 0 (0 = off), got '-1'")

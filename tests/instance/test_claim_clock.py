@@ -110,12 +110,17 @@ def test_on_kubernetes_the_first_call_is_the_claim():
     assert a.start_clocks() is False  # a late claim signal changes nothing
 
 
-def test_the_pool_pods_env_makes_a_member(monkeypatch):
-    from myservice_instance.__main__ import WAIT_FOR_CLAIM_ENV, build_parser
-    monkeypatch.setenv(WAIT_FOR_CLAIM_ENV, "1")
-    assert build_parser("x").parse_args([]).wait_for_claim is True
-    monkeypatch.setenv(WAIT_FOR_CLAIM_ENV, "0")
-    assert build_parser("x").parse_args([]).wait_for_claim is False
+def test_the_pool_pods_env_makes_a_member():
+    from myservice_api import settings
+    from myservice_instance.__main__ import WAIT_FOR_CLAIM_ENV, InstanceSettings, build_parser
+
+    def member(argv: list[str], env: dict[str, str]) -> bool:
+        flags = settings.flag_values(build_parser("x").parse_args(argv), InstanceSettings)
+        return settings.parse(InstanceSettings, env, flags=flags).wait_for_claim
+    assert member([], {WAIT_FOR_CLAIM_ENV: "1"}) is True
+    assert member([], {WAIT_FOR_CLAIM_ENV: "0"}) is False
+    assert member([], {WAIT_FOR_CLAIM_ENV: "true"}) is False  # only 1, as the operator sets it
+    assert member(["--wait-for-claim"], {}) is True
 
 
 def test_a_member_claimed_by_its_first_call_alone_idles_out_too():

@@ -79,7 +79,7 @@ def test_streams_index_increase(instance):
 def test_bad_port_is_a_clear_error():
     r = subprocess.run([sys.executable, "-m", "myservice_instance", "--port", "70000"], capture_output=True, text=True)
     assert r.returncode == 2
-    assert "--port must be 0..65535" in r.stderr
+    assert "--port must be an integer 0..65535, got '70000'" in r.stderr
 
 
 def test_unix_socket_listener(tmp_path):

@@ -2,7 +2,8 @@
 import pytest
 
 from myservice_api import crd
-from myservice_instance.limits import Activity, Ending, LimitError, Limits, format_seconds, parse_seconds
+from myservice_api.settings import SettingsError
+from myservice_instance.limits import Activity, Ending, Limits, format_seconds
 
 
 class Clock:
@@ -128,25 +129,31 @@ def test_format_seconds(seconds, text):
     assert format_seconds(seconds) == text
 
 
-# --- parsing ------------------------------------------------------------------
+# --- parsing (InstanceSettings: myservice_api.settings) ----------------------------
 
-def test_resolve_defaults_env_then_flags():
-    assert Limits.resolve(idle_timeout=None, max_lifetime=None, env={}) == Limits(900, 86400)
+def parse(flags: dict, env: dict):
+    from myservice_api import settings
+    from myservice_instance.__main__ import InstanceSettings
+
+    return settings.parse(InstanceSettings, env, flags=flags).limits
+
+
+def test_limits_from_defaults_env_then_flags():
+    assert parse({}, {}) == Limits(900, 86400) == Limits()
     env = {"MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS": "60", "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS": "0"}
-    assert Limits.resolve(idle_timeout=None, max_lifetime=None, env=env) == Limits(60, 0)
-    assert Limits.resolve(idle_timeout="1.5", max_lifetime="7200", env=env) == Limits(1.5, 7200)
-    assert Limits.resolve(idle_timeout=None, max_lifetime=None,
-                          env={"MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS": " "}) == Limits(900, 86400)
+    assert parse({}, env) == Limits(60, 0)
+    assert parse({"idle_timeout": "1.5", "max_lifetime": "7200"}, env) == Limits(1.5, 7200)
+    assert parse({}, {"MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS": " "}) == Limits(900, 86400)
 
 
 @pytest.mark.parametrize("raw", ["-1", "abc", "nan", "inf", ""])
-def test_parse_seconds_rejects_what_is_not_a_duration(raw):
-    with pytest.raises(LimitError) as e:
-        parse_seconds(raw, name="--idle-timeout")
+def test_a_flag_that_is_not_a_duration_is_refused(raw):
+    with pytest.raises(SettingsError) as e:
+        parse({"idle_timeout": raw}, {})
     assert str(e.value) == f"--idle-timeout must be a number of seconds >= 0 (0 = off), got {raw!r}"
 
 
-def test_resolve_names_the_variable_a_bad_value_came_from():
-    with pytest.raises(LimitError) as e:
-        Limits.resolve(idle_timeout=None, max_lifetime=None, env={"MYSERVICE_SESSION_MAX_LIFETIME_SECONDS": "-5"})
+def test_the_error_names_the_variable_a_bad_value_came_from():
+    with pytest.raises(SettingsError) as e:
+        parse({}, {"MYSERVICE_SESSION_MAX_LIFETIME_SECONDS": "-5"})
     assert str(e.value) == "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS must be a number of seconds >= 0 (0 = off), got '-5'"
