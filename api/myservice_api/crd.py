@@ -117,8 +117,6 @@ REASON_POD_FAILED = Reason.POD_FAILED
 REASON_EVICTED = Reason.EVICTED
 REASON_POD_DELETED = Reason.POD_DELETED
 
-MESSAGE_CAPACITY = "all instances are busy"
-
 # Labels on the instance pods. Values are resource names (valid label values),
 # never raw session ids, which may be longer than 63 characters or contain anything.
 LABEL_SESSION = f"{GROUP}/session"

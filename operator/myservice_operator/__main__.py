@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "cleanup":
         logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                             format="%(asctime)s %(levelname)s %(message)s")
-        count = cleanups.run(kube, finalizer=handlers.FINALIZER, grace_seconds=args.grace_seconds)
+        count = cleanups.run(kube, grace_seconds=args.grace_seconds)
         print(f"myservice-operator cleanup: {count} session(s) deleted in {settings.namespace}")
         return
     kopf.configure(verbose=debug)

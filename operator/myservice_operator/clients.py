@@ -109,15 +109,6 @@ class Kube:
             raise
         return json.loads(response.data)
 
-    def set_session_finalizers(self, name: str, resource_version: str, finalizers: list[str]) -> None:
-        """Replace metadata.finalizers if the session is still at resource_version (gone: fine)."""
-        body = {"metadata": {"resourceVersion": resource_version, "finalizers": finalizers or None}}
-        try:
-            self._session_call("patch", self._custom.patch_namespaced_custom_object, name, body)
-        except ApiException as error:
-            if error.status not in (404, 409):
-                raise
-
     def delete_session(self, name: str) -> None:
         try:
             self._session_call("delete", self._custom.delete_namespaced_custom_object, name)

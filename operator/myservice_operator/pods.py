@@ -139,7 +139,7 @@ def make_pod(*, resource: str, uid: str, session_id: str, settings: Settings) ->
                 "capabilities": {"drop": ["ALL"]},
             },
             # The instance writes "<Reason>: <message>" here when its idle timeout or
-            # lifetime ends it (kubelet's default, spelled out: statuses.py reads it).
+            # lifetime ends it (kubelet's default, spelled out: podstate.py reads it).
             "terminationMessagePath": TERMINATION_MESSAGE_PATH,
             "terminationMessagePolicy": "File",
             # /tmp stays writable for Python and gRPC despite the read-only root.
@@ -181,7 +181,7 @@ OWNED_ANNOTATIONS = (crd.ANNOTATION_SESSION_ID,)
 # the lifetime's backstop, derived from session.maxLifetimeSeconds.
 OWNED_SPEC = ("restartPolicy", "activeDeadlineSeconds")
 # The instance itself: what runs, where it listens, how it is found Ready and how it
-# says why it ended (statuses.py reads the termination message). Its env is keyed:
+# says why it ended (podstate.py reads the termination message). Its env is keyed:
 # a template may add variables, not redefine the operator's.
 OWNED_CONTAINER = ("image", "command", "args", "ports", "readinessProbe",
                    "terminationMessagePath", "terminationMessagePolicy")

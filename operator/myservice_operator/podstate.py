@@ -135,11 +135,6 @@ def observe_pod(pod: Mapping | None) -> PodState:
     return PodState(PodKind.STARTING, name=name)
 
 
-def is_owned_by(pod: Mapping, uid: str) -> bool:
-    """Whether the pod belongs to the session with this uid (not to a deleted namesake)."""
-    return owner_uid(pod) == uid
-
-
 def owner_uid(pod: Mapping) -> str:
     """The uid of the MyServiceSession that owns the pod ("" if none does)."""
     for ref in pod.get("metadata", {}).get("ownerReferences") or []:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping
 
-from myservice_api.crd import MESSAGE_CAPACITY, Phase, PodSource, Reason, is_terminal
+from myservice import contract
+from myservice_api.crd import Phase, PodSource, Reason, is_terminal
 
 from .podstate import PodKind, PodState
 from .times import timestamp
@@ -21,7 +22,7 @@ def _failed(reason: str, message: str, now: datetime.datetime) -> dict:
 
 def pending_status() -> dict:
     """Waiting for a slot: the gateway answers RESOURCE_EXHAUSTED "all instances are busy"."""
-    return {"phase": Phase.PENDING, "reason": Reason.CAPACITY, "message": MESSAGE_CAPACITY}
+    return {"phase": Phase.PENDING, "reason": Reason.CAPACITY, "message": contract.ALL_INSTANCES_BUSY}
 
 
 def says_pending(status: Mapping) -> bool:
@@ -54,7 +55,7 @@ def rejected_status(message: str, now: datetime.datetime) -> dict:
 
 def expired_status(seconds: int, now: datetime.datetime) -> dict:
     """Pending for the whole ready timeout without getting a slot."""
-    return _failed(Reason.CAPACITY, f"no instance freed within {seconds}s: {MESSAGE_CAPACITY}", now)
+    return _failed(Reason.CAPACITY, f"no instance freed within {seconds}s: {contract.ALL_INSTANCES_BUSY}", now)
 
 
 def timed_out_status(pod: str, seconds: int, now: datetime.datetime) -> dict:
