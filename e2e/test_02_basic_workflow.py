@@ -45,7 +45,7 @@ def test_echoes_come_from_the_sessions_pod(client, kube, sessions):
     session, first = fw.start_session(client, sessions.add, prefix="basic")
     names = {first.pod_name} | {client.echo(session, value=f"v{i}").pod_name for i in range(9)}
     status = kube.mss_status(session.resource)
-    assert (status["phase"], status["reason"]) == (crd.PHASE_READY, crd.REASON_POD_READY)
+    assert (status["phase"], status["reason"]) == (crd.Phase.READY, crd.Reason.POD_READY)
     assert names == {status["podName"]} == {session.pod}, (names, status)
     pod = kube.get("pod", session.pod)
     assert pod["status"]["podIP"] == status["podIP"]

@@ -24,7 +24,7 @@ def parse_table(text: str) -> list[dict[str, str]]:
 def test_kubectl_get_lists_the_session(client, kube, sessions, cfg):
     session, echo = fw.start_session(client, sessions.add, prefix="get")
     status = kube.mss_status(session.resource)
-    assert status["phase"] == crd.PHASE_READY
+    assert status["phase"] == crd.Phase.READY
 
     for kind in (crd.PLURAL, crd.SHORT_NAME, f"{crd.PLURAL}.{crd.GROUP}"):
         out = kube.kubectl("get", kind)
@@ -42,10 +42,10 @@ def test_kubectl_get_lists_the_session(client, kube, sessions, cfg):
     row = {r["NAME"]: r for r in table}[session.resource]
     pod_ip = kube.get("pod", echo.pod_name)["status"]["podIP"]
     assert (row["PHASE"], row["POD"], row["IP"], row["REASON"], row["SOURCE"]) == (
-        "Ready", echo.pod_name, pod_ip, crd.REASON_POD_READY, "cold"), row  # no warm pool here
+        "Ready", echo.pod_name, pod_ip, crd.Reason.POD_READY, "cold"), row  # no warm pool here
 
     # after Shutdown the listing follows the phase
     client.shutdown(session)
-    kube.wait_mss(session.resource, crd.PHASE_COMPLETED, 60)
+    kube.wait_mss(session.resource, crd.Phase.COMPLETED, 60)
     row = {r["NAME"]: r for r in parse_table(kube.kubectl("get", crd.SHORT_NAME, "-o", "wide"))}[session.resource]
-    assert (row["PHASE"], row["POD"], row["REASON"]) == ("Completed", echo.pod_name, crd.REASON_INSTANCE_EXITED), row
+    assert (row["PHASE"], row["POD"], row["REASON"]) == ("Completed", echo.pod_name, crd.Reason.INSTANCE_EXITED), row

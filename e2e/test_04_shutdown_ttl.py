@@ -28,7 +28,7 @@ def test_shutdown_completes_and_ttl_deletes(client, kube, sessions, installed, t
     assert pod["metadata"]["uid"] == pod_uid
     term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert term["exitCode"] == 0, term
-    status = kube.wait_mss(session.resource, crd.PHASE_COMPLETED, t(60), reason=crd.REASON_INSTANCE_EXITED)
+    status = kube.wait_mss(session.resource, crd.Phase.COMPLETED, t(60), reason=crd.Reason.INSTANCE_EXITED)
     assert status["podName"] == session.pod and status.get("readyAt") and status.get("finishedAt"), status
 
     # a call on the ended session: FAILED_PRECONDITION, exact message

@@ -24,7 +24,7 @@ def test_capacity_limit(client, kube, sessions, installed, t):
     err = fw.rpc_error(lambda: client.echo(extra, timeout=t(60)))
     fw.assert_status(err, grpc.StatusCode.RESOURCE_EXHAUSTED, contract.ALL_INSTANCES_BUSY)
     status = kube.mss_status(extra.resource)
-    assert (status.get("phase"), status.get("reason")) == (crd.PHASE_PENDING, crd.REASON_CAPACITY), status
+    assert (status.get("phase"), status.get("reason")) == (crd.Phase.PENDING, crd.Reason.CAPACITY), status
     assert kube.session_pods(extra.resource) == [], "a pod was created beyond the capacity"
     # still busy a moment later: it waits, it does not fail
     time.sleep(installed.settle_seconds)
@@ -46,6 +46,6 @@ def test_capacity_limit(client, kube, sessions, installed, t):
                           t(120), interval=1)
     fw.log(f"waiting session served {time.monotonic() - t0:.1f}s after the slot was freed")
     assert reply.pod_name == extra.pod
-    assert kube.mss_status(extra.resource)["phase"] == crd.PHASE_READY
+    assert kube.mss_status(extra.resource)["phase"] == crd.Phase.READY
     live = [p for p in kube.session_pods() if p["status"]["phase"] not in ("Succeeded", "Failed")]
     assert len(live) <= cap, [p["metadata"]["name"] for p in live]

@@ -15,7 +15,7 @@ def test_pod_deleted_mid_session(client, kube, sessions, installed, t):
     uid = kube.get("pod", session.pod)["metadata"]["uid"]
     kube.kubectl("delete", "pod", session.pod, "--wait=false")
 
-    status = kube.wait_mss(session.resource, crd.PHASE_FAILED, t(60), reason=crd.REASON_POD_DELETED)
+    status = kube.wait_mss(session.resource, crd.Phase.FAILED, t(60), reason=crd.Reason.POD_DELETED)
     assert status.get("readyAt"), f"readyAt missing: {status}"
     assert not crd.is_start_failure(status["reason"])
 
@@ -32,6 +32,6 @@ def test_pod_deleted_mid_session(client, kube, sessions, installed, t):
     fw.wait_until(f"pod {session.pod} gone", lambda: all(p["metadata"]["uid"] != uid for p in kube.session_pods(session.resource)) , t(60))
     time.sleep(installed.settle_seconds)
     assert kube.session_pods(session.resource) == [], "a replacement pod was created for a Failed session"
-    assert kube.mss_status(session.resource)["phase"] == crd.PHASE_FAILED
+    assert kube.mss_status(session.resource)["phase"] == crd.Phase.FAILED
     fw.assert_status(fw.rpc_error(lambda: client.echo(session, timeout=20)),
                      grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE)

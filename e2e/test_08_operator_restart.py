@@ -41,7 +41,7 @@ def test_operator_restart_keeps_the_session(client, kube, sessions, installed, t
     assert [(p["metadata"]["name"], p["metadata"]["uid"]) for p in after] == [(session.pod, uid)], \
         [(p["metadata"]["name"], p["metadata"]["uid"]) for p in after]
     status = kube.mss_status(session.resource)
-    assert (status["phase"], status["podName"]) == (crd.PHASE_READY, session.pod), status
+    assert (status["phase"], status["podName"]) == (crd.Phase.READY, session.pod), status
     assert {client.echo(session).pod_name for _ in range(3)} == {session.pod}
     # the new operator does its job: a fresh session gets a pod
     other, reply = fw.start_session(client, sessions.add, prefix="oprs-new")

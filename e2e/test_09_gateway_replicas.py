@@ -23,7 +23,7 @@ def test_two_gateways_one_pod(gateway, kube, sessions, installed, t):
             assert seen_a == seen_b == {session.pod} == {kube.mss_status(session.resource)["podName"]}, (seen_a, seen_b)
             # the session is one: Shutdown through B ends the pod A routed to
             assert b.shutdown(session).pod_name == session.pod
-            kube.wait_mss(session.resource, crd.PHASE_COMPLETED, t(60))
+            kube.wait_mss(session.resource, crd.Phase.COMPLETED, t(60))
     finally:
         kube.kubectl("scale", "deployment", deploy, "--replicas=1", check=False)
         kube.wait_deployment(deploy, t(120), replicas=1)

@@ -65,7 +65,7 @@ def test_an_idle_session_ends_with_reason_idle_timeout(short_idle_timeout, clien
     # finishedAt has whole seconds: allow 1 s below the timeout
     assert IDLE_SECONDS - 1 <= idle_for < IDLE_SECONDS + t(30), idle_for
 
-    status = kube.wait_mss(session.resource, crd.PHASE_COMPLETED, t(60), reason=crd.REASON_IDLE_TIMEOUT)
+    status = kube.wait_mss(session.resource, crd.Phase.COMPLETED, t(60), reason=crd.Reason.IDLE_TIMEOUT)
     assert (status["message"], status["podName"]) == (f"no call for {IDLE_SECONDS}s", session.pod), status
     assert status.get("readyAt") and status.get("finishedAt"), status
 
@@ -73,13 +73,13 @@ def test_an_idle_session_ends_with_reason_idle_timeout(short_idle_timeout, clien
     print(out)
     header, row = out.splitlines()[:2]
     assert header.split()[-2:] == ["REASON", "SOURCE"] and row.split()[0] == session.resource, out
-    assert "Completed" in row.split() and row.split()[-2:] == [crd.REASON_IDLE_TIMEOUT, "cold"], out
+    assert "Completed" in row.split() and row.split()[-2:] == [crd.Reason.IDLE_TIMEOUT, "cold"], out
 
     def idle_event():
         items = kube.json("get", "events", "--field-selector",
                           f"involvedObject.kind={crd.KIND},involvedObject.name={session.resource}")["items"]
-        return next((e for e in items if e.get("reason") == crd.REASON_IDLE_TIMEOUT), None)
-    event = fw.wait_until(f"an Event {crd.REASON_IDLE_TIMEOUT} on {session.resource}", idle_event, t(30))
+        return next((e for e in items if e.get("reason") == crd.Reason.IDLE_TIMEOUT), None)
+    event = fw.wait_until(f"an Event {crd.Reason.IDLE_TIMEOUT} on {session.resource}", idle_event, t(30))
     assert (event["type"], event["message"]) == ("Normal", f"no call for {IDLE_SECONDS}s"), event
 
     err = fw.rpc_error(lambda: client.echo(session, timeout=20))

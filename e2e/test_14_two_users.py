@@ -30,8 +30,8 @@ def test_two_users_one_session_id_two_pods(gateway, kube, sessions, t):
 
         # Bob's Shutdown ends bob's session only; alice's pod still answers.
         assert bob_client.shutdown(bob).pod_name == bob.pod
-        kube.wait_mss(bob.resource, crd.PHASE_COMPLETED, t(60))
-        assert kube.mss_status(alice.resource)["phase"] == crd.PHASE_READY
+        kube.wait_mss(bob.resource, crd.Phase.COMPLETED, t(60))
+        assert kube.mss_status(alice.resource)["phase"] == crd.Phase.READY
         assert {alice_client.echo(alice).pod_name for _ in range(3)} == {alice.pod}
         fw.assert_status(fw.rpc_error(lambda: bob_client.echo(bob)), grpc.StatusCode.FAILED_PRECONDITION,
                          f"session {session_id} has ended; log in with a new session_id")
@@ -58,6 +58,6 @@ def test_per_user_limit_at_login(installed, gateway, client, kube, sessions, t):
     # Once one of mine has ended, a new one is accepted.
     assert client.echo(mine[0], timeout=t(90)).pod_name == mine[0].pod  # binds its instance
     assert client.shutdown(mine[0]).pod_name == mine[0].pod
-    kube.wait_mss(mine[0].resource, crd.PHASE_COMPLETED, t(60))
+    kube.wait_mss(mine[0].resource, crd.Phase.COMPLETED, t(60))
     fw.wait_until("a new Login within the per-user limit",
                   lambda: sessions.add(client.login(prefix="quota")), t(30))

@@ -53,7 +53,7 @@ def test_operator_metrics_and_the_api_cost_of_one_session(client, kube, sessions
         session = sessions.add(client.login(prefix="metrics"))
         assert client.echo(session, timeout=t(90)).pod_name == session.pod
         fw.wait_until("the Ready gauge to count the session",
-                      lambda: gauge(scrape(forward.address), crd.PHASE_READY) == gauge(before, crd.PHASE_READY) + 1,
+                      lambda: gauge(scrape(forward.address), crd.Phase.READY) == gauge(before, crd.Phase.READY) + 1,
                       t(10), 0.5)
         ready = scrape(forward.address)
         assert starts(ready) == starts(before) + 1
@@ -66,11 +66,11 @@ def test_operator_metrics_and_the_api_cost_of_one_session(client, kube, sessions
 
         assert client.shutdown(session).pod_name == session.pod
         fw.wait_until("the session Completed", lambda: kube.mss_status(session.resource).get("phase")
-                      == crd.PHASE_COMPLETED, t(60), 0.5)
+                      == crd.Phase.COMPLETED, t(60), 0.5)
         fw.wait_until(f"the session deleted after its TTL ({installed.finished_ttl}s)",
                       lambda: kube.mss(session.resource) is None, installed.finished_ttl + t(30), 0.5)
-        fw.wait_until("the Completed gauge back", lambda: gauge(scrape(forward.address), crd.PHASE_COMPLETED)
-                      == gauge(before, crd.PHASE_COMPLETED), t(10), 0.5)
+        fw.wait_until("the Completed gauge back", lambda: gauge(scrape(forward.address), crd.Phase.COMPLETED)
+                      == gauge(before, crd.Phase.COMPLETED), t(10), 0.5)
         after = scrape(forward.address)
 
     spent = delta(requests_by(after), requests_by(before))
@@ -81,6 +81,6 @@ def test_operator_metrics_and_the_api_cost_of_one_session(client, kube, sessions
         ("create", "events", "201"): 3,
         ("delete", "myservicesessions", "200"): 1,        # the TTL
     }, spent
-    assert gauge(after, crd.PHASE_READY) == gauge(before, crd.PHASE_READY)
+    assert gauge(after, crd.Phase.READY) == gauge(before, crd.Phase.READY)
     errors = {k: v for k, v in delta(after, before).items() if k[0] == "myservice_operator_reconcile_errors_total"}
     assert errors == {}, errors

@@ -107,7 +107,7 @@ def burst_across_a_kill(client, kube, sessions, installed, t, kill, prefix: str)
         pods = [(p["metadata"]["name"], p["metadata"]["uid"]) for p in kube.session_pods(s.resource)]
         assert pods == first[s.resource] and [n for n, _ in pods] == [s.pod], (s.resource, pods, first)
         status = kube.mss_status(s.resource)
-        assert (status["phase"], status["podName"]) == (crd.PHASE_READY, s.pod), status
+        assert (status["phase"], status["podName"]) == (crd.Phase.READY, s.pod), status
     assert len({uid for pods in first.values() for _, uid in pods}) == burst
     for s in logins:
         assert client.shutdown(s).pod_name == s.pod

@@ -97,7 +97,7 @@ def test_a_session_claims_a_ready_pool_pod_and_the_pool_refills(warm_pool, clien
     fw.log(f"warm session {session.resource}: first Echo {first_call * 1000:.0f} ms after Login, on {reply.pod_name}")
     assert reply.pod_name in members  # the instance that answered is a pool pod
     status = kube.mss_status(session.resource)
-    assert (status["phase"], status["podSource"], status["podName"]) == (crd.PHASE_READY, "warm", reply.pod_name)
+    assert (status["phase"], status["podSource"], status["podName"]) == (crd.Phase.READY, "warm", reply.pod_name)
     assert status["message"].startswith(f"warm pool pod {reply.pod_name} claimed, ready at"), status
     # the operator counts it a warm start; a gateway counts a first call that waited, and a warm
     # one may find its session Ready already (then nothing waited): warm if counted, never cold
@@ -124,7 +124,7 @@ def test_a_session_claims_a_ready_pool_pod_and_the_pool_refills(warm_pool, clien
 
     # a warm session ends like a cold one
     assert client.shutdown(session).pod_name == reply.pod_name
-    kube.wait_mss(session.resource, crd.PHASE_COMPLETED, t(60), reason=crd.REASON_INSTANCE_EXITED)
+    kube.wait_mss(session.resource, crd.Phase.COMPLETED, t(60), reason=crd.Reason.INSTANCE_EXITED)
     fw.assert_status(fw.rpc_error(lambda: client.echo(session)), grpc.StatusCode.FAILED_PRECONDITION,
                      f"session {session.session_id} has ended; log in with a new session_id")
     assert reply.pod_name not in pool_pods(kube)

@@ -12,7 +12,7 @@ def test_helm_uninstall_leaves_nothing(client, kube, release, installed, t):
     live, _ = fw.start_session(client, lambda s: s, prefix="uninst")
     ended, _ = fw.start_session(client, lambda s: s, prefix="uninst-end")
     client.shutdown(ended)
-    kube.wait_mss(ended.resource, crd.PHASE_COMPLETED, t(60))
+    kube.wait_mss(ended.resource, crd.Phase.COMPLETED, t(60))
     client.close()
 
     kube.helm("uninstall", release.name, "--wait", "--timeout", "180s", timeout=t(240))

@@ -96,27 +96,6 @@ START_FAILURE_REASONS = frozenset({
     Reason.CAPACITY, Reason.UNSCHEDULABLE, Reason.IMAGE_PULL, Reason.START_FAILED, Reason.READY_TIMEOUT,
 })
 
-# The flat names of the phases and reasons, the same objects as the enum members:
-# what the gateway, the instance and the e2e suite compare status strings with.
-PHASE_PENDING = Phase.PENDING
-PHASE_STARTING = Phase.STARTING
-PHASE_READY = Phase.READY
-PHASE_COMPLETED = Phase.COMPLETED
-PHASE_FAILED = Phase.FAILED
-REASON_CAPACITY = Reason.CAPACITY
-REASON_POD_CREATED = Reason.POD_CREATED
-REASON_UNSCHEDULABLE = Reason.UNSCHEDULABLE
-REASON_IMAGE_PULL = Reason.IMAGE_PULL
-REASON_START_FAILED = Reason.START_FAILED
-REASON_READY_TIMEOUT = Reason.READY_TIMEOUT
-REASON_POD_READY = Reason.POD_READY
-REASON_INSTANCE_EXITED = Reason.INSTANCE_EXITED
-REASON_IDLE_TIMEOUT = Reason.IDLE_TIMEOUT
-REASON_LIFETIME_EXCEEDED = Reason.LIFETIME_EXCEEDED
-REASON_POD_FAILED = Reason.POD_FAILED
-REASON_EVICTED = Reason.EVICTED
-REASON_POD_DELETED = Reason.POD_DELETED
-
 # Labels on the instance pods. Values are resource names (valid label values),
 # never raw session ids, which may be longer than 63 characters or contain anything.
 LABEL_SESSION = f"{GROUP}/session"

@@ -38,8 +38,3 @@ def test_phases_and_reasons_are_the_strings_of_the_crd():
     assert [r.value for r in crd.Reason] == [
         "CapacityExceeded", "PodCreated", "Unschedulable", "ImagePullFailed", "StartFailed", "ReadyTimeout",
         "PodReady", "InstanceExited", "IdleTimeout", "LifetimeExceeded", "PodFailed", "Evicted", "PodDeleted"]
-
-
-def test_the_flat_names_are_the_enum_members():
-    assert crd.PHASE_PENDING is crd.Phase.PENDING and crd.PHASE_FAILED is crd.Phase.FAILED
-    assert crd.REASON_CAPACITY is crd.Reason.CAPACITY and crd.REASON_POD_DELETED is crd.Reason.POD_DELETED

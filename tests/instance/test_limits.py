@@ -112,8 +112,8 @@ def test_zero_turns_a_limit_off():
 # --- the texts ----------------------------------------------------------------
 
 def test_ending_line_is_what_the_termination_message_holds():
-    assert Ending(crd.REASON_IDLE_TIMEOUT, "no call for 900s").line() == "IdleTimeout: no call for 900s"
-    assert (crd.REASON_IDLE_TIMEOUT, crd.REASON_LIFETIME_EXCEEDED) == ("IdleTimeout", "LifetimeExceeded")
+    assert Ending(crd.Reason.IDLE_TIMEOUT, "no call for 900s").line() == "IdleTimeout: no call for 900s"
+    assert (crd.Reason.IDLE_TIMEOUT, crd.Reason.LIFETIME_EXCEEDED) == ("IdleTimeout", "LifetimeExceeded")
 
 
 def test_default_limits_say_their_seconds():
