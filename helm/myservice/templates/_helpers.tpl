@@ -90,3 +90,12 @@ capabilities:
   drop:
     - ALL
 {{- end }}
+
+{{/*
+session.readyTimeoutSeconds, read by the operator and the gateway alike. Its names from
+before they shared it, operator.readyTimeoutSeconds and gateway.sessionReadyTimeoutSeconds,
+still win when a values file sets them (the operator's first: it fails the session).
+*/}}
+{{- define "myservice.sessionReadyTimeoutSeconds" -}}
+{{- coalesce .Values.operator.readyTimeoutSeconds .Values.gateway.sessionReadyTimeoutSeconds .Values.session.readyTimeoutSeconds | int64 -}}
+{{- end -}}
