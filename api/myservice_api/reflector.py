@@ -156,7 +156,7 @@ class Reflector:
                                    backoff=self._backoff, rand=self._rand())
             relist, self.failures = step.relist, step.failures
             if step.delay and not self._stopping.is_set():
-                log.warning("%s: retrying in %.1fs (%d failure(s) in a row)", self.name, step.delay, self.failures)
+                log.warning("%s: retrying in %.3gs (%d failure(s) in a row)", self.name, step.delay, self.failures)
                 self._stopping.wait(step.delay)
 
     def _list(self) -> bool:
