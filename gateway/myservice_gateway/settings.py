@@ -148,8 +148,9 @@ class GatewaySettings:
     # Login under abuse (loginguard.py, hashpool.py): bounded hashing, throttled failures
     login_hash_workers: int = declare(
         env="MYSERVICE_LOGIN_HASH_WORKERS", factory=default_login_hash_workers, minimum=1,
-        default_text="cores - 1 (1..4)",
-        help="password-hashing threads (64 MiB each while they hash)")
+        default_text="cores − 1",
+        help="password-hashing threads (64 MiB each while they hash): usable cores (CPU affinity, cgroup "
+             "limit) minus one, 1..4, unless set")
     login_hash_nice: int = declare(
         10, env="MYSERVICE_LOGIN_HASH_NICE", minimum=0, maximum=19,
         help="nice value of the hashing threads: the event loop's calls come first (0: same)")

@@ -79,7 +79,7 @@ class Settings:
         help="passed to every instance, which ends itself this long after its start "
              "(LifetimeExceeded); the pod's activeDeadlineSeconds is 60 s more, in case it does not")
     lease_name: str = declare(
-        "", env="MYSERVICE_OPERATOR_LEASE_NAME", default_text='"" (no election)',
+        "", env="MYSERVICE_OPERATOR_LEASE_NAME",
         help="the coordination.k8s.io Lease (in the namespace) that picks the one active replica "
              "(leadership.py); empty = no election, this process is the only operator (the chart "
              "always sets it)")

@@ -32,9 +32,9 @@ class InstanceSettings:
         flag="--max-lifetime", help="end this long after the start, calls or not")
     wait_for_claim: bool = declare(
         False, env=WAIT_FOR_CLAIM_ENV, flag="--wait-for-claim", parse=lambda raw: raw.strip() == "1",
-        default_text="off; on if the variable is 1, as in a Kubernetes pool pod",
         help="a warm pool member: the idle and lifetime clocks start at SIGUSR1 (the local backend's "
-             "claim for a session) or at the first MyService call, not at the start")
+             "claim for a session) or at the first MyService call, not at the start (the variable: "
+             "on if 1, as in a Kubernetes pool pod)")
 
     @property
     def limits(self) -> Limits:

@@ -134,3 +134,51 @@ def test_default_hash_workers_follow_the_cpu_limit(tmp_path, monkeypatch):
     assert default_login_hash_workers(str(tmp_path)) == 2
     (tmp_path / "cpu.max").write_text("100000 100000\n")
     assert default_login_hash_workers(str(tmp_path)) == 1
+
+
+# --- declared once: the README, the flags and the defaults follow the declarations ----
+
+def test_readme_table_documents_every_setting_its_flag_and_default():
+    from myservice_gateway.settings import GatewaySettings
+    from tests import settingsdocs
+
+    rows = settingsdocs.table_under(settingsdocs.ROOT / "README.md", "## Configuration (gateway)")
+    assert settingsdocs.problems(GatewaySettings, rows) == []
+
+
+def test_ended_sessions_remembered():
+    assert from_env({}, dev_user=True).ended_sessions_remembered == 100_000
+    assert from_env({"MYSERVICE_ENDED_SESSIONS_REMEMBERED": "5"}, dev_user=True).ended_sessions_remembered == 5
+
+
+def test_ready_timeout_new_name_then_old_name_with_a_warning(caplog):
+    assert from_env({}, dev_user=True).session_ready_timeout == 120.0
+    assert from_env({"MYSERVICE_SESSION_READY_TIMEOUT_SECONDS": "0.5"}, dev_user=True).session_ready_timeout == 0.5
+    assert from_env({"MYSERVICE_SESSION_READY_TIMEOUT": "30"}, dev_user=True).session_ready_timeout == 30.0
+    assert "MYSERVICE_SESSION_READY_TIMEOUT is deprecated: read as MYSERVICE_SESSION_READY_TIMEOUT_SECONDS" in caplog.text
+
+
+def test_defaults_are_the_dataclass_defaults():
+    from myservice_gateway.settings import GatewaySettings
+
+    parsed = from_env({}, dev_user=True)
+    made = GatewaySettings()
+    for field in ("port", "max_instances", "session_idle_timeout", "session_max_lifetime", "session_ready_timeout",
+                  "login_queue_max_wait", "metrics_host", "namespace"):
+        assert getattr(parsed, field) == getattr(made, field), field
+    assert isinstance(parsed.session_idle_timeout, float)
+
+
+def test_help_shows_each_flags_variable_and_default(capsys):
+    from myservice_gateway.cli import build_parser
+
+    for command in ("up", "gateway"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for flag, env, default in [("--port", "MYSERVICE_PORT", "10000"),
+                                   ("--idle-timeout", "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS", "900; 0 = off"),
+                                   ("--max-sessions-per-user", "MYSERVICE_MAX_SESSIONS_PER_USER", "10; 0 = no limit"),
+                                   ("--warm-pool", "MYSERVICE_WARM_POOL", "0 = off")]:
+            assert flag in text and f"(env {env}, default {default})" in text
+    assert "(env MYSERVICE_HOST, default 0.0.0.0)" in text  # gateway; up: 127.0.0.1

@@ -178,9 +178,10 @@ def test_gateway_deployment_defaults(render):
         "MYSERVICE_USERS_FILE": "/etc/myservice/users/users.json",
         "MYSERVICE_JWT_KEY_FILE": "/etc/myservice/jwt/key",
         "MYSERVICE_DEV_USER": "false",
-        "MYSERVICE_SESSION_READY_TIMEOUT": "120",
+        "MYSERVICE_SESSION_READY_TIMEOUT_SECONDS": "120",
         "MYSERVICE_MAX_SESSIONS_PER_USER": "10",
         "MYSERVICE_TOKEN_TTL_SECONDS": "3600",
+        "MYSERVICE_ENDED_SESSIONS_REMEMBERED": "100000",
         "MYSERVICE_METRICS_PORT": "9090",
         "MYSERVICE_METRICS_HOST": "0.0.0.0",
     }
@@ -232,7 +233,7 @@ def test_operator_deployment_defaults(render):
         "MYSERVICE_MAX_SESSIONS": "10",
         "MYSERVICE_WARM_POOL_SIZE": "0",
         "MYSERVICE_WARM_POOL_MAX_STARTING": "2",
-        "MYSERVICE_READY_TIMEOUT_SECONDS": "120",
+        "MYSERVICE_SESSION_READY_TIMEOUT_SECONDS": "120",
         "MYSERVICE_FINISHED_TTL_SECONDS": "300",
         "MYSERVICE_WATCH_TIMEOUT_SECONDS": "300",
         "MYSERVICE_OPERATOR_LIVENESS_PORT": "8080",
@@ -281,12 +282,26 @@ def test_operator_env_follows_values(render):
     objects = by_kind_and_name(render("-f", E2E, "--set", "image.service.tag=1.2.3"))
     env = env_of(objects[("Deployment", OP)]["spec"]["template"]["spec"]["containers"][0])
     assert (env["MYSERVICE_INSTANCE_IMAGE"], env["MYSERVICE_INSTANCE_IMAGE_PULL_POLICY"],
-            env["MYSERVICE_MAX_SESSIONS"], env["MYSERVICE_READY_TIMEOUT_SECONDS"],
+            env["MYSERVICE_MAX_SESSIONS"], env["MYSERVICE_SESSION_READY_TIMEOUT_SECONDS"],
             env["MYSERVICE_FINISHED_TTL_SECONDS"],
             env["MYSERVICE_INSTANCE_CPU_REQUEST"], env["MYSERVICE_INSTANCE_MEMORY_REQUEST"]) == (
         "myservice-service:1.2.3", "Never", "2", "60", "30", "50m", "64Mi")
     gateway = objects[("Deployment", GW)]["spec"]["template"]["spec"]["containers"][0]
     assert gateway["imagePullPolicy"] == "Never"
+    assert env_of(gateway)["MYSERVICE_SESSION_READY_TIMEOUT_SECONDS"] == "60"
+
+
+def test_one_ready_timeout_for_operator_and_gateway_old_values_still_win(render):
+    def ready(*args: str) -> tuple[str, str]:
+        objects = by_kind_and_name(render(*args))
+        return tuple(env_of(objects[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0])[
+            "MYSERVICE_SESSION_READY_TIMEOUT_SECONDS"] for name in (OP, GW))
+    assert ready() == ("120", "120")
+    assert ready("--set", "session.readyTimeoutSeconds=1000000") == ("1000000", "1000000")
+    assert ready("--set", "operator.readyTimeoutSeconds=900") == ("900", "900")  # e2e/scale/values.yaml
+    assert ready("--set", "gateway.sessionReadyTimeoutSeconds=60") == ("60", "60")
+    assert ready("--set", "operator.readyTimeoutSeconds=900", "--set", "gateway.sessionReadyTimeoutSeconds=60") == (
+        "900", "900")
 
 
 def test_warm_pool_reaches_the_operator_and_only_then_may_it_patch_pods(render):
@@ -311,18 +326,58 @@ def test_session_limits_reach_the_operator(render):
 
 def test_session_values_defaults():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert values["session"] == {"idleTimeoutSeconds": 900, "maxLifetimeSeconds": 86400, "maxPerUser": 10}
+    assert values["session"] == {"idleTimeoutSeconds": 900, "maxLifetimeSeconds": 86400, "maxPerUser": 10,
+                                 "readyTimeoutSeconds": 120}
 
 
-def test_operator_reads_every_env_var_the_chart_sets():
-    settings_source = (ROOT / "operator" / "myservice_operator" / "settings.py").read_text()
-    main_source = (ROOT / "operator" / "myservice_operator" / "__main__.py").read_text()
-    template = (CHART / "templates" / "operator.yaml").read_text()
+# Where the chart's value is not the declared default, and why.
+CHART_OWN = {
+    "gateway": {
+        "MYSERVICE_BACKEND": "the chart's gateway routes to the operator's pods",
+        "MYSERVICE_NAMESPACE": "the release's (downward API)",
+        "MYSERVICE_USERS_FILE": "the users Secret, mounted",
+        "MYSERVICE_JWT_KEY_FILE": "the JWT Secret, mounted",
+        "MYSERVICE_METRICS_PORT": "on (gateway.metricsPort), for Prometheus",
+        "MYSERVICE_METRICS_HOST": "the pod's IP, for Prometheus",
+        "MYSERVICE_TLS_CERT_FILE": "the TLS Secret, mounted", "MYSERVICE_TLS_KEY_FILE": "the same",
+        "MYSERVICE_TLS_CLIENT_CA_FILE": "the same",
+    },
+    "operator": {
+        "MYSERVICE_NAMESPACE": "the release's (downward API)",
+        "MYSERVICE_OPERATOR_METRICS_PORT": "on (operator.metricsPort), for Prometheus",
+        "MYSERVICE_OPERATOR_METRICS_HOST": "the pod's IP, for Prometheus",
+        "MYSERVICE_OPERATOR_LEASE_NAME": "HA: always an election",
+        "MYSERVICE_OPERATOR_IDENTITY": "the pod name (downward API)",
+    },
+}
+
+
+def declarations(component: str) -> dict:
+    from myservice_api import settings
+    from myservice_gateway.settings import GatewaySettings
+    from myservice_operator.settings import Settings
+
+    return {s.env: s for s in settings.declared(GatewaySettings if component == "gateway" else Settings)}
+
+
+@pytest.mark.parametrize("component,name", [("gateway", GW), ("operator", OP)])
+def test_every_env_the_chart_sets_is_declared_with_its_default_unless_said_why(render, component, name):
+    declared = declarations(component)
+    for values in ([], ["-f", FULL], ["--set", "gateway.tls.secretName=tls", "--set", "gateway.tls.clientCA.enabled=true"]):
+        env = env_of(by_kind_and_name(render(*values))[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0])
+        assert sorted(set(env) - set(declared)) == [], "set by the chart, read by no declaration"
+    env = env_of(by_kind_and_name(render())[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0])
+    differs = {key for key, value in env.items() if not isinstance(value, str)
+               or declared[key].convert(value, key) != (declared[key].factory or (lambda: declared[key].default))()}
+    assert sorted(differs - set(CHART_OWN[component])) == []
+
+
+def test_the_chart_sets_every_operator_setting_and_docs_list_them():
     docs = (ROOT / "docs" / "kubernetes.md").read_text()
-    read = set(re.findall(r'"(MYSERVICE_[A-Z_]+)"', settings_source + main_source))
-    set_by_chart = set(re.findall(r"name: (MYSERVICE_[A-Z_]+)", template))
-    assert read == set_by_chart
-    assert sorted(v for v in read if v not in docs) == []
+    template = (CHART / "templates" / "operator.yaml").read_text()
+    declared = set(declarations("operator"))
+    assert declared == set(re.findall(r"name: (MYSERVICE_[A-Z_]+)", template))
+    assert sorted(v for v in declared if f"`{v}`" not in docs) == []
 
 
 # --- the instance pod template --------------------------------------------------

@@ -124,3 +124,10 @@ def test_debug_is_on_for_1_only(tmp_path):
     def debug(value: str) -> bool:
         return Settings.from_env({"MYSERVICE_NAMESPACE": "ns", "MYSERVICE_OPERATOR_DEBUG": value}, tmp_path / "x").debug
     assert (debug("1"), debug("0"), debug("true"), debug("")) == (True, False, False, False)
+
+
+def test_docs_table_documents_every_setting_and_its_default():
+    from tests import settingsdocs
+
+    rows = settingsdocs.table_under(settingsdocs.ROOT / "docs" / "kubernetes.md", "### Operator environment")
+    assert settingsdocs.problems(Settings, rows) == []
