@@ -23,7 +23,7 @@ help:
 	@echo "make bench  measure gateway latency/throughput against direct, nginx and a bare grpc.aio proxy (see docs/benchmarks.md)"
 	@echo "make bench-login  a 200-Login storm: a real user's Login and another session's Echo during it (LOGIN_BASELINE=REV: also the gateway of REV)"
 	@echo "make bench-start  session start in local mode: Login -> first Echo, warm pool against cold, one at a time and in bursts"
-	@echo "make scale  SCALE_SESSIONS sessions at SCALE_RATE/s on the local cluster + kwok (root; e2e/scale/run.sh, docs/benchmarks.md)"
+	@echo "make scale  SCALE_SESSIONS sessions at SCALE_RATE/s on the local cluster + kwok (root; bench/scale/run.sh, docs/benchmarks.md)"
 
 $(INSTALL_STAMP): pyproject.toml setup.py proto/myservice/v1/myservice.proto $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,7 +35,7 @@ run: $(INSTALL_STAMP)
 	$(BIN)/myservice up --port $(PORT) --max-instances $(MAX_INSTANCES)
 
 $(HELM):
-	bash e2e/cluster/build.sh helm
+	bash hack/cluster/build.sh helm
 
 test: $(INSTALL_STAMP) $(HELM)
 	MYSERVICE_HELM=$(HELM) $(BIN)/pytest $(PYTEST_ARGS)
@@ -44,7 +44,7 @@ e2e: $(INSTALL_STAMP)
 	bash e2e/run.sh
 
 # The suite on a kind cluster as CI runs it (e2e/kind.sh); KIND_NODE_IMAGE=local builds kind
-# and its node image from the local sources first (e2e/kind/build.sh: no registry here).
+# and its node image from the local sources first (hack/kind/build.sh: no registry here).
 e2e-kind: $(INSTALL_STAMP)
 	KIND_NODE_IMAGE=$(or $(KIND_NODE_IMAGE),local) bash e2e/kind.sh
 
@@ -59,7 +59,7 @@ bench-login: $(INSTALL_STAMP)
 bench-start: $(INSTALL_STAMP)
 	$(BIN)/python bench/session_start.py
 
-# The scale test (e2e/scale/run.sh --help): the real chart on the local cluster, instance
+# The scale test (bench/scale/run.sh --help): the real chart on the local cluster, instance
 # pods on kwok's fake nodes. More knobs (SCALE_NODES, SCALE_IDLE_SECONDS, SCALE_KNEE_RATES, ...)
 # pass through the environment.
 SCALE_SESSIONS ?= 10000
@@ -70,7 +70,7 @@ $(BENCH_STAMP): $(INSTALL_STAMP)
 	@touch $@
 
 scale: $(INSTALL_STAMP) $(BENCH_STAMP)
-	SCALE_SESSIONS=$(SCALE_SESSIONS) SCALE_RATE=$(SCALE_RATE) bash e2e/scale/run.sh
+	SCALE_SESSIONS=$(SCALE_SESSIONS) SCALE_RATE=$(SCALE_RATE) bash bench/scale/run.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info proto/myservice/v1/*_pb2*.py proto/myservice/v1/*_pb2.pyi
