@@ -10,7 +10,7 @@
 # watches included). Then SESSIONS whole lives (integrationtests basic_workflow:
 # Login, 10 Echo, Shutdown; then the finished TTL), and IDLE_SECONDS with two
 # sessions Ready. Prints requests per session life and requests while idle.
-# The FlowSchema is deleted at the end. Needs kubectl (eval "$(e2e/cluster/env.sh)").
+# The FlowSchema is deleted at the end. Needs kubectl (eval "$(hack/cluster/env.sh)").
 set -euo pipefail
 
 NS=${1:?namespace of the release}

@@ -3,8 +3,8 @@
 cold (no warm pool) vs warm (instance.warmPool.size), measured in the same run.
 
 It installs the chart (helm/myservice/ci/e2e-values.yaml, this tree's images) into a
-namespace of its own on the running local cluster (e2e/cluster/up.sh; KUBECONFIG,
-MYSERVICE_KUBECTL, MYSERVICE_HELM as `eval "$(e2e/cluster/env.sh)"` sets them), talks to
+namespace of its own on the running local cluster (hack/cluster/up.sh; KUBECONFIG,
+MYSERVICE_KUBECTL, MYSERVICE_HELM as `eval "$(hack/cluster/env.sh)"` sets them), talks to
 the gateway pod's IP directly (the node is this machine: no port-forward in the path),
 and for each mode runs, as real clients would:
 

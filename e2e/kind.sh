@@ -7,17 +7,17 @@
 # The steps mirror e2e/run.sh one for one; only the cluster and the way images
 # reach its containerd differ (0. makes sure a docker daemon answers, as run.sh's image
 # build does; one this run started is stopped at the end):
-#   1. kind create cluster --name $KIND_CLUSTER          (instead of cluster/build.sh + up.sh)
-#   2. e2e/images/build.sh                               (the same script and Dockerfiles, same
+#   1. kind create cluster --name $KIND_CLUSTER          (instead of hack/cluster/build.sh + up.sh)
+#   2. hack/images/build.sh                              (the same script and Dockerfiles, same
 #                                                        debootstrap base: the images' operator
 #                                                        command needs its /usr/bin/tini)
-#   3. kind load docker-image <both images>              (instead of images/load.sh into our containerd)
+#   3. kind load docker-image <both images>              (instead of hack/images/load.sh into our containerd)
 #   4. .venv/bin/pytest e2e                              (the same invocation and suite)
 #   5. kind delete cluster                               (always, unless MYSERVICE_E2E_KEEP=1)
 # Exit status: pytest's. On a failure, `kind export logs` goes to $LOG_DIR/kind-logs first.
 #
 # KIND_NODE_IMAGE=local is the one difference from a user's kind run, and it only
-# changes where kind and the node image come from: e2e/kind/build.sh builds kind
+# changes where kind and the node image come from: hack/kind/build.sh builds kind
 # v0.30.0 and a node image for Kubernetes v1.34.4 from the same sources as the local
 # cluster (no registry is reachable on the development machine, so kind's published
 # image cannot be pulled) and puts kind, kubectl v1.34.4 and helm on PATH. Every
@@ -69,7 +69,7 @@ finish() {
   else
     [[ -n "${CLUSTER_CREATED:-}" ]] && { phase "cluster down" kind delete cluster --name "$KIND_CLUSTER" || true; }
     [[ "${DOCKERD_STARTED_HERE:-0}" == 1 ]] && { phase "dockerd stop" stop_dockerd || true; }
-    [[ "${KIND_DOCKERD_STARTED_HERE:-0}" == 1 ]] && { phase "dockerd stop" e2e/kind/dockerd.sh stop || true; }
+    [[ "${KIND_DOCKERD_STARTED_HERE:-0}" == 1 ]] && { phase "dockerd stop" hack/kind/dockerd.sh stop || true; }
   fi
   say "summary (logs in $LOG_DIR):"
   printf '    %s\n' "${SUMMARY[@]}"
@@ -79,16 +79,16 @@ finish() {
 trap finish EXIT
 trap 'exit 130' INT TERM
 
-# A docker daemon this run started (e2e/images/ensure-docker.sh, or kind's own with
+# A docker daemon this run started (hack/images/ensure-docker.sh, or kind's own with
 # KIND_NODE_IMAGE=local) is stopped at the end, as run.sh does, so that `make e2e-kind`
 # leaves no daemon behind (the images stay in its data folder): stop_dockerd, phases.sh.
 DOCKERD_PIDFILE=/var/run/docker.pid
 
 if [[ "${KIND_NODE_IMAGE:-}" == local ]]; then
-  # PATH (kind, kubectl, helm), KIND_NODE_IMAGE, DOCKER_HOST (kind's own dockerd: e2e/kind/dockerd.sh)
-  eval "$(e2e/kind/build.sh --print-env)"
+  # PATH (kind, kubectl, helm), KIND_NODE_IMAGE, DOCKER_HOST (kind's own dockerd: hack/kind/dockerd.sh)
+  eval "$(hack/kind/build.sh --print-env)"
   docker info >/dev/null 2>&1 || KIND_DOCKERD_STARTED_HERE=1
-  phase "node image" e2e/kind/build.sh || exit $?
+  phase "node image" hack/kind/build.sh || exit $?
 fi
 
 for cmd in docker kind kubectl helm; do
@@ -97,14 +97,14 @@ done
 [[ -x "$PYTEST" ]] || { say "$PYTEST missing: run \`make test\` once (it creates .venv)"; exit 2; }
 
 docker info >/dev/null 2>&1 || DOCKERD_STARTED_HERE=1
-phase "docker" e2e/images/ensure-docker.sh || exit $?
+phase "docker" hack/images/ensure-docker.sh || exit $?
 create=(kind create cluster --name "$KIND_CLUSTER" --kubeconfig "$KUBECONFIG" --wait 180s)
 [[ -n "${KIND_NODE_IMAGE:-}" ]] && create+=(--image "$KIND_NODE_IMAGE")
 CLUSTER_CREATED=1   # from here on, a failure exports its logs and deletes it
 phase "cluster up" "${create[@]}" || exit $?
 say "node Ready: $(kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}')"
 
-phase "images build" e2e/images/build.sh || exit $?
+phase "images build" hack/images/build.sh || exit $?
 phase "images load" kind load docker-image --name "$KIND_CLUSTER" \
   "$MYSERVICE_E2E_GATEWAY_IMAGE" "$MYSERVICE_E2E_SERVICE_IMAGE" || exit $?
 

@@ -17,8 +17,8 @@ cd "$REPO"
 "$ACTIONLINT" -version | head -n1
 "$ACTIONLINT" .github/workflows/*.yml
 if command -v shellcheck >/dev/null; then
-  shellcheck -x e2e/run.sh e2e/kind.sh e2e/lint-workflows.sh e2e/kind/build.sh e2e/kind/dockerd.sh \
-    e2e/kind/runc-bounded-caps.sh e2e/kind/kube-proxy-iptables-mode.sh e2e/kind/base/restrict-oom-score-adj.sh
+  shellcheck -x e2e/run.sh e2e/kind.sh e2e/lint-workflows.sh hack/kind/build.sh hack/kind/dockerd.sh \
+    hack/kind/runc-bounded-caps.sh hack/kind/kube-proxy-iptables-mode.sh hack/kind/base/restrict-oom-score-adj.sh
 else
   echo "shellcheck not installed: skipped (actionlint also checks run: blocks with it)"
 fi

@@ -4,12 +4,12 @@
 # Usage: e2e/run.sh [--help] [PYTEST_ARGS...]     (what `make e2e` and CI run; must run as root)
 #
 # Phases (each prints its start, its end and how long it took; a summary at the end):
-#   1. e2e/cluster/build.sh            Kubernetes/etcd/helm from the Go module proxy (cached)
-#   2. e2e/cluster/up.sh               start the cluster; prints how long the node took to turn Ready
-#   3. e2e/images/build.sh             myservice-gateway:dev, myservice-service:dev (local dockerd)
-#   4. e2e/images/load.sh --address <the cluster's containerd socket>
+#   1. hack/cluster/build.sh            Kubernetes/etcd/helm from the Go module proxy (cached)
+#   2. hack/cluster/up.sh               start the cluster; prints how long the node took to turn Ready
+#   3. hack/images/build.sh             myservice-gateway:dev, myservice-service:dev (local dockerd)
+#   4. hack/images/load.sh --address <the cluster's containerd socket>
 #   5. .venv/bin/pytest e2e            the suite (e2e/README.md), with KUBECONFIG etc. from env.sh
-#   6. e2e/cluster/down.sh             always (trap), unless MYSERVICE_E2E_KEEP=1
+#   6. hack/cluster/down.sh             always (trap), unless MYSERVICE_E2E_KEEP=1
 #   7. dockerd stop                    only if phase 3 started it (a daemon already running stays)
 #
 # Exit status: pytest's (0 all passed; 1 failures; 5 nothing collected, also a failure);
@@ -38,9 +38,9 @@ finish() {
   local rc=$?
   trap - EXIT INT TERM
   if [[ "${MYSERVICE_E2E_KEEP:-}" == 1 || "${MYSERVICE_E2E_KEEP_CLUSTER:-}" == 1 ]]; then
-    say "MYSERVICE_E2E_KEEP=1: cluster left running. eval \"\$(e2e/cluster/env.sh)\"; kubectl get pods -A; e2e/cluster/down.sh when done"
+    say "MYSERVICE_E2E_KEEP=1: cluster left running. eval \"\$(hack/cluster/env.sh)\"; kubectl get pods -A; hack/cluster/down.sh when done"
   else
-    phase "cluster down" e2e/cluster/down.sh || true
+    phase "cluster down" hack/cluster/down.sh || true
     [[ "${DOCKERD_STARTED_HERE:-0}" == 1 ]] && { phase "dockerd stop" stop_dockerd || true; }
   fi
   say "summary (logs in $LOG_DIR):"
@@ -59,17 +59,17 @@ trap 'exit 130' INT TERM
 [[ $EUID -eq 0 ]] || { say "must run as root (the cluster runs kubelet/containerd as local processes)"; exit 2; }
 [[ -x "$PYTEST" ]] || { say "$PYTEST missing: run \`make e2e\` (it creates .venv) or \`make test\` once"; exit 2; }
 
-phase "cluster build" e2e/cluster/build.sh || exit $?
-phase "cluster up" e2e/cluster/up.sh || exit $?
+phase "cluster build" hack/cluster/build.sh || exit $?
+phase "cluster up" hack/cluster/up.sh || exit $?
 NODE_READY=$(grep -o 'node .* Ready [0-9]*s after kubelet start' "$LOG_DIR/cluster_up.log" | tail -n1 || true)
 [[ -n "$NODE_READY" ]] && say "$NODE_READY"
-# shellcheck source=cluster/env.sh
-eval "$(bash e2e/cluster/env.sh)"
+# shellcheck source=hack/cluster/env.sh
+eval "$(bash hack/cluster/env.sh)"
 
 if [[ "${MYSERVICE_E2E_SKIP_BUILD:-}" != 1 ]]; then
   docker info >/dev/null 2>&1 || DOCKERD_STARTED_HERE=1
-  phase "images build" e2e/images/build.sh || exit $?
-  phase "images load" e2e/images/load.sh --address "$MYSERVICE_E2E_CONTAINERD_SOCK" || exit $?
+  phase "images build" hack/images/build.sh || exit $?
+  phase "images load" hack/images/load.sh --address "$MYSERVICE_E2E_CONTAINERD_SOCK" || exit $?
 fi
 
 export KUBECONFIG MYSERVICE_E2E_KUBECTL="$MYSERVICE_KUBECTL" MYSERVICE_E2E_HELM="$MYSERVICE_HELM"

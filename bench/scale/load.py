@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The scale test's load generator (e2e/scale/run.sh runs it; see docs/benchmarks.md, "Scale").
+"""The scale test's load generator (bench/scale/run.sh runs it; see docs/benchmarks.md, "Scale").
 
 Against a release installed by run.sh (kwok nodes, instance pods placed on them):
 

@@ -98,7 +98,7 @@ def user_names(count: int) -> list[str]:
 
 
 def chart_values(run: str, users: int, password: str) -> dict:
-    """This run's part of the chart values (e2e/scale/values.yaml holds the rest)."""
+    """This run's part of the chart values (bench/scale/values.yaml holds the rest)."""
     password_hash = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=BCRYPT_COST)).decode()
     return {
         "users": [{"username": name, "passwordHash": password_hash} for name in user_names(users)],

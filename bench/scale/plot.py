@@ -2,7 +2,7 @@
 """Draw a scale run (load.py's results JSON) as a PNG: Login → Ready p50/p99 and the
 operator's + gateway's API requests/s, both against live sessions, and the run over time.
 
-    .venv/bin/python e2e/scale/plot.py RESULTS.json OUT.png [--title TEXT]
+    .venv/bin/python bench/scale/plot.py RESULTS.json OUT.png [--title TEXT]
 """
 from __future__ import annotations
 

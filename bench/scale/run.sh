@@ -3,23 +3,23 @@
 # run.sh - the scale test: thousands of sessions through the real chart, operator and
 # gateway on the local cluster, their instance pods on kwok's fake nodes.
 #
-# Usage: e2e/scale/run.sh [--help]      (what `make scale` runs; must run as root)
+# Usage: bench/scale/run.sh [--help]      (what `make scale` runs; must run as root)
 #
 # Phases (each timed and logged like e2e/run.sh's):
-#   1. e2e/cluster/build.sh ... kwok   the cluster's binaries and kwok v0.8.0 (cached)
+#   1. hack/cluster/build.sh ... kwok   the cluster's binaries and kwok v0.8.0 (cached)
 #   2. cluster                         used as it is when it answers (others may be using
-#                                      it); otherwise e2e/cluster/up.sh, and then down.sh at
+#                                      it); otherwise hack/cluster/up.sh, and then down.sh at
 #                                      the end (trap), as e2e/run.sh does
-#   3. e2e/images/build.sh + load.sh   this tree's images into the cluster's containerd
+#   3. hack/images/build.sh + load.sh   this tree's images into the cluster's containerd
 #   4. kwok                            the kwok controller, a local process with the admin
 #                                      kubeconfig, managing SCALE_NODES fake nodes of this run
 #   5. install                         namespace, one FlowSchema per component (so the API
 #                                      server counts their requests apart), the CRD if it is
-#                                      missing, helm install (e2e/scale/values.yaml + users with
+#                                      missing, helm install (bench/scale/values.yaml + users with
 #                                      cost-4 bcrypt hashes + the pod template for this run's nodes)
-#   6. load                            e2e/scale/load.py: ramp at SCALE_RATE to SCALE_SESSIONS,
+#   6. load                            bench/scale/load.py: ramp at SCALE_RATE to SCALE_SESSIONS,
 #                                      settle, idle SCALE_IDLE_SECONDS, end; prints the report
-#   7. plot                            e2e/scale/plot.py: the run as a PNG (SCALE_PNG)
+#   7. plot                            bench/scale/plot.py: the run as a PNG (SCALE_PNG)
 #   always (trap): the run's sessions and instance pods, release, namespace, nodes and
 #   FlowSchemas deleted, kwok stopped; the cluster is left as it was found.
 # The report's last line: `scale: <N> sessions, ready p99 <ms> ms, idle api <x> req/s,
@@ -56,10 +56,10 @@ mkdir -p "$OUT_DIR"
 PHASES_TAG=scale
 MYSERVICE_E2E_LOG_DIR=$OUT_DIR
 # shellcheck source=e2e/phases.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../phases.sh"   # cd to the repo; say, phase, PYTEST
+source "$(dirname "${BASH_SOURCE[0]}")/../../e2e/phases.sh"   # cd to the repo; say, phase, PYTEST
 PNG=${SCALE_PNG:-$REPO/docs/scale-$SESSIONS.png}
 PY=$REPO/.venv/bin/python
-HERE=$REPO/e2e/scale
+HERE=$REPO/bench/scale
 KWOK_PID=""
 CLUSTER_STARTED_HERE=0
 DOCKERD_STARTED_HERE=0
@@ -73,7 +73,7 @@ cleanup() {
         "kubectl delete nodes,flowschemas -l myservice.io/scale-run=$RUN; kill $KWOK_PID"
   else
     phase "cleanup" clean_cluster || true
-    ((CLUSTER_STARTED_HERE)) && { phase "cluster down" e2e/cluster/down.sh || true; }
+    ((CLUSTER_STARTED_HERE)) && { phase "cluster down" hack/cluster/down.sh || true; }
     ((DOCKERD_STARTED_HERE)) && { phase "dockerd stop" stop_dockerd || true; }
   fi
   say "summary (logs in $OUT_DIR):"
@@ -184,19 +184,19 @@ install_release() {
 "$PY" -c "import matplotlib" 2>/dev/null || { say "matplotlib missing: pip install -e '.[test,bench]' (make scale does)"; exit 2; }
 say "run $RUN: $SESSIONS sessions at $RATE/s, $NODES kwok nodes, namespace $NS, results in $OUT_DIR"
 
-phase "cluster build" e2e/cluster/build.sh helm images etcd kube crictl coredns kube-network-policies kwok || exit $?
-# shellcheck source=e2e/cluster/env.sh
-eval "$(bash e2e/cluster/env.sh)"
+phase "cluster build" hack/cluster/build.sh helm images etcd kube crictl coredns kube-network-policies kwok || exit $?
+# shellcheck source=hack/cluster/env.sh
+eval "$(bash hack/cluster/env.sh)"
 if cluster_answers; then
   say "the cluster is up: using it as it is (it is left running)"
 else
   CLUSTER_STARTED_HERE=1
-  phase "cluster up" e2e/cluster/up.sh || exit $?
+  phase "cluster up" hack/cluster/up.sh || exit $?
 fi
 if [[ "${SCALE_SKIP_BUILD:-}" != 1 ]]; then
   docker info >/dev/null 2>&1 || DOCKERD_STARTED_HERE=1
-  phase "images build" e2e/images/build.sh || exit $?
-  phase "images load" e2e/images/load.sh --address "$MYSERVICE_E2E_CONTAINERD_SOCK" || exit $?
+  phase "images build" hack/images/build.sh || exit $?
+  phase "images load" hack/images/load.sh --address "$MYSERVICE_E2E_CONTAINERD_SOCK" || exit $?
 fi
 SCALE_PASSWORD="$(head -c12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export SCALE_PASSWORD KUBECONFIG

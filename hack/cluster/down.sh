@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # down.sh - stop the e2e cluster started by up.sh and remove its state.
 #
-# Usage: e2e/cluster/down.sh [--help] [--keep-state]
+# Usage: hack/cluster/down.sh [--help] [--keep-state]
 #
 # Stops, by pid file: the NetworkPolicy agent, kube-proxy, kubelet (and removes the
 # agent's nftables table if it is left); then removes all pods/containers from

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # env.sh - paths of the e2e cluster (kubeconfig, binaries, containerd socket).
 #
-# Usage:  eval "$(e2e/cluster/env.sh)"     # export into the current shell
-#         source e2e/cluster/env.sh         # same
-#         e2e/cluster/env.sh [--help]       # print the export lines
+# Usage:  eval "$(hack/cluster/env.sh)"     # export into the current shell
+#         source hack/cluster/env.sh         # same
+#         hack/cluster/env.sh [--help]       # print the export lines
 # Exports: KUBECONFIG, PATH (+ ${MYSERVICE_CACHE}/bin and the versioned bin dir:
 # helm, kubectl, crictl, ...), MYSERVICE_E2E_STATE, MYSERVICE_E2E_CONTAINERD_SOCK,
 # CONTAINER_RUNTIME_ENDPOINT (for crictl), MYSERVICE_CONTAINERD_ADDRESS (for
-# e2e/images/load.sh), MYSERVICE_HELM, MYSERVICE_KUBECTL.
+# hack/images/load.sh), MYSERVICE_HELM, MYSERVICE_KUBECTL.
 _e2e_env() {
   # shellcheck source=SCRIPTDIR/lib.sh
   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

@@ -3,7 +3,7 @@
 # `ctr images import` and `docker load` accept) from a root filesystem dir.
 # No daemon, no registry: tar + sha256sum only.
 #
-# Usage: e2e/cluster/mkimage.sh [--help] NAME:TAG OUT.tar ROOTFS_DIR ENTRYPOINT [ARG...]
+# Usage: hack/cluster/mkimage.sh [--help] NAME:TAG OUT.tar ROOTFS_DIR ENTRYPOINT [ARG...]
 #   e.g. mkimage.sh registry.k8s.io/pause:3.10 pause.tar ./rootfs /pause
 # Then import into the e2e cluster (see env.sh for $MYSERVICE_CTR):
 #   ctr --address /run/myservice-e2e/containerd/containerd.sock -n k8s.io images import OUT.tar

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # smoke.sh - quick health check of the e2e cluster brought up by up.sh.
 #
-# Usage: e2e/cluster/smoke.sh [--help] [--keep]
+# Usage: hack/cluster/smoke.sh [--help] [--keep]
 #   --keep  leave the smoke namespace/CRD in place for inspection
 #
 # Checks (each prints PASS/FAIL; exit status 1 if any failed):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # up.sh - bring up the single-node e2e Kubernetes cluster on this machine.
 #
-# Usage: e2e/cluster/up.sh [--help]
+# Usage: hack/cluster/up.sh [--help]
 #
 # Idempotent:
 #   * cluster already up and healthy -> prints so and does nothing;
@@ -16,7 +16,7 @@
 # Everything runs as background processes with pid files and logs under
 # ${MYSERVICE_E2E_STATE:-/var/lib/myservice-e2e}/{pids,logs}; admin kubeconfig:
 # ${MYSERVICE_E2E_STATE:-/var/lib/myservice-e2e}/kubeconfig. Must run as root.
-# See e2e/cluster/README.md and `e2e/cluster/env.sh`.
+# See hack/cluster/README.md and `hack/cluster/env.sh`.
 set -euo pipefail
 
 main() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # base.sh — build the local base image (Debian bookworm + python3) with debootstrap.
 #
-# Usage: e2e/images/base.sh [--force] [--tag IMAGE] [--help]
+# Usage: hack/images/base.sh [--force] [--tag IMAGE] [--help]
 #
 # Nothing is pulled from a container registry: debootstrap installs a minimal
 # Debian (--variant=minbase) from the configured apt mirror, adds python3,

@@ -2,7 +2,7 @@
 # build.sh — build the MyService container images locally, from nothing but
 # Debian packages and PyPI wheels.
 #
-# Usage: e2e/images/build.sh [options]
+# Usage: hack/images/build.sh [options]
 #
 # Steps (each prints its time):
 #   1. ensure-docker.sh    a Docker daemon answers

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ensure-docker.sh — make sure a local Docker daemon answers.
 #
-# Usage: e2e/images/ensure-docker.sh [--help]
+# Usage: hack/images/ensure-docker.sh [--help]
 #
 # Idempotent. It
 #   1. installs Debian's docker.io (and debootstrap, used by base.sh) with apt
@@ -52,7 +52,7 @@ fi
 DOCKERD_PIDFILE=/var/run/docker.pid
 if "$DOCKER" info >/dev/null 2>&1 && ! ip link show docker0 >/dev/null 2>&1 \
     && [ -f "$DOCKERD_PIDFILE" ] && kill -0 "$(cat "$DOCKERD_PIDFILE")" 2>/dev/null; then
-  # Another dockerd started with `--bridge none` (kind's own, e2e/kind/dockerd.sh) deletes the
+  # Another dockerd started with `--bridge none` (kind's own, hack/kind/dockerd.sh) deletes the
   # host's docker0 as it starts; ours then answers but can run no build step. Its restart
   # makes docker0 again (nothing else uses this daemon between builds).
   log "the docker0 bridge is gone: restarting dockerd (pid $(cat "$DOCKERD_PIDFILE"))"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # load.sh — copy local Docker images into a containerd for Kubernetes (no registry).
 #
-# Usage: e2e/images/load.sh --address SOCKET [--namespace NS] [--snapshotter NAME] [IMAGE...]
+# Usage: hack/images/load.sh --address SOCKET [--namespace NS] [--snapshotter NAME] [IMAGE...]
 #
 # `docker save`s the images (one archive, shared layers once) and imports them
 # with `ctr --address SOCKET -n k8s.io images import`, where the kubelet's CRI
@@ -83,7 +83,7 @@ ctr_config_digest() {
 
 todo=()
 for img in "${IMAGES[@]}"; do
-  id=$("$DOCKER" image inspect -f '{{.Id}}' "$img" 2>/dev/null) || { echo "load.sh: no docker image $img (run e2e/images/build.sh)" >&2; exit 1; }
+  id=$("$DOCKER" image inspect -f '{{.Id}}' "$img" 2>/dev/null) || { echo "load.sh: no docker image $img (run hack/images/build.sh)" >&2; exit 1; }
   ref=$(normalise "$img")
   if [ "$FORCE" = 0 ] && [ "$(ctr_config_digest "$ref")" = "$id" ]; then
     log "$ref already loaded (${id:7:12})"

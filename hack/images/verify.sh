@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # verify.sh — run the built images with docker and talk gRPC to them.
 #
-# Usage: e2e/images/verify.sh [--port PORT] [--help]
+# Usage: hack/images/verify.sh [--port PORT] [--help]
 #
 # 1. `docker run -d -p 127.0.0.1:PORT:50051 $MYSERVICE_SERVICE_IMAGE` (the instance,
 #    read-only root file system, all capabilities dropped, as its image user);

@@ -3,26 +3,26 @@
 # from the same sources as the local cluster (no container registry is reachable here,
 # so kind's published node image cannot be pulled).
 #
-# Usage: e2e/kind/build.sh [--help] [--print-env]
+# Usage: hack/kind/build.sh [--help] [--print-env]
 #   --print-env   print `export PATH=<kind's folder>:<kubectl, helm>:$PATH KIND_NODE_IMAGE=<image>
 #                 DOCKER_HOST=<kind's dockerd>` and exit (builds nothing); e2e/kind.sh evals it
 #
 # Steps (each timed; everything cached by version, a warm run only checks):
-#   1. e2e/cluster/build.sh helm kube crictl images kube-network-policies  (the local
+#   1. hack/cluster/build.sh helm kube crictl images kube-network-policies  (the local
 #      cluster's binaries and pause image: reused, never rebuilt here)
 #   2. kind $KIND_VERSION from its module's source (its go.sum), Go module proxy
 #   3. kubeadm $K8S_VERSION (the one Kubernetes binary the local cluster does not use),
 #      in a module like build.sh's kube module
 #   4. the add-on binaries at the versions the node needs: etcd and CoreDNS at the tags
 #      `kubeadm config images list` names, local-path-provisioner at kind's version
-#   (docker: kind's own daemon, e2e/kind/dockerd.sh, started if it is not running; the
+#   (docker: kind's own daemon, hack/kind/dockerd.sh, started if it is not running; the
 #    images below live there)
 #   5. the kind base image (Dockerfile.base): the debootstrapped Debian base
-#      (e2e/images/base.sh) + kind's files from the module cache + containerd at the
+#      (hack/images/base.sh) + kind's files from the module cache + containerd at the
 #      version kind's base image pins (built here) + Debian's systemd, runc, CNI plugins
 #   6. the node's images, named exactly as kubeadm and kind's manifests name them:
 #      kube-apiserver, -controller-manager, -scheduler, etcd, coredns, local-path-provisioner
-#      (single-layer, e2e/cluster/mkimage.sh); kube-proxy and the kindnetd stand-in
+#      (single-layer, hack/cluster/mkimage.sh); kube-proxy and the kindnetd stand-in
 #      (Dockerfile.addons); local-path-helper (the Debian base); pause (the local cluster's)
 #   7. `kind build node-image --type file` from a kubernetes-server-linux-amd64.tar.gz
 #      layout (kubernetes/version, server/bin/{kubeadm,kubelet,kubectl,kube-*.tar})
@@ -46,7 +46,7 @@
 #            k8s-$K8S_VERSION/images/*.tar (single-layer images), server-<key>.tar.gz
 #          docker images myservice-e2e/kind-base:<kind>-<key>,
 #            myservice-e2e/kind-node:<k8s>-<key> and its stable tag $NODE_IMAGE
-# Environment: MYSERVICE_CACHE, MYSERVICE_GOCACHE (as e2e/cluster/build.sh), K8S_VERSION,
+# Environment: MYSERVICE_CACHE, MYSERVICE_GOCACHE (as hack/cluster/build.sh), K8S_VERSION,
 #   MYSERVICE_BASE_IMAGE (the Debian base, default myservice-base:bookworm), DOCKER
 set -euo pipefail
 
@@ -60,11 +60,11 @@ if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
 fi
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-E2E="$(cd "$HERE/.." && pwd)"
+HACK="$(cd "$HERE/.." && pwd)"  # the cluster and image scripts beside this folder
 CACHE="${MYSERVICE_CACHE:-/var/cache/myservice}"
 KIND_BIN_DIR="$CACHE/kind/$KIND_VERSION/bin"
 if [[ "${1:-}" == "--print-env" ]]; then
-  # kind, then kubectl v1.34.4 and helm as e2e/cluster/build.sh links them in $CACHE/bin
+  # kind, then kubectl v1.34.4 and helm as hack/cluster/build.sh links them in $CACHE/bin
   # shellcheck disable=SC2016  # $PATH is for the eval
   printf 'export PATH=%q:%q:"$PATH" KIND_NODE_IMAGE=%q\n' "$KIND_BIN_DIR" "$CACHE/bin" "$NODE_IMAGE"
   "$HERE/dockerd.sh" --print-env; exit 0
@@ -73,7 +73,7 @@ fi
 # The images go to kind's own docker daemon (dockerd.sh says why).
 eval "$("$HERE/dockerd.sh" --print-env)"
 
-K8S_BIN="$CACHE/k8s/$K8S_VERSION/bin"          # e2e/cluster/build.sh's
+K8S_BIN="$CACHE/k8s/$K8S_VERSION/bin"          # hack/cluster/build.sh's
 K8S_IMAGES="$CACHE/k8s/$K8S_VERSION/images"    # ... and its image tars (pause)
 OUT="$CACHE/kind/k8s-$K8S_VERSION"
 BIN="$OUT/bin" IMAGES="$OUT/images" SRC="$OUT/src"
@@ -94,7 +94,7 @@ step() { local name="$1" t=$SECONDS; shift; log "== $name"; "$@"; log "   $name:
 
 # One build at a time: the images' names and the context folders are shared.
 exec 9>"$CACHE/kind/.build.lock"
-if ! flock -n 9; then log "another e2e/kind/build.sh is running; waiting for it"; flock 9; fi
+if ! flock -n 9; then log "another hack/kind/build.sh is running; waiting for it"; flock 9; fi
 
 # The source of MODULE@VERSION as the Go module proxy serves it (read-only module cache).
 module_dir() {
@@ -115,8 +115,8 @@ kind_module() { [[ -n "$KIND_MODULE_DIR" ]] || KIND_MODULE_DIR="$(module_dir sig
 
 # ------------------------------------------------------------------ 1. the local cluster's binaries
 cluster_bits() {
-  "$E2E/cluster/build.sh" helm kube crictl images kube-network-policies >"$OUT/cluster-build.log" 2>&1 \
-    || { tail -n 30 "$OUT/cluster-build.log" >&2; log "e2e/cluster/build.sh failed (log: $OUT/cluster-build.log)"; exit 1; }
+  "$HACK/cluster/build.sh" helm kube crictl images kube-network-policies >"$OUT/cluster-build.log" 2>&1 \
+    || { tail -n 30 "$OUT/cluster-build.log" >&2; log "hack/cluster/build.sh failed (log: $OUT/cluster-build.log)"; exit 1; }
   grep -E 'already built|up to date|built .* in' "$OUT/cluster-build.log" | sed 's/^/   /' >&2 || true
 }
 
@@ -132,7 +132,7 @@ build_kind() {
 }
 
 # ------------------------------------------------------------------ 3. kubeadm
-# The version stamps e2e/cluster/build.sh gives the other binaries: kubeadm refuses a
+# The version stamps hack/cluster/build.sh gives the other binaries: kubeadm refuses a
 # control plane newer than itself, and an unstamped build says v0.0.0-master.
 kube_ldflags() {
   local minor="${K8S_VERSION#v1.}" vpkg ldf="-s -w"; minor="${minor%%.*}"
@@ -145,10 +145,10 @@ kube_ldflags() {
 
 build_kubeadm() {
   if [[ -x "$BIN/kubeadm" ]]; then log "   kubeadm $K8S_VERSION already built"; return; fi
-  # The module e2e/cluster/build.sh resolved for the other kube binaries (k8s.io/kubernetes
+  # The module hack/cluster/build.sh resolved for the other kube binaries (k8s.io/kubernetes
   # with its staging modules replaced by their published twins), copied, not shared.
   local d="$SRC/kube" from="$CACHE/k8s/$K8S_VERSION/src/kube"
-  [[ -f "$from/go.mod" ]] || { log "no $from/go.mod: e2e/cluster/build.sh kube has not run"; exit 1; }
+  [[ -f "$from/go.mod" ]] || { log "no $from/go.mod: hack/cluster/build.sh kube has not run"; exit 1; }
   mkdir -p "$d"; cp "$from/go.mod" "$d/"; [[ -f "$from/go.sum" ]] && cp "$from/go.sum" "$d/"
   ( cd "$d" && go build -trimpath -ldflags "$(kube_ldflags)" -o "$BIN/kubeadm.tmp" k8s.io/kubernetes/cmd/kubeadm )
   mv "$BIN/kubeadm.tmp" "$BIN/kubeadm"
@@ -192,7 +192,7 @@ build_etcd() {
 }
 
 # CoreDNS with the plugins kubeadm's Corefile uses (the "external main" way, as
-# e2e/cluster/build.sh does for the local cluster's smaller set).
+# hack/cluster/build.sh does for the local cluster's smaller set).
 build_coredns() {
   local out="$BIN/coredns-$COREDNS_VERSION"
   if [[ -x "$out" ]]; then log "   coredns $COREDNS_VERSION already built"; return; fi
@@ -204,7 +204,7 @@ build_coredns() {
   ( cd "$d"
     [[ -f go.mod ]] || go mod init myservice-e2e/kind-corednsbuild >/dev/null 2>&1
     cat >main.go <<EOF
-// Generated by e2e/kind/build.sh: CoreDNS with the plugins of kubeadm's Corefile.
+// Generated by hack/kind/build.sh: CoreDNS with the plugins of kubeadm's Corefile.
 package main
 
 import (
@@ -254,7 +254,7 @@ build_containerd() {
 
 KIND_BASE_IMAGE=""
 build_base_image() {
-  "$E2E/images/base.sh" --tag "$BASE_IMAGE"
+  "$HACK/images/base.sh" --tag "$BASE_IMAGE"
   kind_module
   local ctx="$OUT/base-context" key
   rm -rf "$ctx"; mkdir -p "$ctx"
@@ -284,7 +284,7 @@ mkimage_tar() {
   if [[ ! -f "$tar" || "$binary" -nt "$tar" ]]; then
     local r; r="$(mktemp -d)"; mkdir -p "$r$(dirname "$path")" "$r/tmp"; chmod 1777 "$r/tmp"
     cp "$binary" "$r$path"
-    "$E2E/cluster/mkimage.sh" "$name" "$tar" "$r" "$path" "$@" >/dev/null
+    "$HACK/cluster/mkimage.sh" "$name" "$tar" "$r" "$path" "$@" >/dev/null
     rm -rf "$r"
   fi
   docker_load "$name" "$tar"
@@ -370,7 +370,7 @@ node_image() {
   log "   node image $NODE_IMAGE = $keyed ($("$DOCKER" image inspect -f '{{.Size}}' "$keyed" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 
-step "the local cluster's binaries (e2e/cluster/build.sh)" cluster_bits
+step "the local cluster's binaries (hack/cluster/build.sh)" cluster_bits
 step "kind $KIND_VERSION" build_kind
 step "kubeadm $K8S_VERSION" build_kubeadm
 step "image names" image_names

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # dockerd.sh - a docker daemon of kind's own on the development machine.
 #
-# Usage: e2e/kind/dockerd.sh start|stop|status|--print-env|--help
+# Usage: hack/kind/dockerd.sh start|stop|status|--print-env|--help
 #   start        start it unless it answers (idempotent); waits until `docker info` works
 #   stop         stop it if this script started it (its pid file); its images stay
-#   --print-env  print `export DOCKER_HOST=...` (e2e/kind/build.sh --print-env includes it)
+#   --print-env  print `export DOCKER_HOST=...` (hack/kind/build.sh --print-env includes it)
 #
-# Why not the daemon e2e/images/ensure-docker.sh starts:
+# Why not the daemon hack/images/ensure-docker.sh starts:
 #   * kind's nodes are `docker run --privileged` containers; docker 20.10 gives those every
 #     capability the kernel knows, and root's bounding set here lacks CAP_SYS_RESOURCE, so
 #     runc refuses them (`unable to apply caps: operation not permitted`). This daemon's

@@ -1,7 +1,7 @@
 #!/bin/bash
 # runc-bounded-caps.sh - runc, minus the capabilities this host's root cannot hold.
 #
-# The runtime of kind's own dockerd (e2e/kind/dockerd.sh) on the development machine.
+# The runtime of kind's own dockerd (hack/kind/dockerd.sh) on the development machine.
 # There root's bounding set lacks CAP_SYS_RESOURCE, and docker 20.10 gives a
 # --privileged container (every kind node) "all capabilities" from the kernel's list,
 # so runc fails: `unable to apply caps: operation not permitted`. This wrapper drops,

@@ -1,7 +1,7 @@
 """Finding helm and rendering the chart for the chart tests.
 
 helm comes from $MYSERVICE_HELM, else /var/cache/myservice/bin/helm (built by
-e2e/cluster/build.sh), else PATH. Without it these tests FAIL: CI builds helm.
+hack/cluster/build.sh), else PATH. Without it these tests FAIL: CI builds helm.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def helm() -> str:
     if path is None:
         pytest.fail(
             "helm not found: set MYSERVICE_HELM, or build it into /var/cache/myservice/bin/helm "
-            "(e2e/cluster/build.sh helm), or put it on PATH", pytrace=False)
+            "(hack/cluster/build.sh helm), or put it on PATH", pytrace=False)
     return path
 
 

@@ -1,4 +1,4 @@
-"""e2e/kind/archive_tags.py: a multi-image docker archive whose every image kind counts as built."""
+"""hack/kind/archive_tags.py: a multi-image docker archive whose every image kind counts as built."""
 import io
 import json
 import tarfile

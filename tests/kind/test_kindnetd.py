@@ -1,4 +1,4 @@
-"""e2e/kind/kindnetd.py: what the stand-in for kind's kindnetd writes and runs, as plain values."""
+"""hack/kind/kindnetd.py: what the stand-in for kind's kindnetd writes and runs, as plain values."""
 import json
 import shutil
 import subprocess

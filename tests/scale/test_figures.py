@@ -1,4 +1,4 @@
-"""e2e/scale/figures.py: the scale test's arithmetic, on small hand-made runs."""
+"""bench/scale/figures.py: the scale test's arithmetic, on small hand-made runs."""
 import pytest
 
 import figures

@@ -1,4 +1,4 @@
-"""e2e/scale/manifests.py: the nodes, FlowSchemas and chart values of a scale run."""
+"""bench/scale/manifests.py: the nodes, FlowSchemas and chart values of a scale run."""
 import json
 import subprocess
 import sys
@@ -48,7 +48,7 @@ def test_chart_values_users_have_cheap_hashes_and_pods_go_to_this_runs_nodes():
 
 
 def test_cli_prints_kubectl_lists():
-    out = subprocess.run([sys.executable, str(ROOT / "e2e" / "scale" / "manifests.py"), "nodes", "scale-x", "2"],
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "scale" / "manifests.py"), "nodes", "scale-x", "2"],
                          capture_output=True, text=True, check=True).stdout
     document = json.loads(out)
     assert document["kind"] == "List"
@@ -67,7 +67,7 @@ def test_scale_values_render_and_the_operator_accepts_the_rendered_template(tmp_
     run_values = tmp_path / "run-values.json"
     run_values.write_text(json.dumps(manifests.chart_values("scale-ab12", 2, "pw")))
     result = run_helm(helm, "template", "scale", str(CHART), "--namespace", "myservice-scale-ab12",
-                      "-f", str(ROOT / "e2e" / "scale" / "values.yaml"), "-f", str(run_values))
+                      "-f", str(ROOT / "bench" / "scale" / "values.yaml"), "-f", str(run_values))
     assert result.returncode == 0, result.stderr
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
     assert not [d for d in docs if d["kind"] == "CustomResourceDefinition"]  # shared: never taken over
