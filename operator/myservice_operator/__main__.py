@@ -35,7 +35,6 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as error:
         sys.exit(f"myservice-operator: {error}")
     debug = os.environ.get("MYSERVICE_OPERATOR_DEBUG", "") == "1"
-    clients.load_config()
     metrics = OperatorMetrics()
     kube = clients.Kube(settings.namespace, count=metrics.api_request)
     if args.command == "cleanup":

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from myservice_api import crd
+from myservice_api import crd, kubeclient
 
 from .pods import instance_selector
 
@@ -41,14 +41,6 @@ class PodRejected(Exception):
     """The API refused the pod (quota, admission policy, invalid spec): retrying will not help."""
 
 
-def load_config() -> None:
-    """In-cluster service account credentials, else the local kubeconfig (development)."""
-    try:
-        kubernetes.config.load_incluster_config()
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
-
-
 def _not_counted(verb: str, resource: str, code: int) -> None:
     pass
 
@@ -56,13 +48,12 @@ def _not_counted(verb: str, resource: str, code: int) -> None:
 class Kube:
     """The namespaced API calls of the reconciler and of the uninstall cleanup."""
 
-    def __init__(self, namespace: str, count: Counted = _not_counted) -> None:
+    def __init__(self, namespace: str, count: Counted = _not_counted, *,
+                 api_client: kubernetes.client.ApiClient | None = None) -> None:
         self.namespace = namespace
         self._count = count
-        configuration = kubernetes.client.Configuration.get_default_copy()
-        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0,
-                                                    POOL_CONNECTIONS)
-        self._api = kubernetes.client.ApiClient(configuration)
+        # The process's one set of credentials (kopf's watches log in with it too).
+        self._api = api_client or kubeclient.api_client(pool_size=POOL_CONNECTIONS)
         self._core = kubernetes.client.CoreV1Api(self._api)
         self._custom = kubernetes.client.CustomObjectsApi(self._api)
         self._coordination = kubernetes.client.CoordinationV1Api(self._api)

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 import kopf
 
-from myservice_api import crd
+from myservice_api import crd, kubeclient
 
 from . import kopffixes
 from .indexes import PODS_INDEX, SESSIONS_INDEX, Indexes, index_pod, index_session
@@ -65,11 +65,21 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     return config
 
 
+def login(*, settings: kopf.OperatorSettings, **_: object) -> kopf.ConnectionInfo:
+    """kopf's credentials: the process's (myservice_api.kubeclient: in-cluster, else
+    kubeconfig), the token read fresh (kopf logs in again after a 401)."""
+    c = kubeclient.credentials()
+    return kopf.ConnectionInfo(server=c.server, ca_path=c.ca_path, insecure=c.insecure, username=c.username,
+                               password=c.password, scheme=c.scheme, token=c.token,
+                               certificate_path=c.certificate_path, private_key_path=c.private_key_path,
+                               trust_env=settings.networking.trust_env)
+
+
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     """Register the indexes and handlers (closures over the reconciler) into a kopf registry."""
-    # A registry of our own lacks kopf's default login handlers: log in like the
-    # `kubernetes` client does (in-cluster service account token, else kubeconfig).
-    kopf.on.login(registry=registry, id="login-via-client")(kopf.login_via_client)
+    # A registry of our own lacks kopf's default login handlers; ours hands kopf the
+    # credentials the rest of the operator uses, loaded once.
+    kopf.on.login(registry=registry, id="login-shared-credentials")(login)
     sessions = dict(group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL, registry=registry)
     pods = dict(group="", version="v1", plural="pods", labels=INSTANCE_POD_LABELS, registry=registry)
     deadlines: list[asyncio.Task] = []

@@ -49,8 +49,8 @@ def test_register_wires_indexes_and_event_handlers_only():
     assert registry._changing.get_all_handlers() == []
     assert registry._spawning.get_all_handlers() == []
     assert [(h.id, h.activity.value) for h in registry._activities.get_all_handlers()] == [
-        ("login-via-client", "authentication"), ("bind-indexes", "startup"), ("stop-deadlines", "cleanup")]
-    assert registry._activities.get_all_handlers()[0].fn is kopf.login_via_client
+        ("login-shared-credentials", "authentication"), ("bind-indexes", "startup"), ("stop-deadlines", "cleanup")]
+    assert registry._activities.get_all_handlers()[0].fn is handlers.login
 
 
 def test_the_index_kwargs_are_the_index_ids():
