@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 
 from . import pool
+from .background import Background
 from .indexes import pool_member
 from .settings import Settings
+from .timer import DeadlineTimer
 
 log = logging.getLogger("myservice_operator")
 
@@ -28,16 +30,14 @@ POOL_DEADLINE = "<warm pool>"
 
 class PoolKeeper:
     def __init__(self, settings: Settings, kube, *, members: Callable[[], list[pool.Member]],
-                 api: Callable[..., Awaitable], spawn: Callable[[Coroutine], None],
-                 set_deadline: Callable[[str, float | None], None],
+                 background: Background, deadlines: DeadlineTimer,
                  clock: Callable[[], datetime.datetime], retry_seconds: float) -> None:
         self.settings = settings
         self.kube = kube
         self.template = pool.template_hash(settings) if settings.warm_pool_size else ""
-        self._members = members
-        self._api = api
-        self._spawn = spawn
-        self._set_deadline = set_deadline
+        self._members = members  # the index's pool pods
+        self._background = background
+        self._deadlines = deadlines
         self._clock = clock
         self._retry_seconds = retry_seconds
         self._creating: set[str] = set()
@@ -63,7 +63,7 @@ class PoolKeeper:
         if not self.enabled:
             return
         try:
-            listed = await self._api(self.kube.list_pool_pods)
+            listed = await self._background.call(self.kube.list_pool_pods)
         except Exception:
             log.exception("listing the warm pool failed; it fills from the watch's events instead")
             return
@@ -85,7 +85,7 @@ class PoolKeeper:
         (clients.Conflict: it changed or went, someone else has it)."""
         patch = pool.claim_patch(member, resource=resource, uid=uid, session_id=session_id,
                                  settings=self.settings, now=now)
-        claimed = await self._api(self.kube.claim_pod, member.name, patch)
+        claimed = await self._background.call(self.kube.claim_pod, member.name, patch)
         log.info("warm pool pod %s claimed by session %s", member.name, resource)
         return claimed
 
@@ -99,29 +99,29 @@ class PoolKeeper:
         for name in decided.delete:
             if name not in self._deleting:
                 self._deleting.add(name)
-                self._spawn(self._delete(name))
+                self._background.spawn(self._delete(name))
         for _ in range(decided.create):
             manifest = pool.make_member(self.settings, template=self.template)
             self._creating.add(manifest["metadata"]["name"])
-            self._spawn(self._create(manifest))
+            self._background.spawn(self._create(manifest))
         check = pool.next_check(members, start_timeout_seconds=timeout)
-        self._set_deadline(POOL_DEADLINE, None if check is None else check.timestamp())
+        self._deadlines.set(POOL_DEADLINE, None if check is None else check.timestamp())
 
     async def _create(self, manifest: Mapping) -> None:
         name = manifest["metadata"]["name"]
         try:
-            await self._api(self.kube.create_pod, manifest)
+            await self._background.call(self.kube.create_pod, manifest)
         except Exception as error:
             # Made again at the next pool event or check (not at once: no loop while the API fails).
             self._creating.discard(name)
             log.warning("warm pool pod %s not created: %s", name, error)
-            self._set_deadline(POOL_DEADLINE, self._clock().timestamp() + self._retry_seconds)
+            self._deadlines.set(POOL_DEADLINE, self._clock().timestamp() + self._retry_seconds)
         else:
             log.info("warm pool pod %s created", name)
 
     async def _delete(self, name: str) -> None:
         try:
-            await self._api(self.kube.delete_pod, name)
+            await self._background.call(self.kube.delete_pod, name)
         except Exception as error:
             self._deleting.discard(name)
             log.warning("warm pool pod %s not deleted: %s", name, error)

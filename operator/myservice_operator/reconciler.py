@@ -5,7 +5,7 @@ of sessions and pods, indexes.py), never from a GET or a LIST:
 - an event of the session (kopf delivers it, and has indexed it already);
 - an event of its pod (a pod that ended or went also frees a slot: the oldest
   waiting sessions are admitted at once);
-- its deadline, when time changes what it should be (deadlines.py): Pending and
+- its deadline, when time changes what it should be (timer.py): Pending and
   Starting time out, a finished session's TTL ends. A Ready session has none.
 
 So a session costs API requests only when it changes: the pod create, one
@@ -27,16 +27,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime
-import functools
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 
 from myservice_api.crd import Phase, PodSource
 from myservice_api.names import pod_name
 
-from . import admission, events, transitions
+from . import events, transitions
+from .background import Background
 from .clients import Conflict, PodRejected
-from .deadlines import Deadlines
+from .eventrecorder import EventRecorder
 from .indexes import Indexes, PodRecord, SessionRecord, session_record
 from .lifecycle import Action, next_deadline, plan
 from .metrics import OperatorMetrics
@@ -44,22 +44,22 @@ from .podstate import NO_POD, PodKind, PodState, observe_pod
 from .poolkeeper import POOL_DEADLINE, PoolKeeper
 from .pods import make_pod
 from .settings import Settings
+from .slots import Admission
+from .timer import DeadlineTimer
 from .times import utcnow
 
 log = logging.getLogger("myservice_operator")
 
 # A step that raised (the API answered 5xx, timed out) runs again this much later.
 RETRY_SECONDS = 5.0
-# Threads for the blocking `kubernetes` client calls: the requests in flight at once.
-API_THREADS = 8
-# Events are for people, best effort (client-go's recorder, too, drops them when its
-# queue is full): posted by threads of their own, so that they never hold up a status
-# write, and dropped (counted) beyond a backlog instead of draining long after a burst.
-EVENT_THREADS = 2
-EVENT_BACKLOG = 500
 
 
 class Reconciler:
+    """The step and its triggers. Its collaborators, one concern each: the slots it
+    hands out (slots.Admission), the Events it posts (eventrecorder.EventRecorder), the
+    one timer (timer.DeadlineTimer), the API threads and background tasks
+    (background.Background) and the warm pool (poolkeeper.PoolKeeper)."""
+
     def __init__(self, settings: Settings, kube, *, metrics: OperatorMetrics | None = None,
                  clock: Callable[[], datetime.datetime] = utcnow,
                  executor: concurrent.futures.Executor | None = None,
@@ -68,25 +68,18 @@ class Reconciler:
         self.kube = kube
         self.metrics = metrics or OperatorMetrics()
         self.clock = clock
-        self.deadlines = Deadlines()
+        self.deadlines = DeadlineTimer(clock)
         self.indexes: Indexes | None = None
-        self._executor = executor or concurrent.futures.ThreadPoolExecutor(API_THREADS, thread_name_prefix="kube")
-        self._event_executor = event_executor or executor or concurrent.futures.ThreadPoolExecutor(
-            EVENT_THREADS, thread_name_prefix="kube-events")
-        self._events_in_flight = 0
+        self.background = Background(executor)
+        self.events = EventRecorder(kube, spawn=self.background.spawn,
+                                    dropped=self.metrics.events_dropped, executor=event_executor or executor)
+        self.admission = Admission(settings.max_sessions)
         # name -> (resourceVersions older than the write, the session as written)
         self._written: dict[str, tuple[frozenset[str], SessionRecord]] = {}
-        # Sessions given a slot whose pod is not created yet, and those whose pod is
-        # created but not indexed yet: each holds its slot.
-        self._granted: set[str] = set()
-        self._unindexed: set[str] = set()
-        self._waiting = admission.WaitingQueue()
-        self.pool = PoolKeeper(settings, kube, members=self._pool_members, api=self._api, spawn=self._spawn,
-                               set_deadline=self._set_deadline, clock=clock, retry_seconds=RETRY_SECONDS)
+        self.pool = PoolKeeper(settings, kube, members=self._pool_members, background=self.background,
+                               deadlines=self.deadlines, clock=clock, retry_seconds=RETRY_SECONDS)
         self._busy: set[str] = set()
         self._again: set[str] = set()
-        self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task] = set()
 
     def bind(self, indexes: Indexes) -> None:
         """Read sessions and pods from these indexes from now on (kopf's, at startup)."""
@@ -104,8 +97,7 @@ class Reconciler:
         await self.reconcile(name, trigger="session")
 
     async def pod_changed(self, session: str, *, deleted: bool) -> None:
-        # The pod is indexed now (or gone): it counts for itself.
-        self._unindexed.discard(session)
+        self.admission.pod_indexed(session)
         await self.reconcile(session, trigger="pod")
         self._grant()
 
@@ -120,28 +112,21 @@ class Reconciler:
 
     async def run_due(self) -> None:
         """Reconcile the sessions whose deadline has come (and the pool, when its is)."""
-        due = self.deadlines.pop_due(self.clock().timestamp())
+        await self._deadlines_came(self.deadlines.pop_due())
+
+    async def run_deadlines(self) -> None:
+        """The operator's one timer (timer.py), until cancelled."""
+        await self.deadlines.run(self._deadlines_came)
+
+    async def _deadlines_came(self, due: list[str]) -> None:
         if POOL_DEADLINE in due:
             due.remove(POOL_DEADLINE)
             self.pool.refill()
         await asyncio.gather(*(self.reconcile(name, trigger="deadline") for name in due))
 
-    async def run_deadlines(self) -> None:
-        """The one timer of the operator: sleeps until the earliest deadline (or a new, earlier one)."""
-        while True:
-            await self.run_due()
-            earliest = self.deadlines.earliest()
-            timeout = None if earliest is None else max(0.0, earliest - self.clock().timestamp())
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
-
     async def settle(self) -> None:
         """Wait for the steps and Event posts started in the background (tests)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks))
+        await self.background.settle()
 
     # --- the step -------------------------------------------------------------------
 
@@ -158,7 +143,7 @@ class Reconciler:
                 except Exception:
                     log.exception("reconciling session %s (%s) failed; again in %ss", name, trigger, RETRY_SECONDS)
                     self.metrics.reconcile_errors.labels(trigger).inc()
-                    self._set_deadline(name, self.clock().timestamp() + RETRY_SECONDS)
+                    self.deadlines.set(name, self.clock().timestamp() + RETRY_SECONDS)
                 if name not in self._again:
                     break
         finally:
@@ -174,11 +159,11 @@ class Reconciler:
         own = next((pod for pod in pods if pod.owner_uid == session.uid), None)
         foreign = any(pod.owner_uid != session.uid for pod in pods)
         action = plan(session.status, created_at=session.created, now=now, settings=self.settings)
-        if name in self._granted:
+        if self.admission.is_granted(name):
             if action == Action.EXPIRE:
                 action = Action.ADMIT  # a slot came just in time: take it
             elif action != Action.ADMIT:
-                self._granted.discard(name)  # no longer waiting (e.g. failed meanwhile)
+                self.admission.release(name)  # no longer waiting (e.g. failed meanwhile)
                 self._grant()
         if action == Action.ADMIT:
             if own is not None:
@@ -198,20 +183,20 @@ class Reconciler:
                           else transitions.timed_out_status(session.status.get("podName") or pod_name(name),
                                                             seconds, now))
                 if await self._write(session, failed, now) and _holds_slot(own):
-                    await self._api(self.kube.delete_pod, own.name)  # frees the slot now, not at the TTL
+                    await self.background.call(self.kube.delete_pod, own.name)  # frees the slot now, not at the TTL
         elif action == Action.WAIT:
-            if name in self._unindexed:
+            if self.admission.is_unindexed(name):
                 # Finished before its pod was ever seen (a watch gap): the pod no longer
                 # holds a slot here; if it still runs, its event will say so.
-                self._unindexed.discard(name)
+                self.admission.release(name)
                 self._grant()
             # A failed session's unfinished pod is deleted when it fails; this repeats
             # a delete that was lost (e.g. an operator restart in between).
             if session.phase == Phase.FAILED and _holds_slot(own):
-                await self._api(self.kube.delete_pod, own.name)
+                await self.background.call(self.kube.delete_pod, own.name)
         elif action == Action.DELETE:
             log.info("deleting finished session %s (TTL over)", name)
-            await self._api(self.kube.delete_session, name)
+            await self.background.call(self.kube.delete_session, name)
             self._forget(name)
             return
         self._schedule(name)
@@ -219,7 +204,7 @@ class Reconciler:
     def _pod_state(self, session: SessionRecord, own: PodRecord | None) -> PodState:
         if own is not None:
             return own.state
-        if session.name in self._unindexed:
+        if self.admission.is_unindexed(session.name):
             # Created, not indexed yet: it is starting, not missing.
             return PodState(PodKind.STARTING, name=pod_name(session.name))
         return NO_POD
@@ -230,18 +215,18 @@ class Reconciler:
         if not patch:
             return False
         if await self._write(session, patch, now) and transitions.releases_pod(patch, state) and state.name:
-            await self._api(self.kube.delete_pod, state.name)  # frees its slot now, not at the TTL
+            await self.background.call(self.kube.delete_pod, state.name)  # frees its slot now, not at the TTL
         return True
 
     # --- admission ------------------------------------------------------------------
 
     async def _admit(self, session: SessionRecord, now: datetime.datetime) -> None:
-        if session.name in self._unindexed:
+        if self.admission.is_unindexed(session.name):
             return  # its pod exists and its event is on the way
-        if session.name not in self._granted:
-            self._waiting.add((session.created_at, session.name))
+        if not self.admission.is_granted(session.name):
+            self.admission.wait(session.name, session.created_at)
             self._grant(current=session.name)
-        if session.name in self._granted:
+        if self.admission.is_granted(session.name):
             await self._start(session, now)
         elif not transitions.says_pending(session.status):
             await self._write(session, transitions.pending_status(), now)
@@ -251,14 +236,17 @@ class Reconciler:
         by a step of its own."""
         if self.indexes is None:
             return
-        if not self._waiting:
-            return
-        being_created = len(self._granted) + len(self._unindexed)
-        free = admission.free_slots(self.settings.max_sessions, self.indexes.live_pods(), being_created)
-        for name in self._waiting.take(free, _NotWaiting(self)):
-            self._granted.add(name)
+        for name in self.admission.grant(live_pods=self.indexes.live_pods(), passed_over=self._passed_over):
             if name != current:
-                self._spawn(self.reconcile(name, trigger="admission"))
+                self.background.spawn(self.reconcile(name, trigger="admission"))
+
+    def _passed_over(self, name: str) -> bool:
+        """Admission passes over a session with a pod, or no longer waiting as far as our
+        own writes know."""
+        if self.indexes.has_pod(name):
+            return True
+        session = self._current(name)
+        return session is None or not session.waiting
 
     async def _start(self, session: SessionRecord, now: datetime.datetime) -> None:
         if await self._claim(session, now):
@@ -266,22 +254,19 @@ class Reconciler:
         manifest = make_pod(resource=session.name, uid=session.uid, session_id=session.session_id,
                             settings=self.settings)
         try:
-            created = await self._api(self.kube.create_pod, manifest)
+            created = await self.background.call(self.kube.create_pod, manifest)
         except PodRejected as error:
-            self._granted.discard(session.name)
+            self.admission.release(session.name)
             if await self._write(session, transitions.rejected_status(str(error), now), now):
                 self._grant()  # the slot to the next one (if not written, the next event decides)
             return
         except Exception:
             # The slot goes back; this session asks again at its retry (granting it
             # again now would retry at once, in a loop while the API fails).
-            self._granted.discard(session.name)
+            self.admission.release(session.name)
             raise
-        self._granted.discard(session.name)
-        if not self.indexes.has_pod(session.name):
-            # Its slot until the pod's event (also when it existed); an event that came
-            # before the create's answer has indexed the pod, which counts for itself.
-            self._unindexed.add(session.name)
+        # Its slot until the pod's event (also when it existed).
+        self.admission.created(session.name, indexed=self.indexes.has_pod(session.name))
         if not created:
             # Someone's pod of that name exists but is not indexed yet: its event decides.
             log.info("pod %s already existed", manifest["metadata"]["name"])
@@ -304,11 +289,10 @@ class Reconciler:
             log.info("warm pool pod not claimed, a cold start instead: %s", error)
             return False
         except Exception:
-            self._granted.discard(session.name)  # as a failed create: the slot goes back
+            self.admission.release(session.name)  # as a failed create: the slot goes back
             raise
-        self._granted.discard(session.name)
-        if not self.indexes.has_pod(session.name):
-            self._unindexed.add(session.name)  # its slot, until the pod's event (as a created one)
+        # Its slot, until the pod's event (as a created one).
+        self.admission.created(session.name, indexed=self.indexes.has_pod(session.name))
         await self._write(session, transitions.claimed_status(session.status, observe_pod(claimed),
                                                               port=self.settings.instance_port, now=now), now)
         self.pool.refill()  # after the write the session waits for, not before
@@ -322,7 +306,7 @@ class Reconciler:
         if session.generation is not None:
             body["observedGeneration"] = session.generation
         try:
-            written = await self._api(self.kube.patch_session_status, session.name, session.resource_version, body)
+            written = await self.background.call(self.kube.patch_session_status, session.name, session.resource_version, body)
         except Conflict as error:
             log.debug("status not written, decided again on the next event: %s", error)
             return False
@@ -337,24 +321,8 @@ class Reconciler:
             event = events.session_event(session.reference(), type=transitions.event_type(patch),
                                          reason=patch.get("reason", patch["phase"]),
                                          message=patch.get("message", ""), now=now)
-            self._post_later(event)
+            self.events.record(event)
         return True
-
-    def _post_later(self, event: Mapping) -> None:
-        if self._events_in_flight >= EVENT_BACKLOG:
-            self.metrics.events_dropped.inc()
-            return
-        self._events_in_flight += 1
-        self._spawn(self._post(event))
-
-    async def _post(self, event: Mapping) -> None:
-        try:
-            await asyncio.get_running_loop().run_in_executor(
-                self._event_executor, functools.partial(self.kube.create_event, event))
-        except Exception as error:  # an Event is for people: a lost one changes nothing
-            log.warning("event %s on %s not posted: %s", event["reason"], event["involvedObject"]["name"], error)
-        finally:
-            self._events_in_flight -= 1
 
     def _current(self, name: str) -> SessionRecord | None:
         """The newest known state of the session: the index's, or our own write's while
@@ -377,43 +345,13 @@ class Reconciler:
         if session is not None and not session.deleting:
             deadline = next_deadline(session.status, created_at=session.created, settings=self.settings)
             when = deadline.timestamp() if deadline else None
-        self._set_deadline(name, when)
-
-    def _set_deadline(self, name: str, when: float | None) -> None:
-        if self.deadlines.set(name, when):
-            self._wake.set()
+        self.deadlines.set(name, when)
 
     def _forget(self, name: str) -> None:
         self.deadlines.set(name, None)
         self._written.pop(name, None)
-        self._waiting.discard(name)
-        if name in self._granted or name in self._unindexed:
-            self._granted.discard(name)
-            self._unindexed.discard(name)
+        if self.admission.forget(name):
             self._grant()
-
-    def _spawn(self, step: Coroutine) -> None:
-        task = asyncio.get_running_loop().create_task(step)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _api(self, call: Callable, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(call, *args))
-
-
-class _NotWaiting:
-    """The sessions admission passes over: already given a slot, with a pod, or no
-    longer waiting as far as our own writes know."""
-
-    def __init__(self, reconciler: Reconciler) -> None:
-        self._reconciler = reconciler
-
-    def __contains__(self, name: object) -> bool:
-        r = self._reconciler
-        if name in r._granted or name in r._unindexed or r.indexes.has_pod(name):
-            return True
-        session = r._current(name)
-        return session is None or not session.waiting
 
 
 def _holds_slot(pod: PodRecord | None) -> bool:

@@ -292,11 +292,9 @@ async def test_phase_gauges_come_from_the_index_and_start_latency_is_observed_on
     assert 'myservice_operator_session_start_seconds_bucket{le="1.5",pod="cold"} 0.0' in text
 
 
-async def test_events_beyond_the_backlog_are_dropped_and_counted_never_the_status(monkeypatch):
-    from myservice_operator import reconciler
-
-    monkeypatch.setattr(reconciler, "EVENT_BACKLOG", 0)  # a backlog that is always full
+async def test_events_beyond_the_backlog_are_dropped_and_counted_never_the_status():
     h = Harness(SETTINGS)
+    h.reconciler.events.backlog = 0  # a backlog that is always full
     name = await ready_session(h, "s1")
     assert h.kube.events == []
     assert ("create", "events", 201) not in h.kube.requests
