@@ -32,13 +32,13 @@ def problems(cls: type, rows: list[list[str]]) -> list[str]:
     """What the table gets wrong about the settings of `cls` (empty: nothing)."""
     found = []
     for setting in settings.declared(cls):
-        named = [row for row in rows if f"`{setting.env}" in row[0]]
+        named = [row for row in rows if re.search(rf"`{setting.env}[`=]", row[0])]
         if not named:
             if not any(setting.env in " ".join(row) for row in rows):
                 found.append(f"{setting.env}: not in the table")
             continue
         first, default = named[0][0], named[0][1]
-        if setting.flag and f"`{setting.flag}" not in first:
+        if setting.flag and not re.search(rf"`{setting.flag}[` ]", first):
             found.append(f"{setting.env}: its flag {setting.flag} is not in its row")
         shown = setting.shown_default()
         if shown != "unset" and shown not in default:

@@ -110,7 +110,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str], namespace_file: Path = NAMESPACE_FILE) -> Settings:
         """Build the settings from an environment mapping (os.environ at the entry point);
         without MYSERVICE_NAMESPACE, the namespace is the pod's own (namespace_file)."""
-        defaults = {}
+        defaults: dict[str, str] = {}
         if not env.get("MYSERVICE_NAMESPACE", "").strip():
             try:
                 defaults["namespace"] = namespace_file.read_text().strip()
