@@ -32,6 +32,11 @@ def build_script() -> Path | None:
     return next((ROOT / p for p in BUILD_SCRIPTS if (ROOT / p).exists()), None)
 
 
+def build_script_shown() -> str:
+    script = build_script()
+    return str(script.relative_to(ROOT)) if script else BUILD_SCRIPTS[0]
+
+
 def bin_dir() -> Path:
     """Where the build puts the binaries: ${MYSERVICE_CACHE}/k8s/<K8S_VERSION>/bin (its header)."""
     if os.environ.get("MYSERVICE_KUBE_BIN"):

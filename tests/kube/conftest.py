@@ -25,7 +25,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory):
     absent = apiserver.missing()
     if absent:
         pytest.skip(f"no {', '.join(p.name for p in absent)} in {apiserver.bin_dir()}: `make test` builds them "
-                    f"(bash {apiserver.build_script() or 'e2e/cluster/build.sh'} etcd kube-apiserver), "
+                    f"(bash {apiserver.build_script_shown()} etcd kube-apiserver), "
                     f"or set MYSERVICE_KUBE_BIN")
     server = apiserver.APIServer(tmp_path_factory.mktemp("envtest"))
     try:
