@@ -110,15 +110,13 @@ class Reconciler:
     def _pool_members(self) -> list:
         return self.indexes.pool_members() if self.indexes is not None else []
 
-    async def run_due(self) -> None:
-        """Reconcile the sessions whose deadline has come (and the pool, when its is)."""
-        await self._deadlines_came(self.deadlines.pop_due())
-
     async def run_deadlines(self) -> None:
         """The operator's one timer (timer.py), until cancelled."""
-        await self.deadlines.run(self._deadlines_came)
+        await self.deadlines.run(self.run_due)
 
-    async def _deadlines_came(self, due: list[str]) -> None:
+    async def run_due(self) -> None:
+        """Reconcile the sessions whose deadline has come (and the pool, when its is)."""
+        due = self.deadlines.pop_due()
         if POOL_DEADLINE in due:
             due.remove(POOL_DEADLINE)
             self.pool.refill()

@@ -35,10 +35,11 @@ class DeadlineTimer:
         """The names whose deadline has come, oldest first; their deadlines are dropped."""
         return self._deadlines.pop_due(self._clock().timestamp())
 
-    async def run(self, on_due: Callable[[list[str]], Awaitable[None]]) -> None:
-        """Forever: hand the due names to `on_due`, then sleep until the next deadline."""
+    async def run(self, run_due: Callable[[], Awaitable[None]]) -> None:
+        """Forever: `run_due()` (which takes what came with pop_due()), then sleep until
+        the next deadline or a new, earlier one."""
         while True:
-            await on_due(self.pop_due())
+            await run_due()
             earliest = self._deadlines.earliest()
             timeout = None if earliest is None else max(0.0, earliest - self._clock().timestamp())
             self._wake.clear()
