@@ -11,6 +11,8 @@ import sys
 # needed for fork+exec and only print warnings.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
+from myservice_api import settings as declarations
+
 from . import settings as settings_module
 
 # `up` is for this machine: it listens on loopback unless told otherwise.
@@ -31,8 +33,7 @@ configuration: every flag has a MYSERVICE_* environment variable; see README.md.
 
 def _add_gateway_flags(parser: argparse.ArgumentParser, *, default_host: str, skip: tuple[str, ...] = ()) -> None:
     """The gateway's flags, from its settings' declarations (settings.py)."""
-    settings_module.settings.add_flags(parser, settings_module.GatewaySettings, skip=skip,
-                                       shown_defaults={"host": default_host})
+    declarations.add_flags(parser, settings_module.GatewaySettings, skip=skip, shown_defaults={"host": default_host})
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -63,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     env = dict(os.environ)
-    flags = settings_module.settings.flag_values(args, settings_module.GatewaySettings)
+    flags = declarations.flag_values(args, settings_module.GatewaySettings)
     if args.command == "up":
         env["MYSERVICE_BACKEND"] = "local"
-        env.setdefault("MYSERVICE_HOST", UP_HOST)
+        if not env.get("MYSERVICE_HOST", "").strip():  # blank is unset, as for every setting
+            env["MYSERVICE_HOST"] = UP_HOST
     # The development user: `up` without a users file only (never `gateway`).
     dev_user = args.command == "up" and not env.get("MYSERVICE_USERS_FILE")
     try:
