@@ -304,7 +304,8 @@ class Reconciler:
         if session.generation is not None:
             body["observedGeneration"] = session.generation
         try:
-            written = await self.background.call(self.kube.patch_session_status, session.name, session.resource_version, body)
+            written = await self.background.call(self.kube.patch_session_status, session.name,
+                                                 session.resource_version, body)
         except Conflict as error:
             log.debug("status not written, decided again on the next event: %s", error)
             return False
