@@ -104,10 +104,9 @@ timing base
 
 # --------------------------------------------------------------------------- 3
 step "wheelhouse"
-"$PY" - <<'EOF' || { echo "MYSERVICE_PYTHON=$PY must be Python 3.11 (the image's python3) with pip" >&2; exit 1; }
-import sys, pip  # noqa: F401
-sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)
-EOF
+WHEELHOUSE=("$PY" "$HERE/wheelhouse.py")
+"${WHEELHOUSE[@]}" check-python \
+  || { echo "MYSERVICE_PYTHON=$PY must be Python 3.11 (the image's python3) with pip" >&2; exit 1; }
 mkdir -p "$WHEEL_CACHE" "$CTX"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/myservice-build.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
@@ -135,7 +134,7 @@ online=(--find-links "$WHEEL_CACHE" -c "$CONSTRAINTS")
 # the cache, keyed by the requirements and the pins, filled from cached wheels:
 # a warm run builds the project without asking PyPI anything and without pip's
 # per-build isolated environment (which costs ~7 s here).
-mapfile -t BUILD_REQS < <("$PY" -c 'import tomllib,sys; print("\n".join(tomllib.load(open(sys.argv[1],"rb"))["build-system"]["requires"]))' "$TMP/src/pyproject.toml")
+mapfile -t BUILD_REQS < <("${WHEELHOUSE[@]}" build-requires "$TMP/src/pyproject.toml")
 BUILD_ENV=$CACHE/buildenv/$( { printf '%s\n' "$("$PY" -V)" "${BUILD_REQS[@]}"; cat "$CONSTRAINTS"; } | sha256sum | cut -c1-12)
 if [ "$REFRESH" = 1 ] || [ ! -f "$BUILD_ENV/.complete" ]; then
   rm -rf "$BUILD_ENV"
@@ -156,30 +155,10 @@ mkdir -p "$TMP/project"
     -w "$TMP/project" "$TMP/src" >"$TMP/project.log" 2>&1 || { cat "$TMP/project.log" >&2; exit 1; }
 PROJECT_WHL=$(ls "$TMP"/project/myservice-*.whl)
 log "project wheel: $(basename "$PROJECT_WHL")"
-"$PY" - "$PROJECT_WHL" <<'EOF'
-import sys, zipfile
-names = zipfile.ZipFile(sys.argv[1]).namelist()
-stubs = [n for n in names if n.endswith(("_pb2.py", "_pb2_grpc.py"))]
-if not stubs:
-    sys.exit("the project wheel holds no generated gRPC stubs")
-print("   stubs:", ", ".join(stubs), file=sys.stderr)
-EOF
+"${WHEELHOUSE[@]}" stubs "$PROJECT_WHL"
 
 # Requirements of each image. The service image leaves out $SERVICE_EXCLUDE.
-"$PY" - "$PROJECT_WHL" "$SERVICE_EXCLUDE" "$TMP" <<'EOF'
-import re, sys, zipfile
-from email.parser import Parser
-whl, exclude, tmp = sys.argv[1], sys.argv[2].split(), sys.argv[3]
-z = zipfile.ZipFile(whl)
-meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
-reqs = [r for r in Parser().parsestr(z.read(meta).decode()).get_all("Requires-Dist") or []
-        if "extra ==" not in r]
-norm = lambda s: re.sub(r"[-_.]+", "-", s).lower()
-ex = {norm(e) for e in exclude}
-name = lambda r: norm(re.match(r"[A-Za-z0-9._-]+", r).group())
-open(f"{tmp}/req-gateway.txt", "w").write("\n".join(reqs) + "\n")
-open(f"{tmp}/req-service.txt", "w").write("\n".join(r for r in reqs if name(r) not in ex) + "\n")
-EOF
+"${WHEELHOUSE[@]}" requirements "$PROJECT_WHL" "$SERVICE_EXCLUDE" "$TMP"
 
 # Resolve each closure from the cache; go to PyPI only when something is missing.
 # A resolution is remembered by (requirements, pins, cache contents): unchanged,
@@ -206,22 +185,7 @@ resolve() {  # $1 = gateway|service
     ls "$out" >"$memo"
   fi
   # Only pure or CPython 3.11 (abi3) wheels for glibc <= 2.36 (bookworm) fit the image.
-  "$PY" - "$out" <<'PYEOF'
-import os, re, sys
-bad = []
-for w in sorted(os.listdir(sys.argv[1])):
-    py, abi, plats = w[:-4].split("-")[-3:]
-    ok_py = any(t in ("py3", "cp311") or (abi == "abi3" and re.fullmatch(r"cp3(\d+)", t) and int(t[3:]) <= 11)
-                for t in py.split("."))
-    ok_plat = any(p == "any" or p == "linux_x86_64" or p == "manylinux1_x86_64" or p == "manylinux2010_x86_64"
-                  or p == "manylinux2014_x86_64"
-                  or (m := re.fullmatch(r"manylinux_2_(\d+)_x86_64", p)) and int(m.group(1)) <= 36
-                  for p in plats.split("."))
-    if not (ok_py and ok_plat):
-        bad.append(w)
-if bad:
-    sys.exit("wheels that do not fit the image (CPython 3.11, glibc 2.36): " + " ".join(bad))
-PYEOF
+  "${WHEELHOUSE[@]}" fit "$out"
 }
 [ "$ONLY" = service ] || resolve gateway
 [ "$ONLY" = gateway ] || resolve service

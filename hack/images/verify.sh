@@ -5,10 +5,10 @@
 #
 # 1. `docker run -d -p 127.0.0.1:PORT:50051 $MYSERVICE_SERVICE_IMAGE` (the instance,
 #    read-only root file system, all capabilities dropped, as its image user);
-# 2. a small Python gRPC client calls 127.0.0.1:PORT: health check, MyServiceEcho
-#    with a session-id, MyServiceEchoStream, then MyServiceShutdown — after which
-#    the instance must exit 0 by itself. The client runs from the gateway image
-#    (--network host), so the host needs no grpcio;
+# 2. a small Python gRPC client (verify_client.py) calls 127.0.0.1:PORT: health
+#    check, MyServiceEcho with a session-id, MyServiceEchoStream, then
+#    MyServiceShutdown — after which the instance must exit 0 by itself. The
+#    client runs from the gateway image (--network host), so the host needs no grpcio;
 # 3. checks both images run as uid 10001 and `--help` of the entry points.
 #
 # Options: --port PORT  host port to publish on 127.0.0.1 (default 50051)
@@ -16,6 +16,7 @@
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PORT=50051
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -47,30 +48,7 @@ log "starting $SERVICE on 127.0.0.1:$PORT"
   --read-only --cap-drop ALL --security-opt no-new-privileges -e POD_NAME=verify-pod \
   "$SERVICE" >/dev/null
 
-"$DOCKER" run --rm -i --network host --entrypoint python "$GATEWAY" - "$PORT" <<'EOF'
-import sys, time
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from myservice import contract
-from myservice.v1 import myservice_pb2 as pb, myservice_pb2_grpc as pb_grpc
-
-target = f"127.0.0.1:{sys.argv[1]}"
-channel = grpc.insecure_channel(target)
-grpc.channel_ready_future(channel).result(timeout=30)
-health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=contract.SERVICE), timeout=5)
-assert health.status == health_pb2.HealthCheckResponse.SERVING, health
-print(f"ok   health {contract.SERVICE}: SERVING", file=sys.stderr)
-stub = pb_grpc.MyServiceStub(channel)
-md = ((contract.SESSION_ID, "verify-session"),)
-r = stub.MyServiceEcho(pb.EchoRequest(value="hello"), metadata=md, timeout=5)
-assert (r.client_value, r.server_value, r.pod_name, r.server_session_id) == ("hello", contract.SERVER_VALUE, "verify-pod", "verify-session"), r
-print(f"ok   MyServiceEcho -> {r.client_value!r} from {r.pod_name} (session {r.server_session_id})", file=sys.stderr)
-rs = list(stub.MyServiceEchoStream(pb.EchoStreamRequest(value="s", count=3), metadata=md, timeout=5))
-assert [x.index for x in rs] == [0, 1, 2], rs
-print("ok   MyServiceEchoStream -> 3 messages", file=sys.stderr)
-r = stub.MyServiceShutdown(pb.ShutdownRequest(), metadata=md, timeout=5)
-print(f"ok   MyServiceShutdown -> {r.server_method}", file=sys.stderr)
-EOF
+"$DOCKER" run --rm -i --network host --entrypoint python "$GATEWAY" - "$PORT" <"$HERE/verify_client.py"
 
 # After Shutdown the instance exits 0 on its own.
 code=$(timeout 30 "$DOCKER" wait "$name" || echo timeout)
