@@ -1,5 +1,6 @@
 # MyService: the two commands are `make run` (the system, locally) and `make test`.
-# Each sets up what it needs on a fresh machine (a venv in .venv; helm for the chart tests).
+# Each sets up what it needs on a fresh machine (a venv in .venv; helm for the chart tests,
+# etcd and kube-apiserver for tests/kube).
 
 PYTHON ?= python3
 VENV := .venv
@@ -17,7 +18,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make run    start the gateway with local instances on 127.0.0.1:$(PORT) (dev user TestUser/TestPassword)"
-	@echo "make test   run the test suite (unit, gRPC over loopback, real processes, chart checks)"
+	@echo "make test   run the test suite (unit, gRPC over loopback, real processes, chart checks, a real API server)"
 	@echo "make e2e    bring up a local Kubernetes built from source, run the e2e suite, take it down"
 	@echo "make e2e-kind  the same suite on kind, with kind and its node image built here (root; e2e/kind.sh, e2e/README.md)"
 	@echo "make bench  measure gateway latency/throughput against direct, nginx and a bare grpc.aio proxy (see docs/benchmarks.md)"
