@@ -332,9 +332,12 @@ state = "$CONTAINERD_STATE"
       conf_dir = "$CNI_CONF_DIR"
       max_conf_num = 1
 EOF
-  # Pod network: bridge + host-local (+ portmap, firewall). containerd itself
-  # sets up each pod's loopback with the loopback plugin from bin_dir.
-  # The firewall plugin adds CNI-FORWARD accepts: dockerd sets FORWARD policy DROP.
+}
+
+# Pod network: bridge + host-local (+ portmap, firewall). containerd itself
+# sets up each pod's loopback with the loopback plugin from bin_dir.
+# The firewall plugin adds CNI-FORWARD accepts: dockerd sets FORWARD policy DROP.
+write_cni_config() {
   cat >"$CNI_CONF_DIR/10-myservice-e2e.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
@@ -362,6 +365,7 @@ EOF
 
 start_containerd() {
   write_containerd_config
+  write_cni_config
   start_bg containerd containerd --config "$CONF/containerd.toml"
   wait_for "containerd socket" 60 alive_and containerd ctr_ version
   local tar tars=("$IMAGES/pause.tar" "$IMAGES/probe.tar") names="$PAUSE_IMAGE (pinned sandbox image), docker.io/$PROBE_IMAGE"
@@ -510,82 +514,8 @@ kernel_has_nft_queue() {
 # leaves the machine (other names get REFUSED/SERVFAIL).
 deploy_dns() {
   log "  deploying CoreDNS ($COREDNS_IMAGE) as Service kube-system/kube-dns $DNS_IP"
-  kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: coredns, namespace: kube-system}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: "system:coredns"}
-rules:
-- {apiGroups: [""], resources: [endpoints, services, pods, namespaces], verbs: [list, watch]}
-- {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "system:coredns"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
-subjects: [{kind: ServiceAccount, name: coredns, namespace: kube-system}]
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: coredns, namespace: kube-system}
-data:
-  Corefile: |
-    .:53 {
-        errors
-        health :8080
-        ready :8181
-        kubernetes cluster.local in-addr.arpa ip6.arpa {
-            pods insecure
-            fallthrough in-addr.arpa ip6.arpa
-        }
-        cache 30
-        loadbalance
-    }
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: coredns, namespace: kube-system, labels: {k8s-app: kube-dns}}
-spec:
-  replicas: 1
-  selector: {matchLabels: {k8s-app: kube-dns}}
-  template:
-    metadata: {labels: {k8s-app: kube-dns}}
-    spec:
-      serviceAccountName: coredns
-      priorityClassName: system-cluster-critical
-      dnsPolicy: Default
-      containers:
-      - name: coredns
-        image: $COREDNS_IMAGE
-        imagePullPolicy: Never
-        args: [-conf, /etc/coredns/Corefile]
-        ports:
-        - {name: dns, containerPort: 53, protocol: UDP}
-        - {name: dns-tcp, containerPort: 53, protocol: TCP}
-        resources: {requests: {cpu: 50m, memory: 70Mi}, limits: {memory: 170Mi}}
-        securityContext:
-          allowPrivilegeEscalation: false
-          readOnlyRootFilesystem: true
-          capabilities: {add: [NET_BIND_SERVICE], drop: [ALL]}
-        livenessProbe: {httpGet: {path: /health, port: 8080}, initialDelaySeconds: 10}
-        readinessProbe: {httpGet: {path: /ready, port: 8181}, periodSeconds: 2}
-        volumeMounts: [{name: config, mountPath: /etc/coredns, readOnly: true}]
-      volumes:
-      - {name: config, configMap: {name: coredns}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: kube-dns, namespace: kube-system, labels: {k8s-app: kube-dns}}
-spec:
-  clusterIP: $DNS_IP
-  selector: {k8s-app: kube-dns}
-  ports:
-  - {name: dns, port: 53, protocol: UDP}
-  - {name: dns-tcp, port: 53, protocol: TCP}
-EOF
+  sed -e "s|\${COREDNS_IMAGE}|$COREDNS_IMAGE|g" -e "s|\${DNS_IP}|$DNS_IP|g" "$E2E_CLUSTER_DIR/coredns.yaml" \
+    | kc apply -f - >/dev/null
   if wait_for_soft 60 kc -n kube-system rollout status deployment/coredns --timeout=5s; then
     log "  ok: CoreDNS ready"
   else
