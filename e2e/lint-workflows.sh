@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # lint-workflows.sh - actionlint (with shellcheck, when installed) over .github/workflows,
-# and shellcheck over the e2e scripts.
+# and shellcheck over the e2e scripts and the toolchain's in hack/ and bench/scale/
+# (hack/images/base.sh not yet: style notes only).
 #
 # Usage: e2e/lint-workflows.sh
 # actionlint is built from the Go module proxy into $MYSERVICE_CACHE/bin when missing:
@@ -18,7 +19,9 @@ cd "$REPO"
 "$ACTIONLINT" .github/workflows/*.yml
 if command -v shellcheck >/dev/null; then
   shellcheck -x e2e/run.sh e2e/kind.sh e2e/lint-workflows.sh hack/kind/build.sh hack/kind/dockerd.sh \
-    hack/kind/runc-bounded-caps.sh hack/kind/kube-proxy-iptables-mode.sh hack/kind/base/restrict-oom-score-adj.sh
+    hack/kind/runc-bounded-caps.sh hack/kind/kube-proxy-iptables-mode.sh hack/kind/base/restrict-oom-score-adj.sh \
+    hack/cluster/*.sh hack/images/build.sh hack/images/ensure-docker.sh hack/images/load.sh hack/images/verify.sh \
+    bench/scale/run.sh
 else
   echo "shellcheck not installed: skipped (actionlint also checks run: blocks with it)"
 fi

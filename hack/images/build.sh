@@ -203,7 +203,7 @@ for img in gateway service; do
       *) cp -f "$w" "$CTX/deps-$img/" ;;
     esac
   done
-  log "$img: $(ls "$CTX/deps-$img" | wc -l) dependency wheels, $(du -sh "$CTX/deps-$img" | cut -f1)"
+  log "$img: $(find "$CTX/deps-$img" -name '*.whl' | wc -l) dependency wheels, $(du -sh "$CTX/deps-$img" | cut -f1)"
 done
 timing wheelhouse
 
