@@ -1,14 +1,12 @@
 """The operator's writes (clients.Kube) on a real API server: the resourceVersion
 preconditions it relies on hold (409 on a stale write), 404 and 409 mean what the
-reconciler takes them to mean, and each request is counted with its code. Also
-the one load of credentials (myservice_api.kubeclient) and kopf's login from it."""
+reconciler takes them to mean, and each request is counted with its code."""
 from __future__ import annotations
 
-import kopf
 import pytest
 
-from myservice_api import crd, kubeclient
-from myservice_operator import clients, handlers
+from myservice_api import crd
+from myservice_operator import clients
 
 from .helpers import create_session
 
@@ -83,21 +81,3 @@ def test_a_pod_the_api_refuses_is_rejected(kube_client):
     bad = {**POD, "metadata": {"name": "Not_A_Name"}}
     with pytest.raises(clients.PodRejected, match="Not_A_Name"):
         kube_client.create_pod(bad)
-
-
-def test_credentials_are_loaded_once_from_the_kubeconfig(kube, monkeypatch):
-    """Outside a pod (no service account) kubeclient reads the kubeconfig, once; the
-    operator's client and kopf's login both use it."""
-    import kubernetes.config.kube_config as kube_config  # $KUBECONFIG, as read at its import
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kube.kubeconfig))
-    kubeclient.use(None)
-    try:
-        assert kubeclient.configuration().host == kube.host
-        monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", "/nonexistent")  # not read again
-        assert clients.Kube("default").list_sessions() == []
-        info = handlers.login(settings=kopf.OperatorSettings())
-        assert (info.server, info.scheme, info.token, info.ca_path) == (kube.host, "Bearer", kube.token,
-                                                                        str(kube.ca_path))
-    finally:
-        kubeclient.use(None)
