@@ -298,7 +298,7 @@ def test_one_ready_timeout_for_operator_and_gateway_old_values_still_win(render)
             "MYSERVICE_SESSION_READY_TIMEOUT_SECONDS"] for name in (OP, GW))
     assert ready() == ("120", "120")
     assert ready("--set", "session.readyTimeoutSeconds=1000000") == ("1000000", "1000000")
-    assert ready("--set", "operator.readyTimeoutSeconds=900") == ("900", "900")  # e2e/scale/values.yaml
+    assert ready("--set", "operator.readyTimeoutSeconds=900") == ("900", "900")  # bench/scale/values.yaml
     assert ready("--set", "gateway.sessionReadyTimeoutSeconds=60") == ("60", "60")
     assert ready("--set", "operator.readyTimeoutSeconds=900", "--set", "gateway.sessionReadyTimeoutSeconds=60") == (
         "900", "900")
