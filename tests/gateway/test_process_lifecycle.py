@@ -45,4 +45,4 @@ def test_port_in_use_is_a_clear_error():
 def test_bad_configuration_is_a_clear_error():
     r = subprocess.run([str(BIN / "myservice"), "up", "--max-instances", "-3"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
-    assert "configuration error: max instances must be >= 0, got -3" in r.stderr
+    assert "configuration error: --max-instances must be an integer >= 0, got '-3'" in r.stderr
