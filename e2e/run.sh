@@ -4,12 +4,12 @@
 # Usage: e2e/run.sh [--help] [PYTEST_ARGS...]     (what `make e2e` and CI run; must run as root)
 #
 # Phases (each prints its start, its end and how long it took; a summary at the end):
-#   1. hack/cluster/build.sh            Kubernetes/etcd/helm from the Go module proxy (cached)
-#   2. hack/cluster/up.sh               start the cluster; prints how long the node took to turn Ready
-#   3. hack/images/build.sh             myservice-gateway:dev, myservice-service:dev (local dockerd)
+#   1. hack/cluster/build.sh           Kubernetes/etcd/helm from the Go module proxy (cached)
+#   2. hack/cluster/up.sh              start the cluster; prints how long the node took to turn Ready
+#   3. hack/images/build.sh            myservice-gateway:dev, myservice-service:dev (local dockerd)
 #   4. hack/images/load.sh --address <the cluster's containerd socket>
 #   5. .venv/bin/pytest e2e            the suite (e2e/README.md), with KUBECONFIG etc. from env.sh
-#   6. hack/cluster/down.sh             always (trap), unless MYSERVICE_E2E_KEEP=1
+#   6. hack/cluster/down.sh            always (trap), unless MYSERVICE_E2E_KEEP=1
 #   7. dockerd stop                    only if phase 3 started it (a daemon already running stays)
 #
 # Exit status: pytest's (0 all passed; 1 failures; 5 nothing collected, also a failure);

@@ -6,11 +6,11 @@
 # Usage: bench/scale/run.sh [--help]      (what `make scale` runs; must run as root)
 #
 # Phases (each timed and logged like e2e/run.sh's):
-#   1. hack/cluster/build.sh ... kwok   the cluster's binaries and kwok v0.8.0 (cached)
+#   1. hack/cluster/build.sh ... kwok  the cluster's binaries and kwok v0.8.0 (cached)
 #   2. cluster                         used as it is when it answers (others may be using
 #                                      it); otherwise hack/cluster/up.sh, and then down.sh at
 #                                      the end (trap), as e2e/run.sh does
-#   3. hack/images/build.sh + load.sh   this tree's images into the cluster's containerd
+#   3. hack/images/build.sh + load.sh  this tree's images into the cluster's containerd
 #   4. kwok                            the kwok controller, a local process with the admin
 #                                      kubeconfig, managing SCALE_NODES fake nodes of this run
 #   5. install                         namespace, one FlowSchema per component (so the API
