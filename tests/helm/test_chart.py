@@ -125,7 +125,7 @@ def test_rbac_is_namespaced_least_privilege_without_wildcards(render):
          "verbs": ["get", "update"]},
     ]
     assert objects[("Role", CL)]["rules"] == [
-        {"apiGroups": ["myservice.io"], "resources": ["myservicesessions"], "verbs": ["get", "list", "delete", "patch"]},
+        {"apiGroups": ["myservice.io"], "resources": ["myservicesessions"], "verbs": ["list", "delete"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]},
     ]
     for name, kind in ((GW, "Deployment"), (OP, "Deployment"), (CL, "Job")):

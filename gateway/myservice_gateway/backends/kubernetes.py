@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 
 import grpc
 import kubernetes
@@ -39,7 +38,7 @@ class KubernetesBackend:
                  api_client: kubernetes.client.ApiClient | None = None):
         self.namespace = namespace
         self.sessions = sessions.SessionTable(max_per_user=max_per_user, ready_timeout=ready_timeout,
-                                            ended_remembered=ended_remembered)
+                                              ended_remembered=ended_remembered)
         self._api_client = api_client
         self._api: kubernetes.client.CustomObjectsApi | None = None
         self._cache: SessionCache | None = None

@@ -23,6 +23,8 @@ from collections.abc import Callable, Coroutine
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from myservice_api import settings
+
 from .base import Endpoint, instance_channel
 
 log = logging.getLogger("myservice.gateway.local")
@@ -45,8 +47,8 @@ def instance_environment(limits: InstanceLimits, base: dict[str, str] | None = N
     """The child's environment: the limits go the way they go to a pod (the
     instance's own settings variables), so both modes configure it alike."""
     env = dict(os.environ if base is None else base)
-    env["MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS"] = f"{limits.idle_timeout:g}"
-    env["MYSERVICE_SESSION_MAX_LIFETIME_SECONDS"] = f"{limits.max_lifetime:g}"
+    env[settings.SESSION_IDLE_TIMEOUT.env] = f"{limits.idle_timeout:g}"
+    env[settings.SESSION_MAX_LIFETIME.env] = f"{limits.max_lifetime:g}"
     return env
 
 
