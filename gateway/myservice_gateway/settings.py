@@ -74,7 +74,8 @@ class GatewaySettings:
         20.0, env="MYSERVICE_INSTANCE_START_TIMEOUT", positive=True, unit="seconds",
         help="local: how long an instance may take to start")
     warm_pool: int = declare(
-        0, env="MYSERVICE_WARM_POOL", flag="--warm-pool", metavar="N", minimum=0, zero="off",
+        0, env="MYSERVICE_WARM_POOL_SIZE", flag="--warm-pool", metavar="N", minimum=0, zero="off",
+        aliases=("MYSERVICE_WARM_POOL",),  # its name before it was the operator's too
         help="local: keep N idle instances started, so a new session's first call does not wait "
              "for a process start; refilled in the background within --max-instances, which "
              "bounds idle and bound processes together (a new session takes a pool member "

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings.from_env(os.environ)
     except SettingsError as error:
         sys.exit(f"myservice-operator: {error}")
-    debug = os.environ.get("MYSERVICE_OPERATOR_DEBUG", "") == "1"
+    debug = settings.debug
     metrics = OperatorMetrics()
     kube = clients.Kube(settings.namespace, count=metrics.api_request)
     if args.command == "cleanup":

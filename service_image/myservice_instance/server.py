@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from myservice import contract, reflection
+from myservice_api import settings
 from myservice.v1 import myservice_pb2
 
 from . import decoding
@@ -100,7 +101,8 @@ class Instance:
 
 
 async def start_instance(
-    *, host: str = "0.0.0.0", port: int = 50051, pod_name: str | None = None, unix_socket: str | None = None,
+    *, host: str = "0.0.0.0", port: int = settings.INSTANCE_PORT.default, pod_name: str | None = None,
+    unix_socket: str | None = None,
     limits: Limits = Limits(idle_timeout=0, max_lifetime=0), wait_for_claim: bool = False,
 ) -> Instance:
     """Start an instance on host:port, or on a Unix socket when given (its limits

@@ -179,6 +179,6 @@ def test_help_shows_each_flags_variable_and_default(capsys):
         for flag, env, default in [("--port", "MYSERVICE_PORT", "10000"),
                                    ("--idle-timeout", "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS", "900; 0 = off"),
                                    ("--max-sessions-per-user", "MYSERVICE_MAX_SESSIONS_PER_USER", "10; 0 = no limit"),
-                                   ("--warm-pool", "MYSERVICE_WARM_POOL", "0 = off")]:
+                                   ("--warm-pool", "MYSERVICE_WARM_POOL_SIZE", "0 = off")]:
             assert flag in text and f"(env {env}, default {default})" in text
     assert "(env MYSERVICE_HOST, default 0.0.0.0)" in text  # gateway; up: 127.0.0.1

@@ -279,10 +279,12 @@ def test_stopping_the_gateway_leaves_no_pool_instances(up_process, sig):
 def test_warm_pool_setting_env_then_flag():
     env = {"MYSERVICE_USERS_FILE": "/dev/null"}
     assert gateway_settings.from_env(env).warm_pool == 0
-    assert gateway_settings.from_env({**env, "MYSERVICE_WARM_POOL": "3"}).warm_pool == 3
-    assert gateway_settings.from_env({**env, "MYSERVICE_WARM_POOL": "3"}, warm_pool=5).warm_pool == 5
-    with pytest.raises(gateway_settings.SettingsError, match=r"^MYSERVICE_WARM_POOL must be an integer >= 0 \(0 = off\), got 'x'$"):
-        gateway_settings.from_env({**env, "MYSERVICE_WARM_POOL": "x"})
+    assert gateway_settings.from_env({**env, "MYSERVICE_WARM_POOL_SIZE": "3"}).warm_pool == 3
+    assert gateway_settings.from_env({**env, "MYSERVICE_WARM_POOL_SIZE": "3"}, warm_pool=5).warm_pool == 5
+    assert gateway_settings.from_env({**env, "MYSERVICE_WARM_POOL": "4"}).warm_pool == 4  # the old name, warned
+    with pytest.raises(gateway_settings.SettingsError,
+                       match=r"^MYSERVICE_WARM_POOL_SIZE must be an integer >= 0 \(0 = off\), got 'x'$"):
+        gateway_settings.from_env({**env, "MYSERVICE_WARM_POOL_SIZE": "x"})
 
 
 def test_a_negative_warm_pool_is_a_clear_error():
