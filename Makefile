@@ -10,14 +10,15 @@ BIN := $(VENV)/bin
 INSTALL_STAMP := $(VENV)/.installed
 CONSTRAINTS := constraints.txt
 HELM := $(or $(MYSERVICE_CACHE),/var/cache/myservice)/bin/helm
-PORT ?= 10000
-MAX_INSTANCES ?= 16
+# Unset: the gateway's own defaults (127.0.0.1:10000, 16 instances; `myservice up --help`).
+PORT ?=
+MAX_INSTANCES ?=
 PYTEST_ARGS ?=
 
 .PHONY: help run test unit e2e e2e-kind bench bench-login scale clean
 
 help:
-	@echo "make run    start the gateway with local instances on 127.0.0.1:$(PORT) (dev user TestUser/TestPassword)"
+	@echo "make run    start the gateway with local instances on 127.0.0.1:$(or $(PORT),10000) (dev user TestUser/TestPassword; PORT=, MAX_INSTANCES=)"
 	@echo "make test   run the test suite (unit, gRPC over loopback, real processes, chart checks, a real API server)"
 	@echo "make e2e    bring up a local Kubernetes built from source, run the e2e suite, take it down"
 	@echo "make e2e-kind  the same suite on kind, with kind and its node image built here (root; e2e/kind.sh, e2e/README.md)"
@@ -33,7 +34,7 @@ $(INSTALL_STAMP): pyproject.toml setup.py proto/myservice/v1/myservice.proto $(C
 	@touch $@
 
 run: $(INSTALL_STAMP)
-	$(BIN)/myservice up --port $(PORT) --max-instances $(MAX_INSTANCES)
+	$(BIN)/myservice up $(if $(PORT),--port $(PORT)) $(if $(MAX_INSTANCES),--max-instances $(MAX_INSTANCES))
 
 $(HELM):
 	bash hack/cluster/build.sh helm
