@@ -19,7 +19,7 @@ def scrape(address: str) -> dict[tuple[str, frozenset], float]:
 
 
 def test_gateway_metrics_move_as_a_session_starts_and_ends(kube, sessions, installed, t):
-    port = int(installed.values["gateway"].get("metricsPort", 9090))
+    port = int(installed.values.get("gateway", {}).get("metricsPort", 9090))
     deployment = kube.get("deployment", kube.gateway_deploy)
     annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
     assert (annotations.get("prometheus.io/scrape"), annotations.get("prometheus.io/port"),

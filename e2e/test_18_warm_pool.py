@@ -29,7 +29,7 @@ def warm_starts(kube: fw.Kube, installed) -> tuple[float, float, float]:
     """Session starts counted warm by the operator (the active replica), and warm and cold by
     the gateways (all replicas)."""
     operator_port = int(installed.values["operator"].get("metricsPort", 9091))
-    gateway_port = int(installed.values["gateway"].get("metricsPort", 9090))
+    gateway_port = int(installed.values.get("gateway", {}).get("metricsPort", 9090))
     with fw.PortForward(kube, f"pod/{kube.active_operator_pod()}", operator_port) as forward:
         operator = fw.scrape_metrics(forward.address, "myservice_operator_").get(
             ("myservice_operator_session_start_seconds_count", WARM), 0.0)
