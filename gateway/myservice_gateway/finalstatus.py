@@ -15,9 +15,9 @@ internals change, or when grpc.aio keeps the instance's status itself and this
 module can go."""
 from __future__ import annotations
 
-from importlib import metadata
-
 import grpc
+
+from myservice_api import pins
 
 # The grpcio releases tests/gateway/test_finalstatus.py passed with; constraints.txt pins one.
 TESTED_GRPCIO_VERSIONS = frozenset({"1.85.3"})
@@ -27,13 +27,8 @@ LOCAL_WRITE_FAILURE = (grpc.StatusCode.INTERNAL, "Internal error from Core")
 
 def require_tested_grpcio() -> None:
     """At server start: refuse a grpcio whose grpc.aio this module was not tested with."""
-    version = metadata.version("grpcio")
-    if version not in TESTED_GRPCIO_VERSIONS:
-        raise RuntimeError(
-            f"grpcio {version} is not a version myservice_gateway/finalstatus.py was tested with "
-            f"({', '.join(sorted(TESTED_GRPCIO_VERSIONS))}): install the one pinned in constraints.txt, "
-            f"or review finalstatus.py with tests/gateway/test_finalstatus.py (its canaries tell whether "
-            f"it still works and is still needed) and add the version to TESTED_GRPCIO_VERSIONS")
+    pins.require_tested("grpcio", TESTED_GRPCIO_VERSIONS, module="myservice_gateway/finalstatus.py",
+                        canaries="tests/gateway/test_finalstatus.py")
 
 
 def _now(awaitable):

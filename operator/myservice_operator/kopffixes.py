@@ -28,10 +28,11 @@ scale run: deepcopy under DiffBaseStorage.build on the event loop).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from importlib import metadata
 
 import kopf
 from kopf._cogs.aiokits import aiotoggles
+
+from myservice_api import pins
 
 # The kopf releases tests/operator/test_kopffixes.py passed with; constraints.txt pins one.
 TESTED_KOPF_VERSIONS = frozenset({"1.45.2"})
@@ -72,13 +73,8 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 
 def require_tested_kopf() -> None:
-    version = metadata.version("kopf")
-    if version not in TESTED_KOPF_VERSIONS:
-        raise RuntimeError(
-            f"kopf {version} is not a version myservice_operator/kopffixes.py was tested with "
-            f"({', '.join(sorted(TESTED_KOPF_VERSIONS))}): install the one pinned in constraints.txt, "
-            f"or review kopffixes.py with tests/operator/test_kopffixes.py (its canary tells whether the "
-            f"patch is still needed) and add the version to TESTED_KOPF_VERSIONS")
+    pins.require_tested("kopf", TESTED_KOPF_VERSIONS, module="myservice_operator/kopffixes.py",
+                        canaries="tests/operator/test_kopffixes.py")
 
 
 def install() -> None:

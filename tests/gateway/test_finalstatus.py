@@ -6,6 +6,7 @@ import grpc
 import pytest
 from grpc.aio import AioRpcError, Metadata
 
+import myservice_api.pins
 from myservice.v1 import myservice_pb2 as pb
 from myservice.v1 import myservice_pb2_grpc as pb_grpc
 from myservice_gateway import finalstatus
@@ -98,6 +99,6 @@ def test_the_pinned_grpcio_is_one_finalstatus_was_tested_with():
 
 
 def test_the_gateway_refuses_an_untested_grpcio(monkeypatch):
-    monkeypatch.setattr(finalstatus.metadata, "version", lambda name: "1.99.0")
+    monkeypatch.setattr(myservice_api.pins.metadata, "version", lambda name: "1.99.0")
     with pytest.raises(RuntimeError, match=r"grpcio 1\.99\.0 .*constraints\.txt.*tests/gateway/test_finalstatus\.py"):
         finalstatus.require_tested_grpcio()

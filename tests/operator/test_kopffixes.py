@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from kopf._cogs.aiokits import aiotoggles
 
+import myservice_api.pins
 from myservice_operator import kopffixes
 from tests import pins
 
@@ -106,7 +107,7 @@ def test_the_pinned_kopf_is_one_kopffixes_was_tested_with():
 def test_install_refuses_an_untested_kopf(monkeypatch):
     kopfs_own = kopffixes.FlipNotifyingToggleSet.__base__
     monkeypatch.setattr(aiotoggles, "ToggleSet", kopfs_own)
-    monkeypatch.setattr(kopffixes.metadata, "version", lambda name: "1.99.0")
+    monkeypatch.setattr(myservice_api.pins.metadata, "version", lambda name: "1.99.0")
     with pytest.raises(RuntimeError, match=r"kopf 1\.99\.0 .*constraints\.txt.*tests/operator/test_kopffixes\.py"):
         kopffixes.install()
     assert aiotoggles.ToggleSet is kopfs_own
