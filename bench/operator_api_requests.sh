@@ -62,16 +62,7 @@ for _ in $(seq "$SESSIONS"); do "$HERE/.venv/bin/integrationtests" basic_workflo
 sleep $((TTL + 10))   # the TTL deletes
 lives=$(( $(count) - before ))
 
-"$PY" - "$GATEWAY" <<'PY'
-import sys, uuid
-import grpc
-from myservice.v1 import myservice_pb2 as pb, myservice_pb2_grpc as pbg
-stub = pbg.MyServiceStub(grpc.insecure_channel(sys.argv[1]))
-for _ in range(2):
-    sid = f"bench-idle-{uuid.uuid4().hex[:8]}"
-    token = stub.Login(pb.LoginRequest(username="TestUser", password="TestPassword", session_id=sid)).token
-    stub.MyServiceEcho(pb.EchoRequest(value="x"), metadata=[("authorization", token), ("session-id", sid)], timeout=90)
-PY
+"$PY" "$HERE/bench/open_sessions.py" "$GATEWAY" --sessions 2
 sleep 5
 idle_before=$(count)
 sleep "$IDLE"
