@@ -71,3 +71,15 @@ async def test_finished_callback_for_terminal_and_deleted():
     index.delete("a")
     index.delete("never-seen")
     assert seen == ["a", "a", None]
+
+
+async def test_unreserve_releases_a_reservation_unless_the_watch_has_it_as_that_users():
+    index = SessionIndex()
+    index.reserve("alice", "n")
+    index.upsert("n", mss("n", user="mallory"))  # the name was another user's all along
+    index.unreserve("alice", "n")
+    assert (index.table.slots.count("alice"), index.table.slots.count("mallory")) == (0, 1)
+    index.reserve("bob", "m")
+    index.upsert("m", mss("m", user="bob"))  # the create went through after all: it stays counted
+    index.unreserve("bob", "m")
+    assert index.table.slots.count("bob") == 1

@@ -74,6 +74,7 @@ async def test_a_session_of_another_user_is_refused_on_409(backend, custom, name
     await _refused(backend.prepare(ALICE), grpc.StatusCode.PERMISSION_DENIED, contract.SESSION_OF_ANOTHER_USER)
     assert custom.get_namespaced_custom_object(crd.GROUP, crd.VERSION, namespace, crd.PLURAL,
                                                name)["spec"]["user"] == "mallory"
+    assert backend.sessions.slots.count("alice") == 0  # the refused Login holds no slot of alice's
 
 
 async def test_the_same_user_resumes_on_409(backend, custom, namespace):

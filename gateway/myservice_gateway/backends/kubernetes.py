@@ -97,7 +97,11 @@ class KubernetesBackend:
             log.error("reading existing %s failed: %s", name, e)
             index.unreserve(owner.username, name)
             raise errors.backend_unavailable() from None
-        self._check_owner(existing, owner)
+        try:
+            self._check_owner(existing, owner)
+        except errors.ContractError:
+            index.unreserve(owner.username, name)  # another user's: it holds no slot of this user's
+            raise
 
     @staticmethod
     def _check_owner(resource: dict, owner: SessionOwner) -> None:

@@ -67,9 +67,11 @@ class SessionIndex:
         self._slots.hold(user, name)
 
     def unreserve(self, user: str, name: str) -> None:
-        """Undo reserve() when the create failed (unless the watch has it by now)."""
-        if name not in self.items:
-            self._count(name, None, {"spec": {"user": user}})
+        """Undo reserve() when the create failed or the resource is another user's
+        (unless the watch has it by now as this user's)."""
+        resource = self.items.get(name)
+        if resource is None or routes.owner_of(resource) != user:
+            self._slots.release(user, name)
 
     def change_of(self, name: str) -> asyncio.Future:
         """A future completed at the next change of this session (and only of it).
