@@ -17,6 +17,7 @@ from myservice.v1 import myservice_pb2 as pb
 from . import loginguard, tokens
 from .backends.base import Backend, SessionOwner
 from .hashpool import HashPool, LoginQueueTimeout
+from .recentlogins import RecentLogins
 from .settings import GatewaySettings
 from .users import UserStore, UserStoreError
 
@@ -64,12 +65,14 @@ def hash_seconds(done: concurrent.futures.Future | None) -> float | None:
 
 class LoginHandler:
     def __init__(self, *, users: UserStore, token_config: tokens.TokenConfig, backend: Backend,
-                 guard: loginguard.LoginGuard, hash_pool: HashPool) -> None:
+                 guard: loginguard.LoginGuard, hash_pool: HashPool,
+                 recent: RecentLogins | None = None) -> None:
         self._users = users
         self._token_config = token_config
         self._backend = backend
         self._guard = guard
         self._hash_pool = hash_pool
+        self._recent = recent if recent is not None else RecentLogins(0)
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings, *, users: UserStore, token_config: tokens.TokenConfig,
@@ -77,7 +80,8 @@ class LoginHandler:
         return cls(users=users, token_config=token_config, backend=backend,
                    guard=loginguard.LoginGuard(login_limits(settings)),
                    hash_pool=HashPool(workers=settings.login_hash_workers, nice=settings.login_hash_nice,
-                                      max_wait=settings.login_queue_max_wait))
+                                      max_wait=settings.login_queue_max_wait),
+                   recent=RecentLogins(settings.login_cache_seconds))
 
     @property
     def guard(self) -> loginguard.LoginGuard:
@@ -96,19 +100,23 @@ class LoginHandler:
         invalid = errors.login_problem(request.username, request.session_id)
         if invalid:
             await invalid.abort(context)
-        admission = self._guard.admit(request.username, loginguard.peer_key(context.peer()))
-        if isinstance(admission, loginguard.Refusal):
-            log.debug("login refused for peer %s: %s", context.peer(), admission.error.message)
-            await context.abort_with_status(retry_status(admission.error, admission.retry_after))
-        try:
-            user = await self._authenticate(admission, request)
-        except UserStoreError as e:
-            log.error("user store: %s", e)
-            await errors.failed_to_get_user().abort(context)
-        except LoginQueueTimeout:
-            await context.abort_with_status(retry_status(errors.login_busy(), self._guard.drain_seconds()))
+        peer = loginguard.peer_key(context.peer())
+        user = self._returning_user(request, peer)
         if user is None:
-            await errors.invalid_credentials().abort(context)
+            admission = self._guard.admit(request.username, peer)
+            if isinstance(admission, loginguard.Refusal):
+                log.debug("login refused for peer %s: %s", context.peer(), admission.error.message)
+                await context.abort_with_status(retry_status(admission.error, admission.retry_after))
+            try:
+                user = await self._authenticate(admission, request)
+            except UserStoreError as e:
+                log.error("user store: %s", e)
+                await errors.failed_to_get_user().abort(context)
+            except LoginQueueTimeout:
+                await context.abort_with_status(retry_status(errors.login_busy(), self._guard.drain_seconds()))
+            if user is None:
+                await errors.invalid_credentials().abort(context)
+            self._recent.remember(request.username, request.password, user.password_hash)
         try:
             token, exp = tokens.issue(self._token_config, username=user.username, role=user.role,
                                       session_id=request.session_id)
@@ -123,6 +131,20 @@ class LoginHandler:
             log.exception("backend could not prepare session %r of %r", request.session_id, user.username)
             await errors.backend_unavailable().abort(context)
         return pb.LoginResponse(token=token, expires_at=timestamp_pb2.Timestamp(seconds=exp), role=user.role)
+
+    def _returning_user(self, request: pb.LoginRequest, peer: str):
+        """The user, without hashing, if this password passed a real check against the
+        same stored hash lately (recentlogins.py) and no failures hold the Login back;
+        else None: the Login takes the hashing path."""
+        if not self._recent.seconds or self._guard.failures_wait(request.username, peer) > 0:
+            return None
+        try:
+            user = self._users.get(request.username)
+        except UserStoreError:
+            return None  # the hashing path says so
+        if user is None or not self._recent.matches(request.username, request.password, user.password_hash):
+            return None
+        return user
 
     async def _authenticate(self, ticket: loginguard.Ticket, request: pb.LoginRequest):
         """The user if the password matches, else None; hashed on the pool. The ticket

@@ -188,13 +188,19 @@ class LoginGuard:
         self.in_flight = 0
         self.hash_seconds = INITIAL_HASH_SECONDS
 
-    def admit(self, username: str, peer: str) -> Ticket | Refusal:
+    def failures_wait(self, username: str, peer: str) -> float:
+        """Seconds until this username and this address may try again after their
+        failures (0: now). A Login answered without hashing (a returning user) is
+        still held to it: else a throttled guesser would learn a right guess at once."""
         now = self._clock()
+        return max(self._peers.wait(peer, now), self._users.wait(username_key(username), now))
+
+    def admit(self, username: str, peer: str) -> Ticket | Refusal:
         user = username_key(username)
         cap = self.limits.peer_concurrency
         if cap and self._peer_in_flight.get(peer, 0) >= cap:
             return Refusal(errors.login_throttled(), self.drain_seconds())
-        wait = max(self._peers.wait(peer, now), self._users.wait(user, now))
+        wait = self.failures_wait(username, peer)
         if wait > 0:
             return Refusal(errors.login_throttled(), wait)
         if self.in_flight >= self.limits.capacity:

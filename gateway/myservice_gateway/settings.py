@@ -161,6 +161,10 @@ class GatewaySettings:
     login_queue_max_wait: float = declare(
         5.0, env="MYSERVICE_LOGIN_QUEUE_MAX_WAIT_SECONDS", positive=True, unit="seconds",
         help="how long a Login may wait for a hashing thread before it is refused")
+    login_cache_seconds: float = declare(
+        300.0, env="MYSERVICE_LOGIN_CACHE_SECONDS", minimum=0, zero="off", unit="seconds",
+        help="a Login whose password passed a real check this recently (same user, same stored "
+             "hash) is answered without hashing again (recentlogins.py)")
     login_peer_concurrency: int = declare(
         2, env="MYSERVICE_LOGIN_PEER_CONCURRENCY", minimum=0, zero="no cap",
         help="hashes one client address may have queued or running")
