@@ -8,7 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
+# As the gateway's cli does, before grpc is imported: gRPC's fork handlers are not
+# needed for fork+exec, and in a child of this many-threaded process they can abort it.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import grpc  # noqa: E402 - after the fork setting
 import pytest
 
 from myservice import contract

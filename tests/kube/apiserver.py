@@ -9,11 +9,10 @@ Both processes die with the test process (PR_SET_PDEATHSIG), even if it is kille
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import secrets
-import signal
+import shutil
 import socket
 import subprocess
 import time
@@ -57,8 +56,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def _with_parent(argv: list[str]) -> list[str]:
+    """argv, killed when pytest dies: util-linux's setpriv sets PR_SET_PDEATHSIG and execs.
+    Not a preexec_fn: Python code between fork and exec is unsafe next to gRPC's threads
+    (its fork handlers aborted etcd's child so: SIGABRT, "epoll_wait error")."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
 
 
 class APIServer:
@@ -130,8 +133,8 @@ class APIServer:
     def _spawn(self, name: str, argv: list) -> None:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - the child keeps it
         with log:
-            self._processes.append(subprocess.Popen([str(a) for a in argv], stdout=log, stderr=subprocess.STDOUT,
-                                                    stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent))
+            self._processes.append(subprocess.Popen(_with_parent([str(a) for a in argv]), stdout=log,
+                                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
 
     def _wait_ready(self, deadline: float) -> None:
         """Until /readyz says ok: storage, the bootstrap RBAC and CRD handling are up."""
