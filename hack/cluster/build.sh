@@ -81,6 +81,10 @@ VDIR="$CACHE/k8s/$K8S_VERSION"
 BIN="$VDIR/bin"
 SRC="$VDIR/src"
 mkdir -p "$BIN" "$SRC" "$CACHE/bin"
+# One build at a time per cache: two runs at once (make test beside make e2e) would
+# write the same .tmp files and move each other's half-built binaries away.
+exec 9>"$CACHE/.build.lock"
+flock 9
 
 export PATH="/usr/local/go/bin:$PATH"
 GOCACHE_ROOT="${MYSERVICE_GOCACHE:-/var/tmp/myservice-e2e-go}"
