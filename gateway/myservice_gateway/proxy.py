@@ -15,17 +15,23 @@ from myservice import contract, errors
 
 from . import rpckinds
 from .auth import Authenticator
-from .backends.base import Backend, Endpoint
+from .backends.base import Backend, Endpoint, SessionKey
 from .finalstatus import FinalStatus, instance_status
 from .metrics import GatewayMetrics
 
-# Not forwarded: the token stays at the gateway (instances never need it), and
-# transport-level keys are the channel's own business.
-_DROPPED_METADATA = frozenset({contract.AUTHORIZATION, "user-agent", "content-type", "te", "host"})
+# Not forwarded: the token stays at the gateway (instances never need it),
+# transport-level keys are the channel's own business, and the session's keys are
+# set by the gateway itself (a client's own values never reach an instance).
+_DROPPED_METADATA = frozenset({contract.AUTHORIZATION, contract.SESSION_ID, contract.USER,
+                               "user-agent", "content-type", "te", "host"})
 
 
-def forwarded_metadata(metadata) -> tuple[tuple[str, str | bytes], ...]:
-    return tuple((k, v) for k, v in metadata or () if k not in _DROPPED_METADATA and not k.startswith((":", "grpc-")))
+def forwarded_metadata(metadata, session: SessionKey) -> tuple[tuple[str, str | bytes], ...]:
+    """The metadata an instance gets: the caller's, less the token and transport keys,
+    with `session-id` and `myservice-user` of the call's verified session (docs/instances.md)."""
+    kept = tuple((k, v) for k, v in metadata or () if k not in _DROPPED_METADATA and not k.startswith((":", "grpc-")))
+    return (*kept, (contract.SESSION_ID, session.session_id),
+            (contract.USER, contract.user_metadata_value(session.username)))
 
 
 def method_kind(method: str) -> tuple[bool, bool] | None:
@@ -74,11 +80,11 @@ class Proxy(grpc.GenericRpcHandler):
                 self._handlers[method] = handler
         return handler
 
-    async def _endpoint(self, context: grpc.aio.ServicerContext, metadata) -> Endpoint:
+    async def _endpoint(self, context: grpc.aio.ServicerContext, metadata) -> tuple[SessionKey, Endpoint]:
         """Authenticate the call, then find its session's instance; aborts otherwise."""
         try:
             key = self._authenticator.authenticate(metadata)
-            return await self._backend.endpoint(key, timeout=_timeout(context))
+            return key, await self._backend.endpoint(key, timeout=_timeout(context))
         except errors.ContractError as e:
             await e.abort(context)
             raise  # unreachable: abort raises
@@ -102,9 +108,9 @@ class Proxy(grpc.GenericRpcHandler):
 
         async def start(request_or_iterator, context):
             metadata = context.invocation_metadata()
-            endpoint = await endpoint_of(context, metadata)
+            key, endpoint = await endpoint_of(context, metadata)
             call = getattr(endpoint.channel, kind)(method)(
-                request_or_iterator, metadata=forwarded_metadata(metadata), timeout=_timeout(context))
+                request_or_iterator, metadata=forwarded_metadata(metadata, key), timeout=_timeout(context))
             return call, (FinalStatus(call) if request_streaming else None)
 
         async def forward_unary_response(request_or_iterator, context):

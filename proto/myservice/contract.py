@@ -2,12 +2,16 @@
 method names and the exact error texts of the user's seed scenario (its error
 table, README's "Errors"). Every component takes these from here; errors.py
 pairs each text with its status code."""
+import urllib.parse
 
 SERVICE = "myservice.v1.MyService"
 
 # Metadata keys every call after Login carries.
 AUTHORIZATION = "authorization"
 SESSION_ID = "session-id"
+# Set by the gateway on every call it forwards to an instance: the token's user
+# (user_metadata_value). A client-sent value is dropped, never passed through.
+USER = "myservice-user"
 
 SERVER_VALUE = "my_service"
 
@@ -27,6 +31,17 @@ BACKEND_UNAVAILABLE = "backend service unavailable"
 MISSING_TOKEN = "missing authorization token"
 MISSING_SESSION_ID = "missing session-id"
 INVALID_TOKEN = "invalid token"
+
+
+# Visible ASCII but '%': a username made only of these travels as it is.
+_USER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+
+
+def user_metadata_value(username: str) -> str:
+    """`username` as the value of USER: percent-encoded UTF-8 (RFC 3986), since a
+    metadata value must be visible ASCII; a name of visible ASCII without '%' is
+    unchanged. urllib.parse.unquote reverses it."""
+    return urllib.parse.quote(username, safe=_USER_SAFE)
 
 
 def session_conflict(was: str, now: str) -> str:
