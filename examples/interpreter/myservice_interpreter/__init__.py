@@ -1,0 +1,1 @@
+"""A per-session Python interpreter hosted by MyService: the example service of docs/instances.md."""

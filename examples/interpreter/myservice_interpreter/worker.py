@@ -1,0 +1,239 @@
+"""The child process that runs a session's code: one namespace for its whole life.
+
+Started by engine.Worker as `python -I worker.py ...` (by path, standard library
+only: it needs nothing of ours importable, and -I keeps the server's environment
+and working folder off its sys.path). It reads requests from one pipe and writes
+replies to another, one at a time, each a frame: 4 bytes of big-endian length,
+then that much UTF-8 JSON. Request {"code", "time_limit", "cell"}; reply
+{"stdout", "stderr", "error"}.
+
+Why a process and not a thread of the server: a thread cannot be stopped (a loop
+in C, `while True: pass` under a bare except, ignore the signal and carry on), a
+process can be killed; its memory can be bounded (RLIMIT_AS, which the server's
+gRPC threads could not live with); and what the code does to its interpreter
+(os._exit, sys.modules, signal handlers, monkeypatching) cannot reach the server.
+Why it keeps running between calls: the namespace is a live Python heap (open
+files, generators, modules), which no serialisation would carry from one call
+to the next.
+
+The time limit has two steps. Here, SIGALRM at the limit raises TimeLimitExceeded
+in the code (a BaseException, so `except Exception` does not swallow it): most
+runaway code stops and the namespace stays. What does not stop (a long C call, a
+bare except, a replaced handler) is killed by the engine a grace period later.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import ctypes
+import io
+import json
+import linecache
+import os
+import resource
+import signal
+import struct
+import sys
+import traceback
+
+HEADER = struct.Struct(">I")
+_PR_SET_PDEATHSIG = 1
+
+
+class TimeLimitExceeded(BaseException):
+    """Raised in the user's code at the per-call time limit (BaseException: it is
+    not an error of the code, and `except Exception` must not hide it)."""
+
+
+# --- frames (the engine imports these: one definition for both ends) ------------
+
+def write_frame(fd: int, message: dict) -> None:
+    data = json.dumps(message, ensure_ascii=False).encode("utf-8")
+    view = memoryview(HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def read_exactly(fd: int, size: int) -> bytes | None:
+    """`size` bytes from `fd`, or None at end of file (the other end closed)."""
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, left)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd: int) -> dict | None:
+    header = read_exactly(fd, HEADER.size)
+    if header is None:
+        return None
+    body = read_exactly(fd, HEADER.unpack(header)[0])
+    return None if body is None else json.loads(body)
+
+
+# --- bounded output ---------------------------------------------------------------
+
+def truncation_marker(left_out: int) -> str:
+    return f"\n[output truncated: {left_out} more characters]\n"
+
+
+class BoundedText(io.TextIOBase):
+    """sys.stdout/sys.stderr during a call: keeps the first `limit` characters and
+    counts the rest (so a print loop costs no memory, however long it runs)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.parts: list[str] = []
+        self.kept = 0
+        self.left_out = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        room = self.limit - self.kept
+        if room > 0:
+            self.parts.append(text[:room])
+            self.kept += min(room, len(text))
+        self.left_out += max(0, len(text) - max(room, 0))
+        return len(text)
+
+    def value(self) -> str:
+        text = "".join(self.parts)
+        return text + truncation_marker(self.left_out) if self.left_out else text
+
+
+def bounded(text: str, limit: int) -> str:
+    """`text` cut at `limit` characters with the marker (for the error)."""
+    return text if len(text) <= limit else text[:limit] + truncation_marker(len(text) - limit)
+
+
+def valid_utf8(text: str) -> str:
+    """Lone surrogates (print("\\ud800")) cannot travel as UTF-8 (JSON here, protobuf
+    strings after): replaced by '?'."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+# --- running one call -------------------------------------------------------------
+
+class Alarm:
+    """SIGALRM as the soft time limit. `armed` makes a late signal (the code
+    finished just as the timer fired) a no-op instead of an exception in our code."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        signal.signal(signal.SIGALRM, self._fire)
+
+    def _fire(self, signum, frame) -> None:
+        if self.armed:
+            self.armed = False
+            raise TimeLimitExceeded
+
+    def arm(self, seconds: float) -> None:
+        self.armed = True
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+    def disarm(self) -> None:
+        self.armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def user_traceback(error: BaseException) -> str:
+    """The exception as Python would print it, without this module's frames."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb))
+
+
+def compile_cell(code: str, filename: str):
+    """(statements, last expression or None): the last statement, if an
+    expression, is evaluated apart so that its value can be shown, as in a REPL."""
+    tree = ast.parse(code, filename=filename, mode="exec")
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    body = compile(tree, filename, "exec")
+    return body, (compile(last, filename, "eval") if last is not None else None)
+
+
+def run_cell(namespace: dict, code: str, *, time_limit: float, cell: int, max_output: int, alarm: Alarm) -> dict:
+    """Run `code` in `namespace`; its output, and its error ("" if none)."""
+    filename = f"<cell {cell}>"
+    out, err = BoundedText(max_output), BoundedText(max_output)
+    error = ""
+    try:
+        body, last = compile_cell(code, filename)
+    except (SyntaxError, ValueError) as e:  # ValueError: a NUL byte in the code
+        body, last = None, None
+        error = "".join(traceback.format_exception_only(type(e), e))
+    if body is not None:
+        # Tracebacks show the code's lines (linecache is what traceback reads).
+        linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = out, err
+        try:
+            try:
+                alarm.arm(time_limit)
+                exec(body, namespace)
+                if last is not None:
+                    value = eval(last, namespace)
+                    if value is not None:
+                        namespace["_"] = value
+                        out.write(repr(value) + "\n")
+            finally:
+                alarm.disarm()
+        except TimeLimitExceeded:
+            error = (f"TimeLimitExceeded: the code ran for its time limit of {time_limit:g}s and was stopped "
+                     "(the session's variables are kept)")
+        except BaseException as e:  # noqa: BLE001 - SystemExit and KeyboardInterrupt are the code's too
+            error = user_traceback(e)
+        finally:
+            sys.stdout, sys.stderr = saved
+    return {"stdout": valid_utf8(out.value()), "stderr": valid_utf8(err.value()),
+            "error": valid_utf8(bounded(error, max_output))}
+
+
+# --- the process ------------------------------------------------------------------
+
+def limit_resources(memory_limit_bytes: int) -> None:
+    """Memory (address space: a big allocation raises MemoryError here instead of
+    the pod's cgroup killing the whole instance) and no core dumps."""
+    if memory_limit_bytes:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """SIGKILL when the server dies (locally: no orphan keeping a namespace alive)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def main(argv: list[str]) -> int:
+    request_fd, reply_fd, parent_pid, memory_limit, max_output = (int(a) for a in argv)
+    exit_with_parent(parent_pid)
+    limit_resources(memory_limit)
+    alarm = Alarm()
+    namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
+    while True:
+        request = read_frame(request_fd)
+        if request is None:  # the server closed its end: the session is over
+            return 0
+        reply = run_cell(namespace, request["code"], time_limit=request["time_limit"], cell=request["cell"],
+                         max_output=max_output, alarm=alarm)
+        write_frame(reply_fd, reply)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
