@@ -53,12 +53,10 @@ HASHES = ("default", "cheap")
 CALL_TIMEOUT = 120.0
 IDLE_TIMEOUT = 120.0  # longest wait for a gateway to be idle with its pool full
 TARGET_WARM_FIRST_CALL_P99_MS = 20.0
-# Logins of a burst come from one address and one user: the abuse limits and the
+# Logins of a burst come from one address and one user: the failure limits and the
 # per-user limit would refuse them (that is what they are for); opened here, and
-# the hashing queue made long enough for a burst of default hashes.
+# the wait for a hashing thread made long enough for a burst of default hashes.
 GATEWAY_ENV = {
-    "MYSERVICE_LOGIN_PEER_CONCURRENCY": "0",
-    "MYSERVICE_LOGIN_QUEUE": "64",
     "MYSERVICE_LOGIN_QUEUE_MAX_WAIT_SECONDS": "120",
     "MYSERVICE_LOGIN_USER_FAILURE_BURST": "0",
     "MYSERVICE_LOGIN_PEER_FAILURE_BURST": "0",

@@ -69,9 +69,6 @@ class Bench:
                 "instance.resources.requests.cpu=10m", *crd_sets, *cfg.image_sets()]
         for item in sets:
             argv += ["--set", item]
-        # Login's per-address cap, opened: every Login of the bench comes from one address
-        argv += ["--set-json", 'gateway.extraEnv=[{"name": "MYSERVICE_LOGIN_PEER_CONCURRENCY", "value": "0"},'
-                 ' {"name": "MYSERVICE_LOGIN_QUEUE", "value": "64"}]']
         fast_hash = bcrypt.hashpw(self.fast_password.encode(), bcrypt.gensalt(rounds=4)).decode()
         argv += ["--set-json", "users=" + json.dumps([{"username": FAST_USER, "passwordHash": fast_hash}])]
         fw.log("$ helm -n " + cfg.namespace + " " + " ".join(argv))

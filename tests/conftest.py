@@ -27,9 +27,10 @@ KEY = b"k" * 32
 
 def make_settings(**overrides) -> gateway_settings.GatewaySettings:
     values = dict(host="127.0.0.1", port=0, jwt_key=KEY, dev_user=True,
-                  # Tests log in many sessions at once from one address: Login's abuse limits
-                  # are opened here and tested with their own values (tests/gateway/test_login_guard*.py).
-                  login_queue=64, login_queue_max_wait=120.0, login_peer_concurrency=0)
+                  # Tests log in many sessions at once on a busy machine: Login's wait for a
+                  # hashing thread is opened here and tested with its own values
+                  # (tests/gateway/test_login_guard.py, test_login_abuse.py).
+                  login_queue_max_wait=120.0)
     values.update(overrides)
     return gateway_settings.GatewaySettings(**values)
 

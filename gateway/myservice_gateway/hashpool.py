@@ -1,5 +1,5 @@
 """The threads that hash passwords: a few, at a lower CPU priority, and the line
-of Logins waiting for them, served newest first.
+of Logins waiting for them, served in a fair order.
 
 The number of threads bounds both the CPU and the memory Login can take (argon2id
 holds 64 MiB per hash while it runs; users.py computes each hash on one thread).
@@ -10,17 +10,14 @@ both want the same core, as in a pod whose CPU limit is below its thread count
 (docs/benchmarks.md, login storm).
 
 How many may wait is LoginGuard's decision (its queue bound); in what order they
-are served is this module's: newest first. After a burst (a storm), whoever comes
-next, say a real user one second later, is hashed as soon as a worker is free,
-not after everything the burst left waiting; the waiting older ones have most
-likely given up anyway. So that no one waits forever under a sustained flood, a
-Login that has waited max_wait seconds (MYSERVICE_LOGIN_QUEUE_MAX_WAIT_SECONDS) is
-refused (LoginQueueTimeout).
+are served too (`LoginGuard.rank`, given to each job): this module serves the
+lowest rank first, first come first served among equals. So that no one waits
+forever under a sustained flood, a Login that has waited max_wait seconds
+(MYSERVICE_LOGIN_QUEUE_MAX_WAIT_SECONDS) is refused (LoginQueueTimeout).
 """
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import dataclasses
 import logging
@@ -33,7 +30,7 @@ from typing import Any
 log = logging.getLogger("myservice.gateway.hashpool")
 
 THREAD_NAME_PREFIX = "login-hash"
-MAX_WAIT_SECONDS = 5.0
+MAX_WAIT_SECONDS = 10.0
 
 
 class LoginQueueTimeout(Exception):
@@ -42,21 +39,27 @@ class LoginQueueTimeout(Exception):
 
 @dataclasses.dataclass(eq=False)
 class Waiting:
-    """A job in line: what to run, since when, and where its result goes."""
+    """A job in line: what to run, since when, where its result goes, and its place
+    in the order (`rank()`: lowest first; evaluated when a worker frees up, as the
+    ranks of those waiting change while they wait)."""
     fn: Callable[..., Any]
     args: tuple
     since: float
     result: asyncio.Future
     on_end: Callable[[concurrent.futures.Future | None], None]
+    rank: Callable[[], tuple] = lambda: ()
+    on_start: Callable[[], None] = lambda: None
 
 
 class WaitingLine:
-    """Jobs waiting for a worker: the newest is served first; those that waited
-    longer than max_wait are given up. Pure: time is passed in."""
+    """Jobs waiting for a worker: the lowest rank is served first, the oldest among
+    equals; those that waited longer than max_wait are given up. Pure: time is
+    passed in. A scan per served job: the line is bounded (LoginGuard's queue) and a
+    scan of a thousand is far below one hash."""
 
     def __init__(self, max_wait: float = MAX_WAIT_SECONDS) -> None:
         self.max_wait = max_wait
-        self._jobs: collections.deque[Waiting] = collections.deque()  # oldest on the left
+        self._jobs: list[Waiting] = []  # in arrival order
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -73,13 +76,16 @@ class WaitingLine:
 
     def expired(self, now: float) -> list[Waiting]:
         """Take out the jobs that have waited too long (oldest first)."""
-        gone = []
-        while self._jobs and now - self._jobs[0].since > self.max_wait:
-            gone.append(self._jobs.popleft())
+        gone = [job for job in self._jobs if now - job.since > self.max_wait]
+        if gone:
+            self._jobs = [job for job in self._jobs if now - job.since <= self.max_wait]
         return gone
 
     def next(self) -> Waiting | None:
-        return self._jobs.pop() if self._jobs else None
+        if not self._jobs:
+            return None
+        best = min(range(len(self._jobs)), key=lambda i: (self._jobs[i].rank(), i))
+        return self._jobs.pop(best)
 
 
 def _lower_priority(nice: int) -> None:
@@ -118,14 +124,17 @@ class HashPool:
         return len(self._line)
 
     def start(self, fn: Callable[..., Any], *args: Any,
-              on_end: Callable[[concurrent.futures.Future | None], None]) -> asyncio.Future:
+              on_end: Callable[[concurrent.futures.Future | None], None],
+              rank: Callable[[], tuple] = lambda: (), on_start: Callable[[], None] = lambda: None) -> asyncio.Future:
         """fn(*args) on a worker, now or when one is free; the returned future gets
         (fn's result, seconds it ran), or LoginQueueTimeout. `on_end` is called once,
         on the loop, when the job is over: with its finished concurrent future, or
         with None if it never ran (its caller went away, or it waited too long).
-        Cancelling the returned future drops a waiting job; a running one runs on."""
+        Cancelling the returned future drops a waiting job; a running one runs on.
+        `rank` orders waiting jobs (lowest first); `on_start` is called when the job
+        gets a worker."""
         loop = asyncio.get_running_loop()
-        job = Waiting(fn, args, self._clock(), loop.create_future(), on_end)
+        job = Waiting(fn, args, self._clock(), loop.create_future(), on_end, rank, on_start)
         if self.running < self.workers:
             self._run(job)
         else:
@@ -140,6 +149,7 @@ class HashPool:
     def _run(self, job: Waiting) -> None:
         loop = asyncio.get_running_loop()
         self.running += 1
+        job.on_start()
         work = self._executor.submit(_timed, job.fn, job.args)
 
         def finished(done: concurrent.futures.Future) -> None:  # on the worker thread

@@ -3,7 +3,9 @@ token, prepare the session. The decisions live in plain functions and in
 loginguard.py; this adapter only turns them into gRPC answers."""
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 
 import grpc
@@ -14,7 +16,7 @@ from grpc_status import rpc_status
 from myservice import errors
 from myservice.v1 import myservice_pb2 as pb
 
-from . import loginguard, tokens
+from . import clientaddress, loginguard, tokens
 from .backends.base import Backend, SessionOwner
 from .hashpool import HashPool, LoginQueueTimeout
 from .recentlogins import RecentLogins
@@ -38,7 +40,6 @@ def login_limits(settings: GatewaySettings) -> loginguard.LoginLimits:
     return loginguard.LoginLimits(
         hash_workers=settings.login_hash_workers,
         queue=settings.login_queue,
-        peer_concurrency=settings.login_peer_concurrency,
         user_failures=loginguard.BucketPolicy(settings.login_user_failure_burst,
                                               settings.login_user_failures_per_minute / 60),
         peer_failures=loginguard.BucketPolicy(settings.login_peer_failure_burst,
@@ -63,16 +64,28 @@ def hash_seconds(done: concurrent.futures.Future | None) -> float | None:
     return done.result()[1]
 
 
+@dataclasses.dataclass(eq=False)
+class Attempt:
+    """One password check that several identical Logins (same username, same
+    password) share: a client that opens 30 sessions of one user at once pays one
+    hash, not 30. Every Login keeps its own ticket (its own failure counts)."""
+    job: asyncio.Future  # the hash pool's: (user, seconds)
+    tickets: list[loginguard.Ticket]
+    callers: int = 0
+
+
 class LoginHandler:
     def __init__(self, *, users: UserStore, token_config: tokens.TokenConfig, backend: Backend,
                  guard: loginguard.LoginGuard, hash_pool: HashPool,
-                 recent: RecentLogins | None = None) -> None:
+                 recent: RecentLogins | None = None, trusted_proxies: tuple = ()) -> None:
         self._users = users
         self._token_config = token_config
         self._backend = backend
         self._guard = guard
         self._hash_pool = hash_pool
         self._recent = recent if recent is not None else RecentLogins(0)
+        self._trusted_proxies = trusted_proxies
+        self._attempts: dict[bytes, Attempt] = {}  # by RecentLogins.attempt_key
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings, *, users: UserStore, token_config: tokens.TokenConfig,
@@ -81,7 +94,7 @@ class LoginHandler:
                    guard=loginguard.LoginGuard(login_limits(settings)),
                    hash_pool=HashPool(workers=settings.login_hash_workers, nice=settings.login_hash_nice,
                                       max_wait=settings.login_queue_max_wait),
-                   recent=RecentLogins(settings.login_cache_seconds))
+                   recent=RecentLogins(settings.login_cache_seconds), trusted_proxies=settings.trusted_proxies)
 
     @property
     def guard(self) -> loginguard.LoginGuard:
@@ -100,7 +113,7 @@ class LoginHandler:
         invalid = errors.login_problem(request.username, request.session_id)
         if invalid:
             await invalid.abort(context)
-        peer = loginguard.peer_key(context.peer())
+        peer = clientaddress.client_key(context.peer(), context.invocation_metadata(), self._trusted_proxies)
         user = self._returning_user(request, peer)
         if user is None:
             admission = self._guard.admit(request.username, peer)
@@ -147,13 +160,38 @@ class LoginHandler:
         return user
 
     async def _authenticate(self, ticket: loginguard.Ticket, request: pb.LoginRequest):
-        """The user if the password matches, else None; hashed on the pool. The ticket
-        goes back to the guard when the job is really over (hashed, or dropped from
-        the line), not when this call ends: a caller that hangs up mid-hash still
-        holds its worker until the hash is done."""
-        def ended(done: concurrent.futures.Future | None) -> None:
-            self._guard.finish(ticket, failed=attempt_failed(done), hash_seconds=hash_seconds(done))
-
-        user, _seconds = await self._hash_pool.start(self._users.authenticate, request.username, request.password,
-                                                     on_end=ended)
+        """The user if the password matches, else None; hashed on the pool, in the
+        guard's fair order, once for all identical Logins waiting at the same time.
+        The tickets go back to the guard when the job is really over (hashed, or
+        dropped from the line), not when a call ends: a caller that hangs up mid-hash
+        still holds its place until the hash is done, and its failure still counts."""
+        key = self._recent.attempt_key(request.username, request.password)
+        attempt = self._attempts.get(key)
+        if attempt is None or attempt.job.done():  # done: a result not yet handed out, or dropped
+            attempt = self._start_attempt(key, ticket, request)
+        else:
+            attempt.tickets.append(ticket)
+        attempt.callers += 1
+        try:
+            user, _seconds = await asyncio.shield(attempt.job)
+        except asyncio.CancelledError:
+            attempt.callers -= 1
+            if not attempt.callers and not attempt.job.done():
+                attempt.job.cancel()  # nobody waits for it: dropped if it has not started
+            raise
         return user
+
+    def _start_attempt(self, key: bytes, ticket: loginguard.Ticket, request: pb.LoginRequest) -> Attempt:
+        guard = self._guard
+
+        def ended(done: concurrent.futures.Future | None) -> None:
+            if self._attempts.get(key) is attempt:
+                del self._attempts[key]  # here, not later: no Login may join an attempt that is over
+            failed, seconds = attempt_failed(done), hash_seconds(done)
+            for i, each in enumerate(attempt.tickets):
+                guard.finish(each, failed=failed, hash_seconds=seconds if i == 0 else None)
+
+        job = self._hash_pool.start(self._users.authenticate, request.username, request.password, on_end=ended,
+                                    rank=lambda: guard.rank(ticket), on_start=lambda: guard.turn(ticket))
+        attempt = self._attempts[key] = Attempt(job, [ticket])
+        return attempt

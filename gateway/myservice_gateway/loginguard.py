@@ -1,27 +1,34 @@
-"""Who may start a password hash: Login's admission, decided before any hashing.
+"""Who may hash a password, and in what order: Login's admission, decided before
+any hashing.
 
 Password hashing is the gateway's one deliberately expensive operation (argon2id:
-about 0.1-0.2 s of a core and 64 MiB per hash), so a stream of Logins must not
-be allowed to queue without bound. Every Login asks `LoginGuard.admit` first;
-it costs a few dictionary look-ups and answers one of:
+about 0.1-0.2 s of a core and 64 MiB per hash). Every Login asks
+`LoginGuard.admit` first; it costs a few dictionary look-ups and answers one of:
 
-- a `Ticket`: go on and hash; hand the ticket back to `finish` when the hash is
-  done (or was dropped), saying whether the attempt failed;
+- a `Ticket`: go on and wait in line for a hashing thread (hashpool.py); hand the
+  ticket back to `finish` when the hash is done (or was dropped), saying whether
+  the attempt failed;
 - a `Refusal` (message + seconds to wait), answered at once with RESOURCE_EXHAUSTED
   and a RetryInfo, in this order of checks:
-  1. the peer already has `peer_concurrency` hashes queued or running (one peer
-     cannot fill the whole queue);
-  2. the peer's or the username's failure bucket is empty: each failed attempt
-     takes a token from both, the bucket refills at a steady rate, so repeated
-     failures are slowed down while successes cost nothing (several Logins of
-     one user at once are fine). Attempts already admitted may overdraw a bucket
-     (at most by the number in flight); the debt is then waited off;
-  3. `hash_workers + queue` hashes are already queued or running.
+  1. the client address's or the username's failure bucket is empty: each failed
+     attempt takes a token from both, the bucket refills at a steady rate, so
+     repeated failures are slowed down while successes cost nothing. Attempts
+     already admitted may overdraw a bucket (at most by the number in flight); the
+     debt is then waited off. "too many login attempts" means exactly this;
+  2. `hash_workers + queue` Logins are already hashing or waiting: "too many logins
+     in progress" (capacity, nothing else).
 
-Buckets live in bounded LRU tables: a flood of made-up usernames or peers evicts
-the least recently seen entries (they start full again) instead of growing
-memory. Usernames are keyed by a 16-byte digest, so a huge username costs no
-more memory than a short one.
+Honest load is queued, not refused: there is no cap per address (behind a NAT, a
+port-forward or a proxy many people share one). Instead the line is fair: `rank`
+orders waiting Logins so that addresses and usernames with recent failures come
+after those without, and among equals the address and the username served least
+recently come first; so a flood from one address, or against one username, waits
+behind everyone else's turns instead of taking them.
+
+Buckets and turn stamps live in bounded LRU tables: a flood of made-up usernames or
+addresses evicts the least recently seen entries (they start afresh) instead of
+growing memory. Usernames are keyed by a 16-byte digest, so a huge username costs
+no more memory than a short one.
 
 Pure logic: time comes from an injected clock, the module does no I/O.
 """
@@ -130,6 +137,13 @@ class BucketTable:
         bucket = self._buckets.get(key)
         return 0.0 if bucket is None else bucket.wait(self.policy, now)
 
+    def debt(self, key: object, now: float) -> float:
+        """Failures not yet forgiven (0: none, or the table is off)."""
+        if not self.policy.enabled:
+            return 0.0
+        bucket = self._buckets.get(key)
+        return 0.0 if bucket is None else self.policy.burst - bucket.level(self.policy, now)
+
     def charge(self, key: object, now: float) -> None:
         """Take one token (a failure), below zero if need be."""
         if not self.policy.enabled:
@@ -148,7 +162,6 @@ class BucketTable:
 class LoginLimits:
     hash_workers: int
     queue: int  # Logins that may wait for a worker
-    peer_concurrency: int  # hashes one peer may have queued or running; 0 = no cap
     user_failures: BucketPolicy
     peer_failures: BucketPolicy
     table_size: int = DEFAULT_TABLE_SIZE
@@ -184,7 +197,10 @@ class LoginGuard:
         self._clock = clock
         self._users = BucketTable(limits.user_failures, limits.table_size)
         self._peers = BucketTable(limits.peer_failures, limits.table_size)
-        self._peer_in_flight: dict[str, int] = {}  # at most `capacity` keys: entries at 0 are removed
+        # When each address and each username last got a hashing thread (a turn
+        # number): the fair order's memory, bounded like the buckets.
+        self._turns = 0
+        self._last_turn: collections.OrderedDict[object, int] = collections.OrderedDict()
         self.in_flight = 0
         self.hash_seconds = INITIAL_HASH_SECONDS
 
@@ -196,28 +212,36 @@ class LoginGuard:
         return max(self._peers.wait(peer, now), self._users.wait(username_key(username), now))
 
     def admit(self, username: str, peer: str) -> Ticket | Refusal:
-        user = username_key(username)
-        cap = self.limits.peer_concurrency
-        if cap and self._peer_in_flight.get(peer, 0) >= cap:
-            return Refusal(errors.login_throttled(), self.drain_seconds())
         wait = self.failures_wait(username, peer)
         if wait > 0:
             return Refusal(errors.login_throttled(), wait)
         if self.in_flight >= self.limits.capacity:
             return Refusal(errors.login_busy(), self.drain_seconds())
         self.in_flight += 1
-        self._peer_in_flight[peer] = self._peer_in_flight.get(peer, 0) + 1
-        return Ticket(user, peer)
+        return Ticket(username_key(username), peer)
+
+    def rank(self, ticket: Ticket) -> tuple[int, int]:
+        """The order of waiting Logins, lowest first (ties: first come, first served):
+        whole failures not yet forgiven for the address or the username, then the
+        later of the turns they last had (never: 0)."""
+        now = self._clock()
+        debt = max(self._peers.debt(ticket.peer, now), self._users.debt(ticket.user, now))
+        return int(debt), max(self._last_turn.get(("p", ticket.peer), 0), self._last_turn.get(("u", ticket.user), 0))
+
+    def turn(self, ticket: Ticket) -> None:
+        """The ticket's Login got a hashing thread: its address and its username go to
+        the back of the fair order."""
+        self._turns += 1
+        for key in (("p", ticket.peer), ("u", ticket.user)):
+            self._last_turn[key] = self._turns
+            self._last_turn.move_to_end(key)
+        while len(self._last_turn) > 2 * self.limits.table_size:
+            self._last_turn.popitem(last=False)
 
     def finish(self, ticket: Ticket, *, failed: bool, hash_seconds: float | None = None) -> None:
         """The ticket's hash ended (or never ran); a failed attempt is charged to its
-        username and its peer."""
+        username and its address."""
         self.in_flight -= 1
-        left = self._peer_in_flight[ticket.peer] - 1
-        if left:
-            self._peer_in_flight[ticket.peer] = left
-        else:
-            del self._peer_in_flight[ticket.peer]
         if failed:
             now = self._clock()
             self._peers.charge(ticket.peer, now)
@@ -231,5 +255,5 @@ class LoginGuard:
         return max(1, self.in_flight) * self.hash_seconds / self.limits.hash_workers
 
     def table_sizes(self) -> tuple[int, int, int]:
-        """(usernames, peers, peers with hashes in flight): for tests and logs."""
-        return len(self._users), len(self._peers), len(self._peer_in_flight)
+        """(usernames, addresses, turn stamps): for tests and logs."""
+        return len(self._users), len(self._peers), len(self._last_turn)

@@ -41,6 +41,11 @@ class RecentLogins:
                            for p in (username.encode(), password.encode(), stored_hash.encode()))
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
+    def attempt_key(self, username: str, password: str) -> bytes:
+        """A key naming (username, password) without holding the password: identical
+        Logins in flight at once share one check (login.py)."""
+        return self._digest(username, password, "")
+
     def matches(self, username: str, password: str, stored_hash: str) -> bool:
         """Whether this password passed the real check against this stored hash lately."""
         entry = self._entries.get(username)

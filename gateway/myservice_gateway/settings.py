@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from myservice import contract
 from myservice_api import settings
 from myservice_api.settings import SettingsError as SettingsError  # raised and caught as this module's
 from myservice_api.settings import declare
+
+from . import clientaddress
 
 MIN_KEY_BYTES = 32
 
@@ -54,6 +58,21 @@ def cgroup_cpu_quota(cgroup_root: str = "/sys/fs/cgroup") -> float | None:
         return None
 
 
+# A protobuf full name: dot-separated identifiers ("myservice.v1.MyService").
+_SERVICE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def parse_services(raw: str) -> tuple[str, ...]:
+    """MYSERVICE_SERVICES (or the --service flags, joined): full service names,
+    comma-separated, at least one, each once, in the order given."""
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    bad = [name for name in names if not _SERVICE_NAME.fullmatch(name)]
+    if bad or not names:
+        raise SettingsError("MYSERVICE_SERVICES (--service) must be full gRPC service names such as "
+                            f"{contract.SERVICE}, comma-separated, got {raw!r}")
+    return tuple(dict.fromkeys(names))
+
+
 @dataclasses.dataclass(frozen=True)
 class GatewaySettings:
     host: str = declare(
@@ -66,6 +85,18 @@ class GatewaySettings:
         "local", env="MYSERVICE_BACKEND", flag="--backend", choices=("local", "kubernetes"),
         help="where instances come from: local (child processes) or kubernetes (MyServiceSession "
              "resources, pods made by the operator)")
+    services: tuple[str, ...] = declare(
+        (contract.SERVICE,), env="MYSERVICE_SERVICES", flag="--service", metavar="NAME", repeated=True,
+        parse=parse_services, default_text=contract.SERVICE,
+        help="the gRPC services whose calls are forwarded to the session's instance, by full name "
+             "(comma-separated; the flag may be repeated); a method of any other service, or one "
+             "not in the descriptor of ours, is UNIMPLEMENTED and starts no instance")
+    front: str | None = declare(
+        None, env="MYSERVICE_FRONT", flag="--front", choices=("haproxy", "none"),
+        default_text="haproxy if installed, else none",
+        help="haproxy: HAProxy owns the port, checks tokens and sends a Ready session's calls "
+             "straight to its instance, the Python gateway behind it on a private socket; none: "
+             "the Python gateway serves the port alone (local backend, no TLS: front/front.py)")
     # local backend
     max_instances: int = declare(
         16, env="MYSERVICE_MAX_INSTANCES", flag="--max-instances", minimum=0,
@@ -156,18 +187,16 @@ class GatewaySettings:
         10, env="MYSERVICE_LOGIN_HASH_NICE", minimum=0, maximum=19,
         help="nice value of the hashing threads: the event loop's calls come first (0: same)")
     login_queue: int = declare(
-        4, env="MYSERVICE_LOGIN_QUEUE", minimum=0,
-        help="Logins that may wait for a hashing thread; beyond: RESOURCE_EXHAUSTED at once")
+        1000, env="MYSERVICE_LOGIN_QUEUE", minimum=0,
+        help="Logins that may wait for a hashing thread, served in a fair order (each holds only its "
+             "request, at most 2 KiB of credentials); beyond: RESOURCE_EXHAUSTED at once")
     login_queue_max_wait: float = declare(
-        5.0, env="MYSERVICE_LOGIN_QUEUE_MAX_WAIT_SECONDS", positive=True, unit="seconds",
+        10.0, env="MYSERVICE_LOGIN_QUEUE_MAX_WAIT_SECONDS", positive=True, unit="seconds",
         help="how long a Login may wait for a hashing thread before it is refused")
     login_cache_seconds: float = declare(
         300.0, env="MYSERVICE_LOGIN_CACHE_SECONDS", minimum=0, zero="off", unit="seconds",
         help="a Login whose password passed a real check this recently (same user, same stored "
              "hash) is answered without hashing again (recentlogins.py)")
-    login_peer_concurrency: int = declare(
-        2, env="MYSERVICE_LOGIN_PEER_CONCURRENCY", minimum=0, zero="no cap",
-        help="hashes one client address may have queued or running")
     login_user_failure_burst: int = declare(
         10, env="MYSERVICE_LOGIN_USER_FAILURE_BURST", minimum=0, zero="off",
         help="failed Logins for one username before they are slowed down")
@@ -180,6 +209,10 @@ class GatewaySettings:
     login_peer_failures_per_minute: float = declare(
         60.0, env="MYSERVICE_LOGIN_PEER_FAILURES_PER_MINUTE", positive=True,
         help="failed Logins from one client address forgiven per minute")
+    trusted_proxies: tuple = declare(
+        (), env="MYSERVICE_TRUSTED_PROXIES", parse=clientaddress.parse_networks, default_text="none",
+        help="CIDRs of proxies whose x-forwarded-for names the client address Login's limits count "
+             "(a peer on a Unix socket, the gateway's own front, is always trusted)")
 
 
 def from_env(env: Mapping[str, str] | None = None, *, dev_user: bool = False, **flags: Any) -> GatewaySettings:
@@ -210,7 +243,10 @@ def with_jwt_key(parsed: GatewaySettings) -> GatewaySettings:
             raise SettingsError(
                 f"MYSERVICE_JWT_KEY_FILE: cannot read {parsed.jwt_key_file}: {e.strerror}") from None
     elif not key:
-        return dataclasses.replace(parsed, jwt_key=secrets.token_bytes(MIN_KEY_BYTES), jwt_key_generated=True)
+        key = secrets.token_bytes(MIN_KEY_BYTES)
+        while b"\0" in key:  # drawn again: HAProxy's jwt_verify (the front) cannot take a NUL
+            key = secrets.token_bytes(MIN_KEY_BYTES)
+        return dataclasses.replace(parsed, jwt_key=key, jwt_key_generated=True)
     if len(key) < MIN_KEY_BYTES:
         raise SettingsError(f"the JWT key must be at least {MIN_KEY_BYTES} bytes, got {len(key)}")
     return dataclasses.replace(parsed, jwt_key=key, jwt_key_generated=False)

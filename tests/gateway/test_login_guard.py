@@ -17,8 +17,8 @@ class Clock:
         return self.now
 
 
-def guard(clock, *, workers=1, queue=4, peer_concurrency=0, user=OFF, peer=OFF, table_size=100):
-    return LoginGuard(LoginLimits(workers, queue, peer_concurrency, user, peer, table_size), clock=clock)
+def guard(clock, *, workers=1, queue=4, user=OFF, peer=OFF, table_size=100):
+    return LoginGuard(LoginLimits(workers, queue, user, peer, table_size), clock=clock)
 
 
 @pytest.mark.parametrize("peer,key", [
@@ -126,33 +126,69 @@ def test_queue_bound_answers_busy_at_once_with_a_drain_estimate():
     assert isinstance(g.admit("u9", "p9"), Ticket)
 
 
-def test_one_peer_cannot_fill_the_queue():
+def test_one_address_is_not_capped_only_failures_and_capacity_refuse():
+    # Behind a NAT or a proxy many people share one address: parallel honest Logins
+    # from it are all admitted (they wait in line), up to the queue bound.
     clock = Clock()
-    g = guard(clock, workers=1, queue=10, peer_concurrency=2)
-    first, second = g.admit("a", "p1"), g.admit("b", "p1")
-    assert isinstance(first, Ticket) and isinstance(second, Ticket)
-    refusal = g.admit("c", "p1")
-    assert refusal.message == contract.LOGIN_THROTTLED and refusal.retry_after > 0
-    assert isinstance(g.admit("d", "p2"), Ticket)
-    g.finish(first, failed=False)
-    assert isinstance(g.admit("c", "p1"), Ticket)
+    g = guard(clock, workers=1, queue=29, user=BucketPolicy(10, 0.1), peer=BucketPolicy(30, 1.0))
+    tickets = [g.admit("alice", "10.0.0.1") for _ in range(30)]
+    assert all(isinstance(t, Ticket) for t in tickets)
+    assert g.admit("bob", "10.0.0.2").message == contract.LOGIN_BUSY  # capacity, not "attempts"
+    for t in tickets:
+        g.finish(t, failed=False)
+    assert g.table_sizes()[:2] == (0, 0)  # successes are not counted anywhere
 
 
-def test_order_of_checks_peer_cap_then_buckets_then_queue():
+def test_order_of_checks_buckets_then_queue():
     clock = Clock()
-    g = guard(clock, workers=1, queue=0, peer_concurrency=1, user=BucketPolicy(1, 0.01))
+    g = guard(clock, workers=1, queue=0, user=BucketPolicy(1, 0.01))
     g.finish(g.admit("alice", "p0"), failed=True)  # alice's bucket is empty now
     held = g.admit("bob", "p1")  # fills the one slot
-    assert g.admit("carol", "p1").message == contract.LOGIN_THROTTLED  # p1's cap, before the queue
     assert g.admit("alice", "p2").message == contract.LOGIN_THROTTLED  # alice's bucket, before the queue
     assert g.admit("carol", "p2").message == contract.LOGIN_BUSY
     g.finish(held, failed=False)
-    assert g.table_sizes() == (1, 0, 0)  # peer bucket off: nothing stored; nothing in flight
+    assert g.table_sizes() == (1, 0, 0)  # peer bucket off: nothing stored
+
+
+def test_rank_puts_failures_last_then_least_recently_served_first():
+    clock = Clock()
+    g = guard(clock, queue=100, user=BucketPolicy(10, 0.1), peer=BucketPolicy(30, 1.0))
+    flood = [g.admit(f"guess{i}", "10.0.0.66") for i in range(5)]
+    honest = g.admit("alice", "10.0.0.7")
+    assert g.rank(flood[0]) == g.rank(honest) == (0, 0)  # nobody served, nobody failed yet
+    g.turn(flood[0])
+    # The flood's address has had a turn: its next Login ranks after the honest one.
+    assert g.rank(flood[1]) > g.rank(honest)
+    g.finish(flood[0], failed=True)
+    g.turn(honest)  # now the honest address had the latest turn...
+    assert g.rank(flood[1]) > g.rank(honest)  # ...but the flood's failure counts first
+    assert g.rank(flood[1])[0] == 1
+    clock.now += 1.0  # the address's failure is forgiven (1/s); its username never failed
+    assert g.rank(flood[1])[0] == 0
+
+
+def test_rank_holds_back_a_flood_against_one_username_from_many_addresses():
+    clock = Clock()
+    g = guard(clock, queue=100, user=BucketPolicy(10, 0.1), peer=BucketPolicy(30, 1.0))
+    attack = [g.admit("alice", f"10.0.1.{i}") for i in range(4)]
+    g.turn(attack[0])
+    g.finish(attack[0], failed=True)
+    bob = g.admit("bob", "10.0.1.3")  # same address as an attacker, other username
+    assert g.rank(attack[1]) > g.rank(bob)
+    assert g.rank(attack[3]) > g.rank(bob)
+
+
+def test_turn_stamps_are_bounded():
+    clock = Clock()
+    g = guard(clock, queue=10_000, table_size=10)
+    for i in range(100):
+        g.turn(g.admit(f"u{i}", f"p{i}"))
+    assert g.table_sizes()[2] == 20  # addresses and usernames, table_size each
 
 
 def test_in_flight_counts_come_back_to_zero():
     clock = Clock()
-    g = guard(clock, queue=100, peer_concurrency=50, user=BucketPolicy(100, 1.0), peer=BucketPolicy(100, 1.0))
+    g = guard(clock, queue=100, user=BucketPolicy(100, 1.0), peer=BucketPolicy(100, 1.0))
     tickets = [g.admit(f"u{i % 7}", f"p{i % 3}") for i in range(60)]
     for i, t in enumerate(tickets):
         g.finish(t, failed=bool(i % 2))

@@ -1,5 +1,6 @@
 """The hashing pool (hashpool.py) with real threads: bounded workers at a lower
-priority, the waiting line served newest first, callers that leave, waits that expire."""
+priority, the waiting line served lowest rank first (first come among equals),
+callers that leave, waits that expire."""
 import asyncio
 import os
 import threading
@@ -17,14 +18,27 @@ class Clock:
         return self.now
 
 
-def test_waiting_line_is_newest_first_and_expires_the_oldest():
+def test_waiting_line_serves_lowest_rank_first_oldest_among_equals_and_expires():
     line = WaitingLine(max_wait=5.0)
-    jobs = [Waiting(print, (), since, None, print) for since in (0.0, 1.0, 2.0, 3.0)]
+    ranks = {0.0: (1,), 1.0: (0,), 2.0: (0,), 3.0: (0,), 4.0: (2,)}
+    jobs = [Waiting(print, (), since, None, print, rank=lambda r=rank: r) for since, rank in ranks.items()]
     for job in jobs:
         line.push(job)
     assert line.remove(jobs[2]) and not line.remove(jobs[2])
     assert line.expired(6.5) == [jobs[0], jobs[1]]  # waited 6.5 and 5.5 s
-    assert line.next() is jobs[3] and line.next() is None and len(line) == 0
+    assert line.next() is jobs[3]  # rank 0, before rank 2
+    assert line.next() is jobs[4] and line.next() is None and len(line) == 0
+
+
+def test_ranks_are_read_when_a_worker_frees_up():
+    line = WaitingLine()
+    rank = {"a": (0,), "b": (1,)}
+    a = Waiting(print, (), 0.0, None, print, rank=lambda: rank["a"])
+    b = Waiting(print, (), 1.0, None, print, rank=lambda: rank["b"])
+    line.push(a)
+    line.push(b)
+    rank["a"] = (5,)  # e.g. a failure of a's address while it waited
+    assert line.next() is b
 
 
 class Gate:
@@ -48,19 +62,21 @@ async def until(predicate, timeout=10.0):
     raise AssertionError("condition not reached")
 
 
-async def test_workers_bound_the_running_jobs_and_the_newest_waiting_goes_next():
+async def test_workers_bound_the_running_jobs_and_the_waiting_go_in_rank_order():
     pool = HashPool(workers=1, nice=0)
-    gate, ended = Gate(), []
+    gate, ended, started = Gate(), [], []
+    ranks = {"first": (0,), "old": (2,), "middle": (1,), "new": (1,)}
     try:
-        results = [pool.start(gate.job, name, on_end=lambda done, n=name: ended.append((n, done is not None)))
+        results = [pool.start(gate.job, name, on_end=lambda done, n=name: ended.append((n, done is not None)),
+                              rank=lambda n=name: ranks[n], on_start=lambda n=name: started.append(n))
                    for name in ("first", "old", "middle", "new")]
         await until(lambda: gate.ran == ["first"])
-        assert (pool.running, pool.waiting) == (1, 3)
+        assert (pool.running, pool.waiting, started) == (1, 3, ["first"])
         gate.release.set()
         values = [await r for r in results]
         assert [value for value, _seconds in values] == ["first", "old", "middle", "new"]
-        assert gate.ran == ["first", "new", "middle", "old"]
-        assert ended == [("first", True), ("new", True), ("middle", True), ("old", True)]
+        assert gate.ran == started == ["first", "middle", "new", "old"]
+        assert ended == [("first", True), ("middle", True), ("new", True), ("old", True)]
     finally:
         gate.release.set()
         pool.close()

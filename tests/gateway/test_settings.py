@@ -49,20 +49,21 @@ def test_no_default_user_and_dev_user_env_refused_without_up():
 
 def test_login_limit_defaults_and_env():
     s = from_env({}, dev_user=True)
-    assert (s.login_hash_nice, s.login_queue, s.login_peer_concurrency, s.login_user_failure_burst,
+    assert (s.login_hash_nice, s.login_queue, s.login_user_failure_burst,
             s.login_user_failures_per_minute, s.login_peer_failure_burst, s.login_peer_failures_per_minute) == (
-        10, 4, 2, 10, 6.0, 30, 60.0)
+        10, 1000, 10, 6.0, 30, 60.0)
     assert 1 <= s.login_hash_workers <= 4
-    assert s.login_queue_max_wait == 5.0
+    assert (s.login_queue_max_wait, s.trusted_proxies) == (10.0, ())
     assert from_env({"MYSERVICE_LOGIN_QUEUE_MAX_WAIT_SECONDS": "30"}, dev_user=True).login_queue_max_wait == 30.0
     s = from_env({"MYSERVICE_LOGIN_HASH_WORKERS": "3", "MYSERVICE_LOGIN_QUEUE": "0",
-                  "MYSERVICE_LOGIN_PEER_CONCURRENCY": "0", "MYSERVICE_LOGIN_HASH_NICE": "0",
+                  "MYSERVICE_TRUSTED_PROXIES": "10.0.0.0/8 192.0.2.7,2001:db8::/32", "MYSERVICE_LOGIN_HASH_NICE": "0",
                   "MYSERVICE_LOGIN_USER_FAILURE_BURST": "0", "MYSERVICE_LOGIN_USER_FAILURES_PER_MINUTE": "0.5",
                   "MYSERVICE_LOGIN_PEER_FAILURE_BURST": "7", "MYSERVICE_LOGIN_PEER_FAILURES_PER_MINUTE": "120"},
                  dev_user=True)
-    assert (s.login_hash_workers, s.login_queue, s.login_peer_concurrency, s.login_hash_nice,
+    assert (s.login_hash_workers, s.login_queue, s.login_hash_nice,
             s.login_user_failure_burst, s.login_user_failures_per_minute, s.login_peer_failure_burst,
-            s.login_peer_failures_per_minute) == (3, 0, 0, 0, 0, 0.5, 7, 120.0)
+            s.login_peer_failures_per_minute) == (3, 0, 0, 0, 0.5, 7, 120.0)
+    assert [str(n) for n in s.trusted_proxies] == ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]
 
 
 @pytest.mark.parametrize("env,message", [
@@ -74,6 +75,8 @@ def test_login_limit_defaults_and_env():
     ({"MYSERVICE_LOGIN_QUEUE_MAX_WAIT_SECONDS": "nan"},
      "MYSERVICE_LOGIN_QUEUE_MAX_WAIT_SECONDS must be a number of seconds > 0, got 'nan'"),
     ({"MYSERVICE_LOGIN_PEER_FAILURE_BURST": "x"}, "MYSERVICE_LOGIN_PEER_FAILURE_BURST must be an integer"),
+    ({"MYSERVICE_TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"},
+     "MYSERVICE_TRUSTED_PROXIES must be a comma-separated list of CIDRs .*, got 'proxy.local'"),
 ])
 def test_login_limit_errors_name_the_key(env, message):
     with pytest.raises(SettingsError, match=message):

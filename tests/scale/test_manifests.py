@@ -80,4 +80,4 @@ def test_scale_values_render_and_the_operator_accepts_the_rendered_template(tmp_
     assert (settings.session_idle_timeout_seconds, settings.session_max_lifetime_seconds) == (0, 0)
     gateway = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "scale-myservice-gateway")
     genv = {e["name"]: e.get("value") for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert (genv["MYSERVICE_LOGIN_PEER_CONCURRENCY"], genv["MYSERVICE_MAX_SESSIONS_PER_USER"]) == ("0", "0")
+    assert (genv["MYSERVICE_LOGIN_PEER_FAILURE_BURST"], genv["MYSERVICE_MAX_SESSIONS_PER_USER"]) == ("0", "0")
