@@ -26,6 +26,7 @@ examples:
   myservice up --port 10001 --max-instances 4
   myservice gateway --backend kubernetes   (in a cluster; see docs/kubernetes.md)
   myservice instance --port 50051       one instance on its own
+  myservice hash-password < pw.txt      an argon2id hash for a users file or the chart's passwordHash
 
 configuration: every flag has a MYSERVICE_* environment variable; see README.md.
 """
@@ -52,7 +53,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("instance", help="one session instance on its own", parents=[instance_parser()],
                    add_help=False, description=instance_parser().description)
+    sub.add_parser("hash-password", help="print an argon2id hash of a password (read from stdin or a prompt)",
+                   description="Print an argon2id hash of a password, for a users file's password_hash or the "
+                               "chart's users[].passwordHash. The password is read from stdin (one line) or, "
+                               "on a terminal, asked twice; never from the command line.")
     return parser
+
+
+def hash_password_command(stdin=None, stdout=None, stderr=None) -> int:
+    from . import users
+
+    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    if stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("myservice hash-password: the two passwords differ", file=stderr)
+            return 2
+    else:
+        password = stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not password or len(password.encode()) > users.MAX_PASSWORD_BYTES:
+        print(f"myservice hash-password: the password must be 1..{users.MAX_PASSWORD_BYTES} bytes", file=stderr)
+        return 2
+    print(users.hash_password(password), file=stdout)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         from myservice_instance.__main__ import run
 
         return run(args)
+    if args.command == "hash-password":
+        return hash_password_command()
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     env = dict(os.environ)

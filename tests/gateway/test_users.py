@@ -303,3 +303,24 @@ def test_a_reload_hashes_only_the_entries_that_changed(tmp_path, monkeypatch):
     os.utime(path, ns=(4, 4))
     assert store.get("alice") is None and hashed == []
     assert len(store._plain_hashes) == 1  # only the current file's entries are remembered
+
+
+# --- myservice hash-password -------------------------------------------------------------
+
+def test_hash_password_command_reads_stdin_and_prints_an_argon2id_hash(monkeypatch):
+    import io
+
+    from myservice_gateway import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.hash_password_command(io.StringIO("s3cret pass\n"), out, err) == 0
+    printed = out.getvalue().strip()
+    assert printed.startswith("$argon2id$") and users.verify_password(printed, "s3cret pass")
+    assert users.verify_password(printed, "s3cret pass\n") is False
+    for bad in ("", "\n", "p" * 1025 + "\n"):
+        out, err = io.StringIO(), io.StringIO()
+        assert cli.hash_password_command(io.StringIO(bad), out, err) == 2
+        assert out.getvalue() == "" and "1..1024 bytes" in err.getvalue()
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw\n"))
+    monkeypatch.setattr("sys.stdout", out := io.StringIO())
+    assert cli.main(["hash-password"]) == 0 and out.getvalue().startswith("$argon2id$")

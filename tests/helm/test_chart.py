@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 
-import bcrypt
 import pytest
 import yaml
 
@@ -489,17 +488,45 @@ def test_no_users_by_default(render):
     assert users_json(render()) == {"users": {}}
 
 
-def test_users_are_bcrypt_hashed_with_roles(render):
+def test_users_are_written_for_the_gateway_to_hash_with_argon2(render):
+    """No htpasswd (bcrypt: enumerable by timing, cut at 72 bytes): `password` goes into
+    users.json as given, the gateway hashes it with argon2id; `passwordHash` as given."""
     users = users_json(render("-f", FULL))["users"]
-    assert sorted(users) == ["TestUser", "alice", "bob"]
-    assert users["alice"]["role"] == "admin"
-    assert users["bob"] == {"password_hash": "$2a$10$abcdefghijklmnopqrstuu5Kq0e3D1x8m7cFQq3yq7bFZp8k6Zp5W",
-                            "role": "user"}
-    assert users["alice"]["password_hash"].startswith("$2a$")
-    assert bcrypt.checkpw(b"alice-password", users["alice"]["password_hash"].encode())
-    assert not bcrypt.checkpw(b"wrong", users["alice"]["password_hash"].encode())
-    assert bcrypt.checkpw(b"TestPassword", users["TestUser"]["password_hash"].encode())
-    assert users["TestUser"]["role"] == "user"
+    assert users == {
+        "alice": {"password": "alice-password", "role": "admin"},
+        "bob": {"password_hash": "$2a$10$abcdefghijklmnopqrstuu5Kq0e3D1x8m7cFQq3yq7bFZp8k6Zp5W", "role": "user"},
+        "TestUser": {"password": "TestPassword", "role": "user"},
+    }
+
+
+def test_users_json_of_plain_users_holds_passwords_and_no_bcrypt_hash(render, tmp_path):
+    secret = by_kind_and_name(render("--set", "testUser.enabled=true", "--set", "users[0].username=carol",
+                                     "--set", "users[0].password=c-pass"))[("Secret", "rel-myservice-users")]
+    text = secret["stringData"]["users.json"]
+    assert '"password"' in text and "$2a$" not in text and "password_hash" not in text
+    argon2_hash = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+    values = tmp_path / "hashed.yaml"
+    values.write_text(yaml.safe_dump({"users": [{"username": "dave", "passwordHash": argon2_hash}]}))
+    given = users_json(render("-f", str(values)))
+    assert given == {"users": {"dave": {"password_hash": argon2_hash, "role": "user"}}}
+
+
+def test_users_json_is_what_the_gateway_reads(render, tmp_path):
+    from myservice_gateway.users import UserStore
+
+    path = tmp_path / "users.json"
+    path.write_text(json.dumps(users_json(render("-f", FULL))))
+    store = UserStore(users_file=str(path), dev_user=False)
+    assert store.authenticate("alice", "alice-password").role == "admin"
+    assert store.get("alice").password_hash.startswith("$argon2id$")
+    assert store.authenticate("TestUser", "TestPassword").role == "user"
+
+
+def test_the_same_values_render_the_same_users_secret(render):
+    """No salt at render time: an upgrade with unchanged values leaves the Secret as it is."""
+    one = by_kind_and_name(render("-f", FULL))[("Secret", "rel-myservice-users")]
+    two = by_kind_and_name(render("-f", FULL, "--set", "gateway.replicas=3"))[("Secret", "rel-myservice-users")]
+    assert one == two
 
 
 def test_existing_users_secret(render):
