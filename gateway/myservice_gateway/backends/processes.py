@@ -37,8 +37,10 @@ class InstanceLimits:
     max_lifetime: float = 0
 
 
-def instance_command(pod_name: str, socket_path: str, *, wait_for_claim: bool = False) -> list[str]:
-    return [sys.executable, "-m", "myservice_instance", "--unix-socket", socket_path,
+def instance_command(pod_name: str, socket_path: str | None, *, wait_for_claim: bool = False) -> list[str]:
+    """socket_path None: on a free loopback TCP port (announced), which HAProxy can reach."""
+    where = ["--unix-socket", socket_path] if socket_path else ["--host", "127.0.0.1", "--port", "0"]
+    return [sys.executable, "-m", "myservice_instance", *where,
             "--pod-name", pod_name, "--announce-port", "--exit-with-parent", str(os.getpid()),
             *(["--wait-for-claim"] if wait_for_claim else [])]
 
@@ -109,6 +111,8 @@ class ProcessSupervisor:
         # Instances listen on Unix sockets here: cheaper per call than loopback TCP
         # (docs/benchmarks.md), and reachable only by this machine's users.
         self.socket_dir = tempfile.mkdtemp(prefix="myservice-instances-")
+        # The front (front/front.py) turns this on: HAProxy routes to host:port only.
+        self.loopback_tcp = False
         self._children: set[Child] = set()
         self._tasks: set[asyncio.Task] = set()
 
@@ -128,7 +132,7 @@ class ProcessSupervisor:
         begun = time.monotonic()
         channel = None
         try:
-            socket_path = os.path.join(self.socket_dir, child.name)
+            socket_path = None if self.loopback_tcp else os.path.join(self.socket_dir, child.name)
             child.process = await asyncio.create_subprocess_exec(
                 *instance_command(child.name, socket_path, wait_for_claim=wait_for_claim),
                 env=instance_environment(self.limits), stdin=asyncio.subprocess.DEVNULL,
