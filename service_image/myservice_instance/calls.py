@@ -1,0 +1,203 @@
+"""What every call of a registered service goes through: its request decoded
+(bytes that do not decode answer INVALID_ARGUMENT "malformed request", not grpc's
+UNKNOWN naming a protobuf class: the gateway forwards bytes untouched, so this is
+where they are first parsed), the session rules when the instance keeps them,
+counted as a call in flight (for the idle timeout), and a client's cancel logged
+in one line, without a traceback.
+
+Health and reflection are not wrapped: they are not calls of the session (kubelet
+probes them, and must not keep an idle instance alive)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from myservice import errors
+
+from .limits import Activity
+from .metadata import session_of
+from .sessions import SessionBinding
+
+log = logging.getLogger("myservice.instance")
+
+ENDS_SESSION_ATTRIBUTE = "__myservice_ends_session__"
+
+
+def ends_session(method: Callable) -> Callable:
+    """Mark a servicer method as the end of the session (a Shutdown): the instance
+    exits 0 once the method's call has completed (its answer delivered, other calls
+    given their grace). With session rules only the bound session may call it:
+    "Server session is not set" before any call, "Client session mismatch" for
+    another session."""
+    setattr(method, ENDS_SESSION_ATTRIBUTE, True)
+    return method
+
+
+def _behaviour(handler: grpc.RpcMethodHandler) -> Callable:
+    return handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+
+
+class CallGuard:
+    """Wraps method handlers: decoding, session rules (`binding`, None: none), the
+    call count (`activity`), and `end` once an ends_session call has completed."""
+
+    def __init__(self, *, activity: Activity, binding: SessionBinding | None, end: Callable[[], None]) -> None:
+        self._activity = activity
+        self._binding = binding
+        self._end = end
+
+    @contextlib.contextmanager
+    def _call(self, method: str) -> Iterator[None]:
+        """One call in flight, from its start until its handler returns (for a
+        stream: until it closes, however quiet it was meanwhile)."""
+        self._activity.call_started()
+        try:
+            yield
+        except asyncio.CancelledError:
+            # The client (or the gateway for it) went away: normal, not an error.
+            log.info("%s cancelled by the client", method)
+            raise
+        finally:
+            self._activity.call_ended()
+
+    async def _admit(self, context: grpc.aio.ServicerContext, ends: bool) -> None:
+        """The session rules (aborts with the seed's texts), and the end after an ending call."""
+        if self._binding is not None:
+            session_id = session_of(context).session_id
+            try:
+                if ends:
+                    self._binding.check_shutdown(session_id)
+                else:
+                    self._binding.bind(session_id)
+            except errors.ContractError as e:
+                await e.abort(context)
+        if ends:
+            # Called once the RPC has completed: the answer is on its way first.
+            context.add_done_callback(lambda _context: self._end())
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """`handler` of '/pkg.Service/Method' with decoding, rules and counting."""
+        behaviour = _behaviour(handler)
+        ends = bool(getattr(behaviour, ENDS_SESSION_ATTRIBUTE, False))
+        decode = _decoder(handler.request_deserializer)
+        serializer = handler.response_serializer
+        call, admit = self._call, self._admit
+
+        if not handler.request_streaming and not handler.response_streaming:
+            async def unary_unary(request, context):
+                request = await decode(request, context)
+                with call(method):
+                    await admit(context, ends)
+                    return await _value(behaviour(request, context))
+            return grpc.unary_unary_rpc_method_handler(unary_unary, response_serializer=serializer)
+
+        if not handler.request_streaming:
+            async def unary_stream(request, context):
+                request = await decode(request, context)
+                with call(method):
+                    await admit(context, ends)
+                    async for response in _responses(behaviour(request, context)):
+                        yield response
+            return grpc.unary_stream_rpc_method_handler(unary_stream, response_serializer=serializer)
+
+        if not handler.response_streaming:
+            async def stream_unary(requests, context):
+                with call(method):
+                    await admit(context, ends)
+                    return await _value(behaviour(_decoded(requests, decode, context), context))
+            return grpc.stream_unary_rpc_method_handler(stream_unary, response_serializer=serializer)
+
+        async def stream_stream(requests, context):
+            with call(method):
+                await admit(context, ends)
+                async for response in _responses(behaviour(_decoded(requests, decode, context), context)):
+                    yield response
+        return grpc.stream_stream_rpc_method_handler(stream_stream, response_serializer=serializer)
+
+
+def _decoder(deserialize: Callable[[bytes], Any] | None):
+    if deserialize is None:  # the handler takes bytes itself
+        async def as_is(request, context):
+            return request
+        return as_is
+
+    async def decode(request_bytes: bytes, context: grpc.aio.ServicerContext):
+        try:
+            return deserialize(request_bytes)
+        except Exception:  # noqa: BLE001 - whatever the deserializer refuses is malformed
+            await errors.malformed_request().abort(context)
+    return decode
+
+
+async def _decoded(requests, decode, context):
+    async for request_bytes in requests:
+        yield await decode(request_bytes, context)
+
+
+async def _value(result):
+    """A handler's answer: awaited when it is a coroutine (async servicers), as is otherwise."""
+    return await result if inspect.isawaitable(result) else result
+
+
+async def _responses(result):
+    """A streaming handler's answers: an async generator, a plain iterable, or a
+    coroutine that writes them itself (context.write)."""
+    if hasattr(result, "__aiter__"):
+        async for response in result:
+            yield response
+    elif inspect.isawaitable(result):
+        await result
+    else:
+        for response in result:
+            yield response
+
+
+class Registrar:
+    """Stands for the gRPC server while servicers are added: what the generated
+    add_*Servicer_to_server functions call. Every handler they add is wrapped by
+    the guard, and the services' names are kept (health and reflection serve them)."""
+
+    def __init__(self, server: grpc.aio.Server, guard: CallGuard) -> None:
+        self._server = server
+        self._guard = guard
+        self.service_names: list[str] = []
+
+    def _named(self, name: str) -> None:
+        if name not in self.service_names:
+            self.service_names.append(name)
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        for handler in handlers:
+            name = getattr(handler, "service_name", None)
+            if callable(name):
+                self._named(name())
+        self._server.add_generic_rpc_handlers(tuple(_GuardedHandler(h, self._guard) for h in handlers))
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: dict) -> None:
+        self._named(service_name)
+        self._server.add_registered_method_handlers(
+            service_name, {name: self._guard.wrap(f"/{service_name}/{name}", handler)
+                           for name, handler in method_handlers.items()})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
+
+
+class _GuardedHandler(grpc.GenericRpcHandler):
+    """A generic handler whose method handlers go through the guard. (Generated code
+    also registers its methods, which grpc serves first: this path is for handlers
+    made by hand, e.g. with grpc.method_handlers_generic_handler.)"""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, guard: CallGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    def service(self, handler_call_details):
+        handler = self._inner.service(handler_call_details)
+        return None if handler is None else self._guard.wrap(handler_call_details.method, handler)
