@@ -25,6 +25,7 @@ help:
 	@echo "make bench  measure gateway latency/throughput against direct, nginx and a bare grpc.aio proxy (see docs/benchmarks.md)"
 	@echo "make bench-login  a 200-Login storm: a real user's Login and another session's Echo during it (LOGIN_BASELINE=REV: also the gateway of REV)"
 	@echo "make bench-start  session start in local mode: Login -> first Echo, warm pool against cold, one at a time and in bursts"
+	@echo "make bench-login-refusals  every Login refusal path timed side by side: unknown user, wrong password (argon2, bcrypt), over-long passwords (LOGIN_BASELINE=REV: also the gateway of REV)"
 	@echo "make scale  SCALE_SESSIONS sessions at SCALE_RATE/s on the local cluster + kwok (root; bench/scale/run.sh, docs/benchmarks.md)"
 
 $(INSTALL_STAMP): pyproject.toml setup.py proto/myservice/v1/myservice.proto $(CONSTRAINTS)
@@ -70,6 +71,10 @@ bench-login: $(INSTALL_STAMP)
 .PHONY: bench-start
 bench-start: $(INSTALL_STAMP)
 	$(BIN)/python bench/session_start.py
+
+.PHONY: bench-login-refusals
+bench-login-refusals: $(INSTALL_STAMP)
+	$(BIN)/python bench/login_refusals.py $(if $(LOGIN_BASELINE),--baseline-rev $(LOGIN_BASELINE))
 
 # The scale test (bench/scale/run.sh --help): the real chart on the local cluster, instance
 # pods on kwok's fake nodes. More knobs (SCALE_NODES, SCALE_IDLE_SECONDS, SCALE_KNEE_RATES, ...)
