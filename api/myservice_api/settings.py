@@ -75,6 +75,9 @@ class Setting:
     it raises SettingsError naming the variable."""
     aliases: tuple[str, ...] = ()
     """Earlier names of the variable, still read (with a warning) when it is unset."""
+    repeated: bool = False
+    """The flag may be given more than once: its values, joined by commas, are read as
+    the variable's text would be (a list setting: `--service A --service B`)."""
     name: str = ""
     kind: type = str
 
@@ -226,6 +229,8 @@ def parse(cls: type[T], env: Mapping[str, str], *, flags: Mapping[str, Any] | No
     for setting in declared(cls):
         given = flags.get(setting.name)
         source = setting.flag or setting.name
+        if isinstance(given, list):  # a repeated flag
+            given = ",".join(given)
         if given is not None:
             found[setting.name] = (setting.convert(given, source) if isinstance(given, str)
                                    else setting.check(given, source))
@@ -260,6 +265,9 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, *, skip: Iterable[str]
         text = f"{setting.help} (env {setting.env}, default {shown})".replace("%", "%%")
         if setting.kind is bool:
             parser.add_argument(setting.flag, dest=setting.name, action="store_true", default=None, help=text)
+        elif setting.repeated:
+            parser.add_argument(setting.flag, dest=setting.name, action="append", default=None, help=text,
+                                metavar=setting.metavar)
         else:
             parser.add_argument(setting.flag, dest=setting.name, default=None,
                                 choices=setting.choices or None, help=text,
