@@ -168,13 +168,18 @@ class Instance:
             # means the kernel chose): "LISTENING <port>" or "LISTENING unix:<path>".
             sys.stdout.write(f"LISTENING {running.address if unix_socket else running.bound}\n")
             sys.stdout.flush()
-        await running.shutdown_requested.wait()
-        timer.cancel()
-        if endings:
-            report_ending(endings[0], announce=announce, termination_log=own.termination_log_path())
-        log.info("instance stopping (grace %.0fs)", STOP_GRACE_SECONDS)
-        await running.health.enter_graceful_shutdown()  # NOT_SERVING: no probe calls it ready now
-        await running.server.stop(STOP_GRACE_SECONDS)
+        try:
+            await running.shutdown_requested.wait()
+            timer.cancel()
+            if endings:
+                report_ending(endings[0], announce=announce, termination_log=own.termination_log_path())
+            log.info("instance stopping (grace %.0fs)", STOP_GRACE_SECONDS)
+            await running.health.enter_graceful_shutdown()  # NOT_SERVING: no probe calls it ready now
+            await running.server.stop(STOP_GRACE_SECONDS)
+        finally:
+            timer.cancel()
+            for sig in (signal.SIGTERM, signal.SIGINT, CLAIM_SIGNAL):  # the loop may outlive us (a library's user)
+                loop.remove_signal_handler(sig)
         return 0
 
 

@@ -59,9 +59,10 @@ class CallGuard:
         self._activity.call_started()
         try:
             yield
-        except asyncio.CancelledError:
-            # The client (or the gateway for it) went away: normal, not an error.
-            log.info("%s cancelled by the client", method)
+        except (asyncio.CancelledError, GeneratorExit):
+            # The client (or the gateway for it) went away: grpc cancels a handler
+            # (or closes a streaming one). Normal, not an error: one line, no traceback.
+            log.info("%s: cancelled by the client", method)
             raise
         finally:
             self._activity.call_ended()
