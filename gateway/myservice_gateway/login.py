@@ -21,7 +21,7 @@ from .backends.base import Backend, SessionOwner
 from .hashpool import HashPool, LoginQueueTimeout
 from .recentlogins import RecentLogins
 from .settings import GatewaySettings
-from .users import UserStore, UserStoreError
+from .users import UserStore, UserStoreError, credentials_too_long
 
 log = logging.getLogger("myservice.gateway.login")
 
@@ -85,7 +85,7 @@ class LoginHandler:
         self._hash_pool = hash_pool
         self._recent = recent if recent is not None else RecentLogins(0)
         self._trusted_proxies = trusted_proxies
-        self._attempts: dict[bytes, Attempt] = {}  # by RecentLogins.attempt_key
+        self._attempts: dict[object, Attempt] = {}  # by RecentLogins.attempt_key
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings, *, users: UserStore, token_config: tokens.TokenConfig,
@@ -114,14 +114,22 @@ class LoginHandler:
         if invalid:
             await invalid.abort(context)
         peer = clientaddress.client_key(context.peer(), context.invocation_metadata(), self._trusted_proxies)
-        user = self._returning_user(request, peer)
+        if credentials_too_long(request.username, request.password):
+            # Refused after a refusal's work (users.py); the long strings are not kept
+            # while it waits: a waiting Login holds at most 2 KiB of credentials.
+            request = pb.LoginRequest(username=request.username[:64], session_id=request.session_id)
+            too_long = True
+        else:
+            too_long = False
+        del request_bytes
+        user = None if too_long else self._returning_user(request, peer)
         if user is None:
             admission = self._guard.admit(request.username, peer)
             if isinstance(admission, loginguard.Refusal):
                 log.debug("login refused for peer %s: %s", context.peer(), admission.error.message)
                 await context.abort_with_status(retry_status(admission.error, admission.retry_after))
             try:
-                user = await self._authenticate(admission, request)
+                user = await self._authenticate(admission, request, too_long=too_long)
             except UserStoreError as e:
                 log.error("user store: %s", e)
                 await errors.failed_to_get_user().abort(context)
@@ -159,16 +167,17 @@ class LoginHandler:
             return None
         return user
 
-    async def _authenticate(self, ticket: loginguard.Ticket, request: pb.LoginRequest):
+    async def _authenticate(self, ticket: loginguard.Ticket, request: pb.LoginRequest, *, too_long: bool):
         """The user if the password matches, else None; hashed on the pool, in the
         guard's fair order, once for all identical Logins waiting at the same time.
         The tickets go back to the guard when the job is really over (hashed, or
         dropped from the line), not when a call ends: a caller that hangs up mid-hash
         still holds its place until the hash is done, and its failure still counts."""
-        key = self._recent.attempt_key(request.username, request.password)
+        # An over-long Login shares nothing: each pays a whole refusal, as any refusal does.
+        key = object() if too_long else self._recent.attempt_key(request.username, request.password)
         attempt = self._attempts.get(key)
         if attempt is None or attempt.job.done():  # done: a result not yet handed out, or dropped
-            attempt = self._start_attempt(key, ticket, request)
+            attempt = self._start_attempt(key, ticket, request, too_long=too_long)
         else:
             attempt.tickets.append(ticket)
         attempt.callers += 1
@@ -181,7 +190,8 @@ class LoginHandler:
             raise
         return user
 
-    def _start_attempt(self, key: bytes, ticket: loginguard.Ticket, request: pb.LoginRequest) -> Attempt:
+    def _start_attempt(self, key: object, ticket: loginguard.Ticket, request: pb.LoginRequest, *,
+                       too_long: bool) -> Attempt:
         guard = self._guard
 
         def ended(done: concurrent.futures.Future | None) -> None:
@@ -191,7 +201,9 @@ class LoginHandler:
             for i, each in enumerate(attempt.tickets):
                 guard.finish(each, failed=failed, hash_seconds=seconds if i == 0 else None)
 
-        job = self._hash_pool.start(self._users.authenticate, request.username, request.password, on_end=ended,
+        check, args = (self._users.refuse, ()) if too_long else (self._users.authenticate,
+                                                                 (request.username, request.password))
+        job = self._hash_pool.start(check, *args, on_end=ended,
                                     rank=lambda: guard.rank(ticket), on_start=lambda: guard.turn(ticket))
         attempt = self._attempts[key] = Attempt(job, [ticket])
         return attempt
