@@ -175,8 +175,68 @@ def test_close_kills_a_running_call(interp):
         interp.run("1")
 
 
+def test_long_error_keeps_its_end(interp):
+    result = interp.run("def deep(n):\n    return deep(n + 1) if n < 50 else 1 / 0\ndeep(0)")
+    assert result.error.startswith("[error truncated: ") and result.error.endswith(
+        "ZeroDivisionError: division by zero\n"), result.error
+    assert len(result.error) <= 200 + len("[error truncated: 9999 characters left out]\n")
+
+
 def test_bounded_text():
     text = worker.BoundedText(5)
     assert text.write("abc") == 3 and text.write("defgh") == 5
     assert text.value() == "abcde\n[output truncated: 3 more characters]\n"
     assert worker.BoundedText(5).value() == ""
+
+
+def test_the_code_opens_no_network_socket(interp):
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    try:
+        for family in ("AF_INET", "AF_INET6"):
+            result = interp.run(f"import socket\nsocket.socket(socket.{family})")
+            assert result.error.endswith("PermissionError: [Errno 1] Operation not permitted\n"), result
+        # a listening port on this very machine: refused before any packet
+        result = interp.run(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)")
+        assert result.error.endswith("PermissionError: [Errno 1] Operation not permitted\n"), result
+        # nor through a process it starts (the filter is inherited), nor io_uring
+        assert interp.run("import subprocess, sys\nsubprocess.run([sys.executable, '-c', "
+                          "'import socket; socket.socket()'], capture_output=True).returncode") == \
+            engine.Result("1\n", "", "")
+        assert interp.run("import ctypes\nctypes.CDLL(None, use_errno=True).syscall(425, 1, 0), ctypes.get_errno()") \
+            == engine.Result("(-1, 1)\n", "", "")
+        # Unix socket pairs stay (asyncio's event loop needs one)
+        assert interp.run("import asyncio\nasyncio.run(asyncio.sleep(0))\nimport socket\na, b = socket.socketpair()\n"
+                          "a.send(b'x')\nb.recv(1)") == engine.Result("b'x'\n", "", "")
+    finally:
+        server.close()
+
+
+def test_no_network_filter_program():
+    # the jumps land where the comments say: deny for another ABI, x32, io_uring and
+    # non-Unix sockets; allow for the rest (read by a tiny BPF interpreter)
+    def verdict(machine, nr, arch=None, family=0):
+        program = worker.no_network_filter(machine)
+        data = {0: nr, 4: arch if arch is not None else worker._SYSCALLS[machine][0], 16: family}
+        acc, pc = 0, 0
+        while True:
+            code, jt, jf, k = program[pc]
+            if code == 0x20:
+                acc = data[k]
+            elif code == 0x06:
+                return "allow" if k == worker._SECCOMP_RET_ALLOW else "deny"
+            else:
+                taken = acc == k if code == 0x15 else acc >= k
+                pc += jt if taken else jf
+            pc += 1
+
+    for machine, (arch, socket_nr, uring) in worker._SYSCALLS.items():
+        assert verdict(machine, 0) == "allow"
+        assert verdict(machine, socket_nr, family=1) == "allow"
+        assert verdict(machine, socket_nr, family=2) == "deny"
+        assert verdict(machine, socket_nr, family=10) == "deny"
+        assert verdict(machine, uring) == "deny"
+        assert verdict(machine, 0, arch=0x40000003) == "deny"  # i386
+    assert verdict("x86_64", 41 | 0x40000000, family=2) == "deny"  # x32 socket()

@@ -22,8 +22,8 @@ class InterpreterSettings:
     max_output: int = declare(
         65536, env="MYSERVICE_INTERPRETER_MAX_OUTPUT_CHARS", flag="--max-output", positive=True,
         metavar="CHARS",
-        help="characters kept of a Run's stdout, of its stderr and of its error, each; the rest is "
-             "replaced by a line '[output truncated: N more characters]'")
+        help="characters kept of a Run's stdout, of its stderr and of its error, each: the output's first "
+             "ones, then a line '[output truncated: N more characters]'; the error's last ones (its exception)")
     memory_limit_mib: int = declare(
         256, env="MYSERVICE_INTERPRETER_MEMORY_LIMIT_MIB", flag="--memory-limit", minimum=0, zero="no limit",
         metavar="MIB",

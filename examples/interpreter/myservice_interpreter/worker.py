@@ -16,6 +16,17 @@ Why it keeps running between calls: the namespace is a live Python heap (open
 files, generators, modules), which no serialisation would carry from one call
 to the next.
 
+No network: before any code runs, the worker installs a seccomp filter of its
+own (stacked on the pod's RuntimeDefault; allowed unprivileged under
+no_new_privs, which allowPrivilegeEscalation: false sets anyway) that makes
+socket() fail with EPERM for every family but AF_UNIX, and io_uring_setup too
+(io_uring can open sockets without socket()). The chart's egress-deny
+NetworkPolicy stops the pod's connections to other pods; this stops the code's
+connections to anything, the node included (a NetworkPolicy agent that filters
+forwarded packets only, such as kube-network-policies, never sees a connection
+to an API server on the pod's own node), and it holds locally, where there is
+no NetworkPolicy at all.
+
 The time limit has two steps. Here, SIGALRM at the limit raises TimeLimitExceeded
 in the code (a BaseException, so `except Exception` does not swallow it): most
 runaway code stops and the namespace stays. What does not stop (a long C call, a
@@ -109,9 +120,10 @@ class BoundedText(io.TextIOBase):
         return text + truncation_marker(self.left_out) if self.left_out else text
 
 
-def bounded(text: str, limit: int) -> str:
-    """`text` cut at `limit` characters with the marker (for the error)."""
-    return text if len(text) <= limit else text[:limit] + truncation_marker(len(text) - limit)
+def bounded_error(text: str, limit: int) -> str:
+    """The error cut to its last `limit` characters, the marker first: a traceback's
+    end (the exception and the code's own frames) is the part that says what happened."""
+    return text if len(text) <= limit else f"[error truncated: {len(text) - limit} characters left out]\n" + text[-limit:]
 
 
 def valid_utf8(text: str) -> str:
@@ -197,7 +209,66 @@ def run_cell(namespace: dict, code: str, *, time_limit: float, cell: int, max_ou
         finally:
             sys.stdout, sys.stderr = saved
     return {"stdout": valid_utf8(out.value()), "stderr": valid_utf8(err.value()),
-            "error": valid_utf8(bounded(error, max_output))}
+            "error": valid_utf8(bounded_error(error, max_output))}
+
+
+# --- the sandbox ------------------------------------------------------------------
+
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+_SECCOMP_RET_ALLOW = 0x7FFF0000
+_SECCOMP_RET_ERRNO = 0x00050000
+_AF_UNIX = 1
+_EPERM = 1
+_X32_SYSCALL_BIT = 0x40000000
+# machine: (AUDIT_ARCH_*, __NR_socket, __NR_io_uring_setup)
+_SYSCALLS = {"x86_64": (0xC000003E, 41, 425), "aarch64": (0xC00000B7, 198, 425)}
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def no_network_filter(machine: str) -> list[tuple[int, int, int, int]]:
+    """The seccomp BPF program: (code, jt, jf, k) per instruction. Jumps count the
+    instructions skipped. seccomp_data: nr at 0, arch at 4, args[0] at 16 (its low
+    32 bits on these little-endian machines: the kernel reads the family as an int)."""
+    arch, socket_nr, io_uring_setup_nr = _SYSCALLS[machine]
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    deny = _SECCOMP_RET_ERRNO | _EPERM
+    return [
+        (ld, 0, 0, 4),                          # 0: arch
+        (jeq, 0, 7, arch),                      # 1: another ABI (i386 on x86_64): deny
+        (ld, 0, 0, 0),                          # 2: syscall number
+        (jge, 5, 0, _X32_SYSCALL_BIT),          # 3: x32 numbers alias the native ones: deny
+        (jeq, 0, 2, socket_nr),                 # 4: socket() ...
+        (ld, 0, 0, 16),                         # 5:   its family
+        (jeq, 1, 2, _AF_UNIX),                  # 6:   AF_UNIX allowed, any other denied
+        (jeq, 1, 0, io_uring_setup_nr),         # 7: io_uring_setup: denied
+        (ret, 0, 0, _SECCOMP_RET_ALLOW),        # 8: allow
+        (ret, 0, 0, deny),                      # 9: deny with EPERM
+    ]
+
+
+def deny_network() -> None:
+    """Install no_network_filter for this process (and every thread and child it
+    makes later); OSError if it cannot be (then no code may run)."""
+    machine = os.uname().machine
+    if machine not in _SYSCALLS:
+        raise OSError(f"no seccomp filter for {machine}")
+    program = no_network_filter(machine)
+    filters = (_SockFilter * len(program))(*(_SockFilter(*insn) for insn in program))
+    fprog = _SockFprog(len(program), filters)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or \
+            libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"seccomp: {os.strerror(err)}")
 
 
 # --- the process ------------------------------------------------------------------
@@ -224,14 +295,20 @@ def main(argv: list[str]) -> int:
     request_fd, reply_fd, parent_pid, memory_limit, max_output = (int(a) for a in argv)
     exit_with_parent(parent_pid)
     limit_resources(memory_limit)
+    try:
+        deny_network()
+        refused = ""
+    except OSError as e:  # fail closed: without the sandbox no code runs
+        refused = f"SandboxUnavailable: the interpreter cannot run code without its network filter ({e})"
     alarm = Alarm()
     namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
     while True:
         request = read_frame(request_fd)
         if request is None:  # the server closed its end: the session is over
             return 0
-        reply = run_cell(namespace, request["code"], time_limit=request["time_limit"], cell=request["cell"],
-                         max_output=max_output, alarm=alarm)
+        reply = {"stdout": "", "stderr": "", "error": refused} if refused else run_cell(
+            namespace, request["code"], time_limit=request["time_limit"], cell=request["cell"],
+            max_output=max_output, alarm=alarm)
         write_frame(reply_fd, reply)
 
 
