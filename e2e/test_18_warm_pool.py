@@ -105,6 +105,10 @@ def test_a_session_claims_a_ready_pool_pod_and_the_pool_refills(warm_pool, clien
     moved = tuple(a - b for a, b in zip(after, starts_before))
     assert moved[0] == 1 and moved[1] in (0, 1) and moved[2] == 0, (starts_before, after)
 
+    # the status (Ready on the pod) is written first and the pod labelled right after, off the
+    # first call's path: the labels may trail that call by a moment
+    fw.wait_until(f"{reply.pod_name} labelled for {session.resource}",
+                  lambda: crd.LABEL_SESSION in kube.get("pod", reply.pod_name)["metadata"]["labels"], t(10))
     claimed = kube.get("pod", reply.pod_name)
     mss = kube.mss(session.resource)
     assert claimed["metadata"]["labels"][crd.LABEL_SESSION] == session.resource

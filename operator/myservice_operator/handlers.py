@@ -113,6 +113,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     @kopf.on.event(**pods, id="instance-pod-changed")
     async def instance_pod_changed(name: str, labels: Mapping[str, str], type: str | None, **_: object) -> None:
         session = labels.get(crd.LABEL_SESSION)
+        # The pool's first: a pod labelled just now is no longer an assignment in waiting when
+        # its session's step runs.
+        reconciler.pool_changed(name, deleted=type == "DELETED", labelled=bool(session))
         if session:
             await reconciler.pod_changed(session, deleted=type == "DELETED")
-        reconciler.pool_changed(name, deleted=type == "DELETED")

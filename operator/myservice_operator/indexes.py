@@ -6,10 +6,13 @@ handlers run only once the initial listing of both kinds is indexed. So every
 decision reads the latest watched state from memory, with no GET and no LIST:
 
 - sessions: name -> SessionRecord; ("phase", <phase>) -> name (counts per
-  phase, O(1));
+  phase, O(1)); ("assigned", <pod>) -> name for every session whose status names
+  a warm pool pod (the assignment: written before the pod is labelled, so after a
+  failover the index of statuses is what says which pool pods are taken);
 - pods: session name -> PodRecord (the pod as observe_pod() reads it);
   LIVE -> session name for every pod holding a slot (the live count, O(1));
-  POOL -> pool.Member for every warm pool pod (no session yet; pool.py).
+  POOL -> pool.Member for every warm pool pod (no session label yet; pool.py),
+  and ("member", <pod>) -> the same Member (one member by name, O(1)).
 
 The records are small and frozen (a copy of what matters, not the body), so
 the index costs a few hundred bytes per session.
@@ -20,7 +23,7 @@ import dataclasses
 import datetime
 from collections.abc import Mapping
 
-from myservice_api.crd import API_VERSION, KIND, LABEL_POOL, LABEL_SESSION, Phase
+from myservice_api.crd import API_VERSION, KIND, LABEL_POOL, LABEL_SESSION, Phase, PodSource
 
 from . import pool
 
@@ -38,6 +41,14 @@ EPOCH = "1970-01-01T00:00:00Z"  # a pod without a creationTimestamp counts as ol
 
 def phase_key(phase: str) -> tuple[str, str]:
     return ("phase", str(phase))
+
+
+def assigned_key(pod: str) -> tuple[str, str]:
+    return ("assigned", pod)
+
+
+def member_key(pod: str) -> tuple[str, str]:
+    return ("member", pod)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -99,7 +110,10 @@ def session_record(body: Mapping) -> SessionRecord:
 def index_session(body: Mapping) -> dict:
     """What the sessions index keeps of one MyServiceSession."""
     record = session_record(body)
-    return {record.name: record, phase_key(record.phase): record.name}
+    entries: dict = {record.name: record, phase_key(record.phase): record.name}
+    if record.status.get("podSource") == PodSource.WARM and record.status.get("podName"):
+        entries[assigned_key(record.status["podName"])] = record.name
+    return entries
 
 
 def pod_record(body: Mapping) -> PodRecord:
@@ -131,7 +145,10 @@ def index_pod(body: Mapping) -> dict:
     record = pod_record(body)
     if not record.session:
         labels = (body.get("metadata") or {}).get("labels") or {}
-        return {POOL: pool_member(body)} if LABEL_POOL in labels else {}
+        if LABEL_POOL not in labels:
+            return {}
+        member = pool_member(body)
+        return {POOL: member, member_key(member.name): member}
     entries: dict = {record.session: record}
     if record.live:
         entries[LIVE] = record.session
@@ -156,6 +173,14 @@ class Indexes:
 
     def pool_members(self) -> list[pool.Member]:
         return list(self._pods.get(POOL, ()))
+
+    def pool_member(self, pod: str) -> pool.Member | None:
+        """The pool pod of that name, while it is one (no session label yet)."""
+        return next(iter(self._pods.get(member_key(pod), ())), None)
+
+    def assigned_to(self, pod: str) -> str | None:
+        """The session whose status names this warm pool pod (any phase), if one does."""
+        return next(iter(self._sessions.get(assigned_key(pod), ())), None)
 
     def live_pods(self) -> int:
         return len(self._pods.get(LIVE, ()))

@@ -4,9 +4,11 @@ A pool member is an instance pod made like a session's (pods.make_pod, the same
 template) but with no session: no owner, LABEL_POOL (the template's hash) instead
 of LABEL_SESSION, no lifetime deadline, and MYSERVICE_INSTANCE_WAIT_FOR_CLAIM=1 so
 that its idle and lifetime clocks start at its session's first call, not while it
-waits. A new session claims a Ready member in one merge patch guarded by the pod's
-resourceVersion (claim_patch): labels, owner and deadline change together, so two
-claims of one pod cannot both succeed, and a claimed pod is no longer a member.
+waits. A new session is given a Ready member by a write of its status (the
+reconciler: Ready on the member, the one write it waits for); then the member is
+labelled in one merge patch guarded by the pod's resourceVersion (claim_patch):
+labels, owner and deadline change together, and a labelled pod is no longer a member.
+Until then the sessions' statuses say it is taken (pick's and plan's `taken`).
 
 Pool pods are extra to MYSERVICE_MAX_SESSIONS (which counts session pods, warm or
 cold): at most max_sessions + pool size instance pods exist. plan() says what to

@@ -3,9 +3,11 @@
 The decisions are pool.py's (pure); this holds what the watch's index cannot know yet
 and does the requests:
 - members being created, until their first event (so a refill does not make them twice);
-- members taken (claimed, or whose claim failed its precondition), until their next
-  event (the index lags the claim: no member is handed out twice);
+- members taken (handed to a claim), until their next event (the index lags the claim:
+  no member is handed out twice);
 - members being deleted, until they are gone.
+Members assigned to a session (its status names them, assignments.py) are the
+reconciler's to say (`assigned`): never handed out, never deleted as surplus or stale.
 
 Triggers: every pool pod event (and every event of a pod that was one), a claim, the
 pool's own deadline (a member not Ready in time), and one LIST at start.
@@ -31,11 +33,13 @@ POOL_DEADLINE = "<warm pool>"
 class PoolKeeper:
     def __init__(self, settings: Settings, kube, *, members: Callable[[], list[pool.Member]],
                  background: Background, deadlines: DeadlineTimer,
-                 clock: Callable[[], datetime.datetime], retry_seconds: float) -> None:
+                 clock: Callable[[], datetime.datetime], retry_seconds: float,
+                 assigned: Callable[[str], bool] = lambda pod: False) -> None:
         self.settings = settings
         self.kube = kube
         self.template = pool.template_hash(settings) if settings.warm_pool_size else ""
         self._members = members  # the index's pool pods
+        self._assigned = assigned  # a pool pod some session's status names (or is being written to)
         self._background = background
         self._deadlines = deadlines
         self._clock = clock
@@ -43,6 +47,10 @@ class PoolKeeper:
         self._creating: set[str] = set()
         self._taken: set[str] = set()
         self._deleting: set[str] = set()
+        # What plan() must leave alone, and what pick() must not hand out (a member being
+        # deleted may still look usable in the index).
+        self._not_free = _Where(lambda pod: pod in self._taken or self._assigned(pod))
+        self._not_pickable = _Where(lambda pod: pod in self._deleting or pod in self._not_free)
 
     @property
     def enabled(self) -> bool:
@@ -67,36 +75,51 @@ class PoolKeeper:
         except Exception:
             log.exception("listing the warm pool failed; it fills from the watch's events instead")
             return
-        self.refill([pool_member(body) for body in listed])
+        # Creates only: whether a listed member is a session's already (its status written,
+        # the pod not labelled yet: a failover between the claim's two writes) only the
+        # sessions' index says, and it is complete only when the first event is handled.
+        self.refill([pool_member(body) for body in listed], delete=False)
 
     def take(self) -> pool.Member | None:
-        """A Ready member for a claim, marked taken (no second claim of it, even if this one
-        fails); None when the pool has none."""
+        """A Ready member for a claim, marked taken until its next event (the reconciler's
+        assignments hold it from then on) or untake(); None when the pool has none."""
         if not self.enabled:
             return None
-        member = pool.pick(self._members(), template=self.template, taken=self._taken)
+        member = pool.pick(self._members(), template=self.template, taken=self._not_pickable)
         if member is not None:
             self._taken.add(member.name)
         return member
 
-    async def claim(self, member: pool.Member, *, resource: str, uid: str, session_id: str,
+    def untake(self, pod: str) -> None:
+        """A member taken for a claim that was not written: free to hand out again."""
+        self._taken.discard(pod)
+
+    async def label(self, member: pool.Member, *, resource: str, uid: str, session_id: str,
                     now: datetime.datetime) -> dict:
-        """The guarded patch that gives `member` to the session; the pod as patched
-        (clients.Conflict: it changed or went, someone else has it)."""
+        """The guarded patch that labels `member` as the session's and makes the session its
+        owner; the pod as patched (clients.Conflict: it changed since the index saw it, or went)."""
         patch = pool.claim_patch(member, resource=resource, uid=uid, session_id=session_id,
                                  settings=self.settings, now=now)
-        claimed = await self._background.call(self.kube.claim_pod, member.name, patch)
-        log.info("warm pool pod %s claimed by session %s", member.name, resource)
-        return claimed
+        labelled = await self._background.call(self.kube.claim_pod, member.name, patch)
+        log.info("warm pool pod %s labelled for session %s", member.name, resource)
+        return labelled
 
-    def refill(self, members: list[pool.Member] | None = None) -> None:
+    def release(self, pod: str) -> None:
+        """Delete a pod assigned to a session that went before the pod was labelled: its
+        instance may have served that session (it binds to its first caller), so it never
+        goes back to the pool."""
+        if pod not in self._deleting:
+            self._deleting.add(pod)
+            self._background.spawn(self._delete(pod))
+
+    def refill(self, members: list[pool.Member] | None = None, *, delete: bool = True) -> None:
         """Create and delete pool pods as pool.plan() says (members: the index's, unless given)."""
         members = self._members() if members is None else members
         timeout = self.settings.ready_timeout_seconds
         decided = pool.plan(members, size=self.settings.warm_pool_size, template=self.template,
-                            creating=len(self._creating), taken=self._taken, now=self._clock(),
+                            creating=len(self._creating), taken=self._not_free, now=self._clock(),
                             start_timeout_seconds=timeout, max_starting=self.settings.warm_pool_max_starting)
-        for name in decided.delete:
+        for name in decided.delete if delete else ():
             if name not in self._deleting:
                 self._deleting.add(name)
                 self._background.spawn(self._delete(name))
@@ -127,3 +150,13 @@ class PoolKeeper:
             log.warning("warm pool pod %s not deleted: %s", name, error)
         else:
             log.info("warm pool pod %s deleted", name)
+
+
+class _Where:
+    """A predicate as a container: pool.pick() and pool.plan() ask `name in taken`."""
+
+    def __init__(self, test: Callable[[str], bool]) -> None:
+        self._test = test
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._test(name)

@@ -21,6 +21,13 @@ duplicated or out-of-order events are harmless:
 - a slot given to a session is held from the decision until its pod is indexed
   (granted, then created), so concurrent admissions cannot both take the last
   slot; the pod has a fixed name and AlreadyExists counts as created.
+
+A warm start is one write on the session's critical path: the status, Ready on a
+free pool pod (the assignment); the pod is labelled and owned after, off that
+path (_label). Only this operator assigns (it holds the Lease), from its index,
+so the assignment needs no lock on the pod; what the index does not show yet is
+in assignments.Assignments. A session's step reads its pod from the pool pod
+its status names until the pod is labelled as its own.
 """
 from __future__ import annotations
 
@@ -30,10 +37,11 @@ import datetime
 import logging
 from collections.abc import Callable, Mapping
 
-from myservice_api.crd import Phase, PodSource
+from myservice_api.crd import Phase, PodSource, is_terminal
 from myservice_api.names import pod_name
 
-from . import events, transitions
+from . import events, pool, transitions
+from .assignments import Assignments
 from .background import Background
 from .clients import Conflict, PodRejected
 from .eventrecorder import EventRecorder
@@ -76,8 +84,11 @@ class Reconciler:
         self.admission = Admission(settings.max_sessions)
         # name -> (resourceVersions older than the write, the session as written)
         self._written: dict[str, tuple[frozenset[str], SessionRecord]] = {}
+        self.assignments = Assignments()
         self.pool = PoolKeeper(settings, kube, members=self._pool_members, background=self.background,
-                               deadlines=self.deadlines, clock=clock, retry_seconds=RETRY_SECONDS)
+                               deadlines=self.deadlines, clock=clock, retry_seconds=RETRY_SECONDS,
+                               assigned=self._is_assigned)
+        self._labelling: set[str] = set()  # pool pods whose label patch is being sent
         self._busy: set[str] = set()
         self._again: set[str] = set()
 
@@ -101,14 +112,35 @@ class Reconciler:
         await self.reconcile(session, trigger="pod")
         self._grant()
 
-    def pool_changed(self, pod: str, *, deleted: bool) -> None:
+    def pool_changed(self, pod: str, *, deleted: bool, labelled: bool = False) -> None:
+        """An event of a pool pod, or of a pod that was one (`labelled`: it has a session
+        label now; pod_changed runs for its session next)."""
         self.pool.changed(pod, deleted=deleted)
+        session = self.assignments.session_of(pod) or (self.indexes.assigned_to(pod) if self.indexes else None)
+        if labelled or deleted:
+            self.assignments.drop(pod)  # the index says it all from now on
+        if session is None or labelled:
+            return
+        # An unlabelled pod assigned to a session changed: its session's pod changed.
+        self.background.spawn(self.reconcile(session, trigger="pod"))
+        if deleted:
+            # Gone before it was labelled: it holds no slot any more, and its session (if
+            # still there) fails as its pod went.
+            self.admission.pod_indexed(session)
+            self._grant()
 
     async def start_pool(self) -> None:
         await self.pool.start()
 
     def _pool_members(self) -> list:
         return self.indexes.pool_members() if self.indexes is not None else []
+
+    def _is_assigned(self, pod: str) -> bool:
+        """Whether a pool pod is a session's: its status names it (the index), or a write
+        naming it is on its way or not seen by the watch yet (assignments)."""
+        if self.assignments.session_of(pod) is not None:
+            return True
+        return self.indexes is not None and self.indexes.assigned_to(pod) is not None
 
     async def run_deadlines(self) -> None:
         """The operator's one timer (timer.py), until cancelled."""
@@ -156,6 +188,9 @@ class Reconciler:
         pods = self.indexes.pods_of(name)
         own = next((pod for pod in pods if pod.owner_uid == session.uid), None)
         foreign = any(pod.owner_uid != session.uid for pod in pods)
+        unlabelled = None if own is not None else self._unlabelled(session)
+        if unlabelled is not None:
+            self._adopt(session, unlabelled)
         action = plan(session.status, created_at=session.created, now=now, settings=self.settings)
         if self.admission.is_granted(name):
             if action == Action.EXPIRE:
@@ -171,11 +206,11 @@ class Reconciler:
             else:
                 await self._admit(session, now)
         elif action == Action.OBSERVE:
-            await self._observe(session, self._pod_state(session, own), now)
+            await self._observe(session, self._pod_state(session, own, unlabelled), now)
         elif action in (Action.EXPIRE, Action.TIMEOUT):
             # What the pod says first (it may have become Ready since the last event);
             # only a session whose pod made no progress times out.
-            if not await self._observe(session, self._pod_state(session, own), now):
+            if not await self._observe(session, self._pod_state(session, own, unlabelled), now):
                 seconds = self.settings.ready_timeout_seconds
                 failed = (transitions.expired_status(seconds, now) if action == Action.EXPIRE
                           else transitions.timed_out_status(session.status.get("podName") or pod_name(name),
@@ -199,9 +234,12 @@ class Reconciler:
             return
         self._schedule(name)
 
-    def _pod_state(self, session: SessionRecord, own: PodRecord | None) -> PodState:
+    def _pod_state(self, session: SessionRecord, own: PodRecord | None,
+                   unlabelled: pool.Member | None = None) -> PodState:
         if own is not None:
             return own.state
+        if unlabelled is not None:
+            return unlabelled.state  # assigned, not labelled yet: its pod all the same
         if self.admission.is_unindexed(session.name):
             # Created, not indexed yet: it is starting, not missing.
             return PodState(PodKind.STARTING, name=pod_name(session.name))
@@ -275,26 +313,97 @@ class Reconciler:
     # --- the warm pool ------------------------------------------------------------------
 
     async def _claim(self, session: SessionRecord, now: datetime.datetime) -> bool:
-        """Give the session a Ready warm pool pod and write it Ready; False when the pool
-        has none to give, or the claim failed its precondition (a cold start then)."""
-        member = self.pool.take()
+        """Assign the session a Ready warm pool pod by writing its status Ready on it: the one
+        write it waits for; the pod is labelled after, in the background (_label). False when
+        the pool has none to give (a cold start then)."""
+        reserved = self._reserved(session.name)
+        member = reserved or self.pool.take()
         if member is None:
             return False
+        self.assignments.assign(member.name, session.name)  # nobody else's from here on
+        patch = transitions.claimed_status(session.status, member.state, port=self.settings.instance_port, now=now)
         try:
-            claimed = await self.pool.claim(member, resource=session.name, uid=session.uid,
-                                            session_id=session.session_id, now=now)
-        except Conflict as error:
-            log.info("warm pool pod not claimed, a cold start instead: %s", error)
-            return False
+            written = await self._write(session, patch, now)
         except Exception:
+            # Perhaps written (the answer was lost): the pod stays the session's. Its next step
+            # finds it in the status, or writes it again (a 409 if the first one landed).
             self.admission.release(session.name)  # as a failed create: the slot goes back
             raise
-        # Its slot, until the pod's event (as a created one).
-        self.admission.created(session.name, indexed=self.indexes.has_pod(session.name))
-        await self._write(session, transitions.claimed_status(session.status, observe_pod(claimed),
-                                                              port=self.settings.instance_port, now=now), now)
+        if not written:
+            # The session changed or went: the next event decides. A fresh pick was surely not
+            # written and is free again; a reserved one may have been (an earlier answer lost).
+            if reserved is None:
+                self.assignments.drop(member.name)
+                self.pool.untake(member.name)
+            return True
+        # Its slot until its pod, labelled, is indexed as the session's (as a created one).
+        self.admission.created(session.name, indexed=False)
+        self._label_soon(session.name, member.name)
         self.pool.refill()  # after the write the session waits for, not before
         return True
+
+    def _reserved(self, name: str) -> pool.Member | None:
+        """The pool pod an earlier claim of this session assigned without knowing whether its
+        status write landed, while it can still serve; else None (and the pod not held)."""
+        pod = self.assignments.pod_of(name)
+        if pod is None:
+            return None
+        member = self.indexes.pool_member(pod)
+        if member is not None and member.state.kind == PodKind.READY:
+            return member
+        if member is not None:
+            self.pool.release(pod)  # maybe named in a status that landed: never back to the pool
+        else:
+            self.assignments.drop(pod)
+        return None
+
+    def _unlabelled(self, session: SessionRecord) -> pool.Member | None:
+        """The warm pool pod the session's status names, while it is not labelled as the
+        session's (as the index has it), else None."""
+        pod = session.status.get("podName") if session.status.get("podSource") == PodSource.WARM else None
+        return self.indexes.pool_member(pod) if pod else None
+
+    def _adopt(self, session: SessionRecord, member: pool.Member) -> None:
+        """The session's status names a pool pod not labelled yet (just written, or found after a
+        failover: the old leader wrote the status, not the labels): hold the pod and the
+        session's slot, and label it."""
+        self.assignments.assign(member.name, session.name)
+        if not is_terminal(session.phase) and not self.admission.holds_slot(session.name):
+            self.admission.created(session.name, indexed=False)
+        self._label_soon(session.name, member.name)
+
+    def _label_soon(self, name: str, pod: str) -> None:
+        if self.assignments.needs_label(pod) and pod not in self._labelling:
+            self._labelling.add(pod)
+            self.background.spawn(self._label(name, pod))
+
+    async def _label(self, name: str, pod: str) -> None:
+        """Label the assigned pool pod as the session's and make the session its owner (so that
+        garbage collection takes it with the session), guarded by the pod's resourceVersion as
+        indexed; a 409 is tried again with a newer one when the index has it, else at the pod's
+        next event or the session's retry deadline (_schedule)."""
+        try:
+            while True:
+                member = self.indexes.pool_member(pod)
+                session = self._current(name)
+                if (member is None or member.deleting or session is None or session.deleting
+                        or not self.assignments.needs_label(pod, member.resource_version)):
+                    return
+                try:
+                    await self.pool.label(member, resource=name, uid=session.uid, session_id=session.session_id,
+                                          now=self.clock())
+                except Conflict as error:
+                    log.info("warm pool pod %s not labelled yet: %s", pod, error)
+                    self.assignments.stale(pod, member.resource_version)
+                    continue
+                self.assignments.labelled(pod)
+                return
+        except Exception:
+            log.exception("labelling warm pool pod %s for session %s failed; again in %ss", pod, name,
+                          RETRY_SECONDS)
+            self.metrics.reconcile_errors.labels("label").inc()
+        finally:
+            self._labelling.discard(pod)
 
     # --- writes -----------------------------------------------------------------------
 
@@ -344,11 +453,21 @@ class Reconciler:
         if session is not None and not session.deleting:
             deadline = next_deadline(session.status, created_at=session.created, settings=self.settings)
             when = deadline.timestamp() if deadline else None
+            pod = self.assignments.pod_of(name)
+            if pod is not None and self.assignments.needs_label(pod):
+                # Its pod not labelled yet (normally milliseconds): a lost label patch is sent again.
+                retry = self.clock().timestamp() + RETRY_SECONDS
+                when = retry if when is None else min(when, retry)
         self.deadlines.set(name, when)
 
     def _forget(self, name: str) -> None:
         self.deadlines.set(name, None)
         self._written.pop(name, None)
+        pod = self.assignments.pod_of(name)
+        if pod is not None:
+            # Assigned and not labelled yet: no owner, so garbage collection will not take it.
+            # Kept assigned (never handed out) until its deletion's event.
+            self.pool.release(pod)
         if self.admission.forget(name):
             self._grant()
 

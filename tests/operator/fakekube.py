@@ -44,6 +44,8 @@ class FakeKube:
         self.watch: list[tuple[str, str, dict]] = []    # (kind, type, body)
         self.reject_pods = ""                            # a message: the API refuses pods
         self.fail: set[tuple[str, str]] = set()          # (verb, resource) answered 500 once
+        self.down: set[tuple[str, str]] = set()          # (verb, resource) answered 500 until removed
+        self.ready_after: dict[str, int] = {}            # session -> len(requests) when it turned Ready
         self._rv = itertools.count(100)
         self._uid = itertools.count(1)
 
@@ -105,7 +107,7 @@ class FakeKube:
     # --- the Kube interface ---------------------------------------------------------
 
     def _request(self, verb: str, resource: str, code: int = 200) -> None:
-        if (verb, resource) in self.fail:
+        if (verb, resource) in self.fail or (verb, resource) in self.down:
             self.fail.discard((verb, resource))
             self.requests.append((verb, resource, 500))
             raise ApiError(f"{verb} {resource}: 500")
@@ -176,6 +178,8 @@ class FakeKube:
             self._request("patch", "myservicesessions/status", 404 if session is None else 409)
             raise Conflict(f"session {name} changed or is gone")
         self._request("patch", "myservicesessions/status")
+        if status.get("phase") == crd.Phase.READY and session.get("status", {}).get("phase") != crd.Phase.READY:
+            self.ready_after[name] = len(self.requests)  # what the gateway waited for
         session["status"] = {**session.get("status", {}), **copy.deepcopy(dict(status))}
         session["metadata"]["resourceVersion"] = str(next(self._rv))
         self._emit("session", "MODIFIED", session)
@@ -282,16 +286,18 @@ class Harness:
             await self.reconciler.session_changed(body["metadata"]["name"], deleted=type == "DELETED")
         else:
             session = body["metadata"]["labels"].get(crd.LABEL_SESSION)
+            self.reconciler.pool_changed(body["metadata"]["name"], deleted=type == "DELETED", labelled=bool(session))
             if session:
                 await self.reconciler.pod_changed(session, deleted=type == "DELETED")
-            self.reconciler.pool_changed(body["metadata"]["name"], deleted=type == "DELETED")
 
-    async def deliver(self, only: str | None = None, hold: str | None = None) -> int:
+    async def deliver(self, only: str | None = None, hold: str | None = None, where=None) -> int:
         """Deliver watch events until none is left (only of one kind, or holding one kind
-        back); each is indexed, then handled. Returns how many were delivered."""
+        back, or only those `where(kind, type, body)` accepts); each is indexed, then handled.
+        Returns how many were delivered."""
         delivered = 0
         while True:
-            pending = [e for e in self.kube.watch if (only is None or e[0] == only) and e[0] != hold]
+            pending = [e for e in self.kube.watch if (only is None or e[0] == only) and e[0] != hold
+                       and (where is None or where(*e))]
             if not pending:
                 return delivered
             event = pending[0]

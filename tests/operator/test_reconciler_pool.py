@@ -48,6 +48,8 @@ async def test_a_new_session_claims_a_ready_pool_pod_and_is_ready_at_once():
     before = len(h.kube.requests)
     name = h.kube.create_session("s1")
     await h.deliver()
+    # the critical path: from Login's create to Ready, one write (the status names the pod)
+    assert h.kube.requests[before:h.kube.ready_after[name]] == [("patch", "myservicesessions/status", 200)]
     st = status(h, name)
     assert (st["phase"], st["reason"], st["podSource"]) == ("Ready", "PodReady", "warm")
     assert st["podName"] in members and st["podName"] != pod_name(name)
@@ -58,9 +60,9 @@ async def test_a_new_session_claims_a_ready_pool_pod_and_is_ready_at_once():
     assert [ref["uid"] for ref in claimed["ownerReferences"]] == [h.kube.sessions[name]["metadata"]["uid"]]
     assert claimed["annotations"][crd.ANNOTATION_SESSION_ID] == "s1"
     assert h.kube.pods[st["podName"]]["spec"]["activeDeadlineSeconds"] == 0 + 86400 + 60
-    # one claim, one status write, its Event, and the pool's refill: nothing read
-    assert h.kube.requests[before:] == [("patch", "pods", 200), ("patch", "myservicesessions/status", 200),
-                                        ("create", "events", 201), ("create", "pods", 201)]
+    # then, off that path: its Event, the pod's labels and owner, and the pool's refill; nothing read
+    assert h.kube.requests[before:] == [("patch", "myservicesessions/status", 200), ("create", "events", 201),
+                                        ("patch", "pods", 200), ("create", "pods", 201)]
     assert pod_name(name) not in h.kube.pods  # no cold pod was made
     assert len(h.kube.pool_pods()) == 2 and st["podName"] not in h.kube.pool_pods()
     assert h.metrics.registry.get_sample_value("myservice_operator_session_start_seconds_count",
@@ -100,15 +102,23 @@ async def test_a_claimed_pod_never_returns_to_the_pool_even_after_its_session_en
     assert first not in h.kube.sessions and taken not in h.kube.pods
 
 
-async def test_a_stale_claim_fails_its_precondition_and_the_session_starts_cold():
+async def test_a_label_patch_that_meets_a_newer_pod_is_sent_again_at_its_event():
     h = await filled(dataclasses.replace(SETTINGS, warm_pool_size=1))
     (member,) = h.kube.pool_pods()
-    h.kube.pods[member]["metadata"]["resourceVersion"] = "changed-behind-the-index"
+    h.kube.pod_running(member, ip=h.kube.pods[member]["status"]["podIP"])  # kubelet: a new version, not seen yet
     name = h.kube.create_session("s1")
-    await h.deliver()
-    assert status(h, name)["podSource"] == "cold" and status(h, name)["podName"] == pod_name(name)
-    assert ("patch", "pods", 409) in h.kube.requests
-    assert h.kube.pods[member]["metadata"]["labels"].get(crd.LABEL_SESSION) is None  # not handed out
+    before = len(h.kube.requests)
+    await h.deliver(only="session")
+    # Ready on the member at once; the labels met the newer version (409) and wait for its event
+    assert (status(h, name)["podSource"], status(h, name)["podName"]) == ("warm", member)
+    assert h.kube.requests[before:] == [("patch", "myservicesessions/status", 200), ("create", "events", 201),
+                                        ("patch", "pods", 409), ("create", "pods", 201)]
+    assert h.kube.pods[member]["metadata"]["labels"].get(crd.LABEL_SESSION) is None
+    await h.deliver()  # the member's event: labelled with the version it carries
+    assert h.kube.pods[member]["metadata"]["labels"][crd.LABEL_SESSION] == name
+    assert ("patch", "pods", 200) in h.kube.requests[before:]
+    assert pod_name(name) not in h.kube.pods  # never a cold start
+    assert h.kube.phase(name) == ("Ready", "PodReady")
 
 
 async def test_a_deleted_or_failed_pool_pod_is_replaced():
