@@ -30,7 +30,10 @@ def make_settings(**overrides) -> gateway_settings.GatewaySettings:
                   # Tests log in many sessions at once on a busy machine: Login's wait for a
                   # hashing thread is opened here and tested with its own values
                   # (tests/gateway/test_login_guard.py, test_login_abuse.py).
-                  login_queue_max_wait=120.0)
+                  login_queue_max_wait=120.0,
+                  # The Python gateway alone unless a test asks for the HAProxy front (tests/gateway/
+                  # test_front*.py run both); MYSERVICE_TEST_FRONT=haproxy runs every test behind it.
+                  front=os.environ.get("MYSERVICE_TEST_FRONT", "none"))
     values.update(overrides)
     return gateway_settings.GatewaySettings(**values)
 

@@ -17,10 +17,11 @@ from .auth import Authenticator
 from .backends.base import Backend
 from .backends.local import LocalBackend
 from .backends.processes import InstanceLimits
+from .front import front as fronts
 from .login import LoginHandler
 from .metrics import GatewayMetrics, MetricsServer
 from .proxy import Proxy
-from .settings import GatewaySettings
+from .settings import GatewaySettings, SettingsError
 from .users import UserStore
 
 log = logging.getLogger("myservice.gateway")
@@ -36,8 +37,11 @@ class Gateway:
     login: LoginHandler | None = None
     metrics: GatewayMetrics = dataclasses.field(default_factory=GatewayMetrics)
     metrics_server: MetricsServer | None = None
+    front: fronts.Front | None = None  # HAProxy owns `port`; this server listens behind it
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        if self.front:  # first: no new call reaches anything being stopped
+            await self.front.stop(grace)
         await self.server.stop(grace)
         await self.backend.close()
         if self.login:
@@ -91,9 +95,26 @@ def tls_credentials(settings: GatewaySettings) -> grpc.ServerCredentials | None:
     return credentials
 
 
+def make_front(settings: GatewaySettings) -> fronts.Front | None:
+    """HAProxy in front of this gateway, or None (MYSERVICE_FRONT, and what can run here)."""
+    try:
+        choice = fronts.choose(settings.front, tls=bool(settings.tls_cert_file), backend=settings.backend,
+                               key=settings.jwt_key)
+    except ValueError as e:
+        raise SettingsError(str(e)) from None
+    log.info("front: %s (%s)", choice.front, choice.why)
+    if choice.front != fronts.HAPROXY:
+        return None
+    # The forwarded services: MYSERVICE_SERVICES once that setting exists, else ours.
+    services = getattr(settings, "services", (contract.SERVICE,))
+    return fronts.Front(haproxy=choice.haproxy, host=settings.host, port=settings.port, jwt_key=settings.jwt_key,
+                        issuer=settings.jwt_issuer, audience=settings.jwt_audience, services=services)
+
+
 async def start_gateway(settings: GatewaySettings, backend: Backend | None = None) -> Gateway:
     finalstatus.require_tested_grpcio()  # the proxy relies on grpc.aio internals
     backend = backend or make_backend(settings)
+    front = make_front(settings)
     users = UserStore(users_file=settings.users_file, dev_user=settings.dev_user)
     config = token_config(settings)
     server = grpc.aio.server()
@@ -112,24 +133,30 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable(server, (contract.SERVICE, health.SERVICE_NAME))
-    server.add_generic_rpc_handlers((Proxy(backend, Authenticator(config), metrics=metrics),))
+    proxied = front.observe(backend) if front else backend
+    server.add_generic_rpc_handlers((Proxy(proxied, Authenticator(config), metrics=metrics),))
     backend.sessions.on_session_start = metrics.session_started
     try:
         credentials = tls_credentials(settings)
-        port = (server.add_secure_port(f"{settings.host}:{settings.port}", credentials) if credentials
-                else server.add_insecure_port(f"{settings.host}:{settings.port}"))
+        address = front.gateway_address if front else f"{settings.host}:{settings.port}"
+        port = (server.add_secure_port(address, credentials) if credentials
+                else server.add_insecure_port(address))
     except RuntimeError:  # grpc's "Failed to bind": say it plainly
         port = 0
     if port == 0:
         raise OSError(f"cannot listen on {settings.host}:{settings.port} (address in use or not available)")
+    if front:
+        port = front.port
     metrics_server = metrics.serve(settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
     await backend.start()
     await server.start()
+    if front:
+        await front.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(contract.SERVICE, health_pb2.HealthCheckResponse.SERVING)
     if metrics_server:
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, metrics_server.port)
-    return Gateway(server, port, backend, login, metrics, metrics_server)
+    return Gateway(server, port, backend, login, metrics, metrics_server, front)
 
 
 async def serve(settings: GatewaySettings) -> int:

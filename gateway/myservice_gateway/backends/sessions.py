@@ -38,8 +38,11 @@ class EndedSessions(Generic[K]):
             raise ValueError(f"must remember at least one ended session, got {size}")
         self.size = size
         self._keys: collections.OrderedDict[K, None] = collections.OrderedDict()
+        # Told each session that ends, as it ends (the front drops its route: front/).
+        self.on_end: Callable[[K], None] = lambda key: None
 
     def add(self, key: K) -> None:
+        self.on_end(key)
         self._keys[key] = None
         self._keys.move_to_end(key)
         while len(self._keys) > self.size:

@@ -1,0 +1,178 @@
+"""The HAProxy configuration of the front: a pure function of FrontConfig.
+
+What HAProxy does per call, in the order auth.py does it (the tests hold both
+fronts to the same code and text for every rule):
+
+1. Not a forwarded method (Login, reflection, health, a method the service does
+   not have): to the Python gateway untouched, but for x-forwarded-for, which is
+   always HAProxy's own (a client's value is dropped), so that Login's per-address
+   limits can trust it from the front.
+2. A second `authorization` or `session-id`: UNAUTHENTICATED "more than one ...".
+3. None (or empty): "missing authorization token", then "missing session-id".
+4. The token (`Bearer ` optional, any case): HS256 only (header `alg` and the
+   signature), every claim auth.py requires present, `exp` and `iat`/`nbf` against
+   the clock, `iss`, `aud`, and `sid` equal to the session-id: else "invalid token".
+5. Its session (`sub`, `sid`) in the map: straight to that instance, without the
+   token (the Python proxy does not forward it either); else to Python, which
+   starts the instance, answers "has ended", the capacity errors, ...
+
+Every refusal is a gRPC trailers-only answer made from errors.py's constructor,
+so the texts live in one place. A call to an instance that cannot be reached (a
+map entry a moment stale) is answered UNAVAILABLE "backend service unavailable",
+as the Python proxy answers it: never another session's instance, since the map
+is keyed by the verified (user, session) and instances check their session.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from myservice import contract, errors
+
+from . import mapkeeper
+
+# Names inside the configuration, for the runtime API and the tests.
+FRONTEND = "myservice"
+INSTANCES_BACKEND = "instances"
+GATEWAY_BACKEND = "gateway"
+
+# Long calls are the instances' business (their idle timeout and maximum lifetime
+# end sessions): the front must not cut a Chat stream that stays quiet for hours.
+LONG_TIMEOUT = "25h"
+# A request's headers must arrive within this (slow clients do not hold a stream).
+HEADERS_TIMEOUT = "10s"
+CONNECT_TIMEOUT = "5s"
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontConfig:
+    bind: str  # HAProxy's address: host:port, or fd@N (a socket the gateway bound)
+    gateway_socket: str  # the Python gateway's private Unix socket
+    runtime_socket: str  # HAProxy's runtime API (level admin: mode 600, private directory)
+    map_file: str  # the sessions map as HAProxy loads it at start (the runtime API keeps it)
+    jwt_key: bytes
+    issuer: str
+    audience: str
+    methods: tuple[str, ...]  # '/pkg.Service/Method' of every method checked and routed here
+
+
+def quoted(text: str) -> str:
+    """`text` as one double-quoted word of the configuration (no expansion of $)."""
+    out = []
+    for ch in text:
+        if ch in '\\"$':
+            out.append("\\" + ch)
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            out.extend(f"\\x{b:02x}" for b in ch.encode())
+    return '"' + "".join(out) + '"'
+
+
+def log_format_quoted(text: str) -> str:
+    """`text` as a double-quoted log-format word: '%' introduces a sample there."""
+    return quoted(text.replace("%", "%%"))
+
+
+def grpc_message(text: str) -> str:
+    """The grpc-message header's value: percent-encoded as the gRPC HTTP/2 spec says
+    (bytes outside 0x20-0x7E, and '%' itself)."""
+    return "".join(chr(b) if 0x20 <= b <= 0x7E and b != 0x25 else f"%{b:02X}" for b in text.encode())
+
+
+def refusal(error: errors.ContractError, condition: str) -> str:
+    """An `http-request return` line answering `error` as a gRPC trailers-only response."""
+    return (f"    http-request return status 200 "
+            f"hdr grpc-status {error.code.value[0]} "
+            f"hdr grpc-message {log_format_quoted(grpc_message(error.message))} if {condition}")
+
+
+def claim(name: str, kind: str = "") -> str:
+    return f"    http-request set-var(txn.{name}) var(txn.tok),jwt_payload_query('$.{name}'{',' + repr(kind) if kind else ''}) if fwd"
+
+
+def _unavailable_errors(error: errors.ContractError) -> list[str]:
+    """HAProxy's own 502/503/504 of a backend as the gRPC status `error` (HTTP 200:
+    a gRPC client reads grpc-status only from a 200 answer)."""
+    return [*(f"    http-error status {status} hdr grpc-status {error.code.value[0]} "
+              f"hdr grpc-message {log_format_quoted(grpc_message(error.message))}" for status in (502, 503, 504)),
+            "    http-after-response set-status 200 if { status 502:504 }"]
+
+
+def render(config: FrontConfig) -> str:
+    """The whole haproxy.cfg. The key travels as hex in this file only (never in a
+    process argument or a log); the file is written mode 0600 in a private directory."""
+    invalid = errors.invalid_token()
+    unavailable = errors.backend_unavailable()
+    methods = " ".join(config.methods)
+    lines = [
+        "# Generated by myservice_gateway.front.config: do not edit (it is rewritten at every start).",
+        "global",
+        f"    stats socket {config.runtime_socket} mode 600 level admin",
+        # The signing key as a process variable: jwt_verify reads it by name, binary-safe
+        # but for NUL (the front refuses such a key: front.py).
+        f"    set-var proc.jwt_key bin({config.jwt_key.hex()})",
+        "",
+        "defaults",
+        "    mode http",
+        f"    timeout connect {CONNECT_TIMEOUT}",
+        f"    timeout client {LONG_TIMEOUT}",
+        f"    timeout server {LONG_TIMEOUT}",
+        f"    timeout http-request {HEADERS_TIMEOUT}",
+        "",
+        f"frontend {FRONTEND}",
+        f"    bind {config.bind} proto h2",
+        "    http-request del-header x-forwarded-for",
+        "    http-request set-header x-forwarded-for %[src]",
+        f"    acl fwd path -m str {methods}",
+        refusal(errors.repeated_credentials(),
+                "fwd { req.fhdr_cnt(authorization) gt 1 } || fwd { req.fhdr_cnt(session-id) gt 1 }"),
+        refusal(errors.missing_token(), "fwd !{ req.fhdr(authorization) -m len 1: }"),
+        refusal(errors.missing_session_id(), "fwd !{ req.fhdr(session-id) -m len 1: }"),
+        # tokens.strip_bearer: "Bearer " (any case, any spaces after it) is optional.
+        r"    http-request set-var(txn.tok) req.fhdr(authorization),regsub(^bearer\ +,,i) if fwd",
+        "    http-request set-var(txn.hsid) req.fhdr(session-id) if fwd",
+        "    http-request set-var(txn.now) date if fwd",
+        # tokens.ALGORITHM pinned: the header must say HS256, and the HS256 signature must hold.
+        refusal(invalid, "fwd !{ var(txn.tok),jwt_header_query('$.alg') -m str HS256 }"),
+        refusal(invalid, 'fwd !{ var(txn.tok),jwt_verify("HS256",proc.jwt_key) -m int 1 }'),
+        claim("sub"), claim("sid"), claim("iss"), claim("aud"), claim("role"), claim("jti"),
+        claim("exp", "int"), claim("iat", "int"), claim("nbf", "int"),
+        # tokens.REQUIRED_CLAIMS, each present.
+        refusal(invalid, "fwd !{ var(txn.sub) -m found } || fwd !{ var(txn.sid) -m found } || "
+                         "fwd !{ var(txn.role) -m found } || fwd !{ var(txn.jti) -m found } || "
+                         "fwd !{ var(txn.exp) -m found } || fwd !{ var(txn.iat) -m found }"),
+        refusal(invalid, f"fwd !{{ var(txn.iss) -m str {quoted(config.issuer)} }} || "
+                         f"fwd !{{ var(txn.aud) -m str {quoted(config.audience)} }}"),
+        # PyJWT: expired when exp <= now; not yet valid when iat or nbf > now.
+        refusal(invalid, "fwd { var(txn.exp),sub(txn.now) le 0 } || fwd { var(txn.iat),sub(txn.now) gt 0 } || "
+                         "fwd { var(txn.nbf),sub(txn.now) gt 0 }"),
+        refusal(invalid, "fwd !{ var(txn.sid),strcmp(txn.hsid) eq 0 }"),
+        # The map holds only users of KEY_USER_PATTERN (no '/'), so `<user>/<sid>` names one
+        # session; a token of any other user is not looked up and goes to Python.
+        f"    http-request set-var-fmt(txn.key) %[var(txn.sub)]/%[var(txn.sid)] "
+        f"if fwd {{ var(txn.sub) -m reg '{mapkeeper.KEY_USER_PATTERN}' }}",
+        f"    http-request set-var(txn.addr) var(txn.key),map_str({config.map_file}) if fwd {{ var(txn.key) -m found }}",
+        "    http-request set-dst var(txn.addr),regsub(:[0-9]+$,) if { var(txn.addr) -m found }",
+        "    http-request set-dst-port var(txn.addr),regsub(^.*:,) if { var(txn.addr) -m found }",
+        # As the Python proxy (forwarded_metadata): the token stays at the front; the instance gets
+        # the verified session-id and user (the map's users need no percent-encoding), never a client's.
+        "    http-request del-header authorization if { var(txn.addr) -m found }",
+        f"    http-request set-header {contract.SESSION_ID} %[var(txn.sid)] if {{ var(txn.addr) -m found }}",
+        f"    http-request set-header {contract.USER} %[var(txn.sub)] if {{ var(txn.addr) -m found }}",
+        f"    use_backend {INSTANCES_BACKEND} if {{ var(txn.addr) -m found }}",
+        f"    default_backend {GATEWAY_BACKEND}",
+        "",
+        f"backend {INSTANCES_BACKEND}",
+        # A refused connection is a gone instance: no turn-around second, no retry.
+        "    retries 0",
+        "    server instance 0.0.0.0:0 proto h2",
+        # HAProxy's own errors here (an instance gone, a broken connection): the contract's UNAVAILABLE.
+        *_unavailable_errors(unavailable),
+        "",
+        f"backend {GATEWAY_BACKEND}",
+        f"    server gateway unix@{config.gateway_socket} proto h2",
+        # The Python gateway away (restarting): calls fail fast, as the contract says it.
+        *_unavailable_errors(unavailable),
+        "",
+    ]
+    return "\n".join(lines)

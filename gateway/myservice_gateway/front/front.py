@@ -1,0 +1,142 @@
+"""The front assembled for server.py: which front runs, HAProxy started in front
+of the Python gateway, and the session table's news turned into map changes.
+
+When a session is Ready: the moment the Python gateway resolves a call's
+instance (Backend.endpoint returns), it is, on both backends and for warm pool
+members alike; the entry is added then, so a session's first call goes through
+Python (which starts the instance) and the following ones do not. When it ends:
+the session table's ended sessions (sessions.EndedSessions.on_end), where both
+backends record every end (Shutdown, limits, crash, resource deleted).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Hashable
+
+from google.protobuf import descriptor_pool
+
+from myservice import contract
+
+from ..backends.base import Backend, Endpoint, SessionKey
+from . import supervisor as supervisors
+from .mapsync import MapSync
+
+log = logging.getLogger("myservice.gateway.front")
+
+HAPROXY = "haproxy"
+NONE = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    front: str  # HAPROXY or NONE
+    haproxy: str | None  # the binary
+    why: str  # for the one log line
+
+
+def choose(wanted: str | None, *, tls: bool, backend: str, which: Callable[[str], str | None] = shutil.which,
+           key: bytes = b"") -> Choice:
+    """The front to run: `wanted` (MYSERVICE_FRONT) if given, else haproxy when the
+    binary is found. Raises ValueError when haproxy is asked for and cannot serve."""
+    binary = which(HAPROXY)
+    problem = (None if binary else "the haproxy binary is not found"
+               ) or ("TLS at the front is not built yet: the Python gateway serves it" if tls else None
+               ) or ("on Kubernetes the front is its own container" if backend != "local" else None
+               ) or ("the JWT key holds a NUL byte, which HAProxy's jwt_verify cannot take" if b"\0" in key else None)
+    if wanted == NONE:
+        return Choice(NONE, None, "MYSERVICE_FRONT=none")
+    if problem is None:
+        return Choice(HAPROXY, binary, f"{binary}" + ("" if wanted else " found"))
+    if wanted == HAPROXY:
+        raise ValueError(f"MYSERVICE_FRONT=haproxy: {problem}")
+    return Choice(NONE, None, problem)
+
+
+def forwarded_methods(services: tuple[str, ...]) -> tuple[str, ...]:
+    """'/pkg.Service/Method' of every method of `services` but Login: what the front
+    checks and routes itself. A service unknown to this gateway's protobufs has none
+    (its calls all go to Python)."""
+    methods = []
+    for name in services:
+        try:
+            service = descriptor_pool.Default().FindServiceByName(name)
+        except KeyError:
+            continue
+        methods.extend(f"/{name}/{m.name}" for m in service.methods)
+    return tuple(m for m in methods if m != contract.LOGIN_METHOD)
+
+
+class ObservedBackend:
+    """The backend as the proxy sees it, telling the front each Ready session's address."""
+
+    def __init__(self, backend: Backend, on_ready: Callable[[SessionKey, str], None]) -> None:
+        self._backend = backend
+        self._on_ready = on_ready
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    async def endpoint(self, key: SessionKey, *, timeout: float | None) -> Endpoint:
+        endpoint = await self._backend.endpoint(key, timeout=timeout)
+        self._on_ready(key, endpoint.address)
+        return endpoint
+
+
+class Front:
+    """HAProxy in front of a Python gateway listening on `gateway_socket`."""
+
+    def __init__(self, *, haproxy: str, host: str, port: int, jwt_key: bytes, issuer: str, audience: str,
+                 services: tuple[str, ...] = (contract.SERVICE,),
+                 table_key: Callable[[SessionKey], Hashable] = lambda key: key) -> None:
+        self.directory = tempfile.mkdtemp(prefix="myservice-front-")  # 0700: sockets, config, map
+        self.gateway_socket = os.path.join(self.directory, "gateway.sock")
+        listener = supervisors.listening_socket(host, port)
+        self.supervisor = supervisors.HaproxySupervisor(
+            haproxy=haproxy, listener=listener, gateway_socket=self.gateway_socket, jwt_key=jwt_key,
+            issuer=issuer, audience=audience, methods=forwarded_methods(services), directory=self.directory,
+            on_start=self._haproxy_started)
+        self.map = MapSync(self.supervisor.client, self.supervisor.map_file)
+        self._table_key = table_key
+        self._ended: Callable[[Hashable], bool] = lambda key: False
+
+    @property
+    def port(self) -> int:
+        return self.supervisor.port
+
+    @property
+    def gateway_address(self) -> str:
+        """Where the Python gateway listens (gRPC's form)."""
+        return f"unix:{self.gateway_socket}"
+
+    def observe(self, backend: Backend) -> ObservedBackend:
+        """Hook the front to the backend's session table; the proxy uses what this returns."""
+        # Local instances on loopback TCP (HAProxy reaches host:port only). LocalBackend has
+        # no argument for it yet (backends/local.py is being reworked): its supervisor's switch.
+        processes = getattr(backend, "_processes", None)
+        if processes is not None:
+            processes.loopback_tcp = True
+        ended = backend.sessions.ended
+        ended.on_end = self.map.ended
+        self._ended = ended.__contains__
+        return ObservedBackend(backend, self._session_ready)
+
+    def _session_ready(self, key: SessionKey, address: str) -> None:
+        session = self._table_key(key)
+        if not self._ended(session):  # its end was seen while the call resumed: no entry again
+            self.map.ready(session, key.username, key.session_id, address)
+
+    def _haproxy_started(self) -> None:
+        # A new HAProxy has an empty map: replace it whole with what the gateway knows.
+        self.map.rebuild()
+
+    async def start(self) -> None:
+        self.map.start()
+        await self.supervisor.start()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.supervisor.stop(grace)
+        await self.map.close()

@@ -1,0 +1,292 @@
+"""The HAProxy front against the Python gateway alone (issue 18): real HAProxy, real
+gRPC, real instance processes. Every token and header rule answers the same code
+and text from both fronts; a Ready session's calls bypass Python; the map follows
+sessions and survives a HAProxy restart; the Python gateway's absence does not stop
+an established session."""
+import asyncio
+import os
+import shutil
+import signal
+import time
+
+import grpc
+import jwt
+import pytest
+
+from myservice import errors
+from myservice.v1 import myservice_pb2 as pb
+
+from ..conftest import KEY, children_of, echo, error_of, md, pid_alive, wait_until
+
+HAPROXY = shutil.which("haproxy")
+needs_haproxy = pytest.mark.skipif(
+    HAPROXY is None, reason="haproxy is not installed (make test installs it: apt-get install -y haproxy)")
+FRONTS = ["none", pytest.param("haproxy", marks=needs_haproxy)]
+
+
+def claims(**over):
+    now = int(time.time())
+    values = {"sub": "TestUser", "role": "user", "sid": "S", "iat": now, "exp": now + 600, "jti": "j",
+              "iss": "myservice-gateway", "aud": "myservice"}
+    values.update(over)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def token(key=KEY, algorithm="HS256", **over):
+    return jwt.encode(claims(**over), key, algorithm=algorithm)
+
+
+def code_and_text(error: errors.ContractError):
+    return error.code, error.message
+
+
+INVALID = code_and_text(errors.invalid_token())
+
+# name -> (metadata for session "S", the answer); every rule of auth.py.
+RULES = {
+    "no metadata": ((), code_and_text(errors.missing_token())),
+    "no authorization": ((("session-id", "S"),), code_and_text(errors.missing_token())),
+    "empty authorization": ((("authorization", ""), ("session-id", "S")), code_and_text(errors.missing_token())),
+    "no session-id": ((("authorization", token()),), code_and_text(errors.missing_session_id())),
+    "empty session-id": ((("authorization", token()), ("session-id", "")), code_and_text(errors.missing_session_id())),
+    "two authorization": ((("authorization", token()), ("authorization", token()), ("session-id", "S")),
+                          code_and_text(errors.repeated_credentials())),
+    "two session-id": ((("authorization", token()), ("session-id", "S"), ("session-id", "S")),
+                       code_and_text(errors.repeated_credentials())),
+    "two session-id, one empty": ((("authorization", token()), ("session-id", ""), ("session-id", "S")),
+                                  code_and_text(errors.repeated_credentials())),
+    "not a jwt": (md("garbage", "S"), INVALID),
+    "bearer garbage": (md("Bearer garbage", "S"), INVALID),
+    "bearer alone": (md("Bearer", "S"), INVALID),
+    "alg none": (md(jwt.encode(claims(), None, algorithm="none"), "S"), INVALID),
+    "HS512": (md(token(algorithm="HS512", key=KEY * 2), "S"), INVALID),
+    "wrong key": (md(token(key=b"w" * 32), "S"), INVALID),
+    "expired": (md(token(exp=int(time.time()) - 5), "S"), INVALID),
+    "issued in the future": (md(token(iat=int(time.time()) + 3600), "S"), INVALID),
+    "not before in the future": (md(token(nbf=int(time.time()) + 3600), "S"), INVALID),
+    "wrong issuer": (md(token(iss="someone-else"), "S"), INVALID),
+    "wrong audience": (md(token(aud="x"), "S"), INVALID),
+    "no jti": (md(token(jti=None), "S"), INVALID),
+    "no role": (md(token(role=None), "S"), INVALID),
+    "no sub": (md(token(sub=None), "S"), INVALID),
+    "no exp": (md(token(exp=None), "S"), INVALID),
+    "sid is not the session-id": (md(token(sid="OTHER"), "S"), INVALID),
+}
+
+
+def python_calls(gw) -> float:
+    """Calls the Python proxy has handled (its Prometheus counter), whatever their end."""
+    return sum(s.value for metric in gw.gateway.metrics.calls.collect() for s in metric.samples
+               if s.name.endswith("_total"))
+
+
+async def instance_calls(gw) -> int:
+    """Calls HAProxy sent straight to instances (its own counter)."""
+    stats = await gw.gateway.front.supervisor.client.stats()
+    return int(stats[("instances", "BACKEND")]["stot"])
+
+
+async def settled(gw):
+    if gw.gateway.front:
+        await gw.gateway.front.map.settled()
+
+
+async def until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return await predicate()
+
+
+@pytest.fixture(params=FRONTS)
+async def fgw(request, make_gateway):
+    return await make_gateway(front=request.param)
+
+
+@pytest.fixture
+async def hgw(make_gateway):
+    if HAPROXY is None:
+        pytest.skip("haproxy is not installed (make test installs it: apt-get install -y haproxy)")
+    return await make_gateway(front="haproxy")
+
+
+async def test_every_token_rule_answers_the_same_code_and_text(fgw):
+    # A Ready session "S" in the map: HAProxy must refuse before routing, never forward.
+    # One gateway for all the rules (each starts nothing): a wrong answer is named by its rule.
+    good = await fgw.session("S")
+    await echo(fgw, good)
+    await settled(fgw)
+    before = python_calls(fgw)
+    wrong = []
+    for rule, (metadata, answer) in RULES.items():
+        for kind, call in (
+                ("unary", lambda: echo(fgw, metadata)),
+                ("server stream", lambda: _drain(fgw.stub.MyServiceEchoStream(
+                    pb.EchoStreamRequest(value="v", count=2), metadata=metadata))),
+                ("bidi", lambda: _drain(fgw.stub.MyServiceChat(_one(), metadata=metadata))),
+                ("shutdown", lambda: fgw.stub.MyServiceShutdown(pb.ShutdownRequest(), metadata=metadata))):
+            got = await error_of(call())
+            if got != answer:
+                wrong.append(f"{rule} ({kind}): {got} instead of {answer}")
+    assert wrong == []
+    if fgw.gateway.front:  # HAProxy answered every one itself: nothing reached Python
+        assert python_calls(fgw) == before
+    assert fgw.backend.live_count == 1  # the session's instance only, still there
+    assert (await echo(fgw, good)).server_session_id == "S"
+
+
+@pytest.mark.parametrize("prefix", ["", "Bearer ", "bearer ", "BEARER  "])
+async def test_bearer_is_optional_on_both_fronts(fgw, prefix):
+    token_ = (await fgw.login("S")).token
+    for _ in range(3):  # the first through Python, the next ones through the map
+        reply = await echo(fgw, md(prefix + token_, "S"))
+        assert (reply.client_session_id, reply.server_session_id) == ("S", "S")
+        await settled(fgw)
+
+
+async def test_another_users_session_of_the_same_id_is_another_instance(fgw):
+    # Same session_id, another user (a token signed with the gateway's key for "Mallory"):
+    # another session, another instance, on both fronts; never TestUser's from the map.
+    mine = await fgw.session("S")
+    first = await echo(fgw, mine)
+    await settled(fgw)
+    theirs = md(token(sub="Mallory"), "S")
+    for _ in range(3):
+        assert (await echo(fgw, theirs)).pod_name != first.pod_name
+        await settled(fgw)
+        assert (await echo(fgw, mine)).pod_name == first.pod_name
+    assert fgw.backend.live_count == 2
+
+
+@needs_haproxy
+async def test_a_ready_sessions_calls_bypass_python(hgw):
+    metadata = await hgw.session("fast")
+    first = await echo(hgw, metadata)  # starts the instance: through Python
+    await settled(hgw)
+    assert await hgw.gateway.front.supervisor.client.show_map(hgw.gateway.front.supervisor.map_file) == {
+        "TestUser/fast": hgw.backend._instances[next(iter(hgw.backend._instances))].child.endpoint.address}
+    python_before, haproxy_before = python_calls(hgw), await instance_calls(hgw)
+    for i in range(20):
+        reply = await echo(hgw, metadata, value=f"v{i}")
+        assert (reply.client_value, reply.pod_name, reply.server_session_id) == (f"v{i}", first.pod_name, "fast")
+    assert python_calls(hgw) == python_before
+    assert await instance_calls(hgw) == haproxy_before + 20
+
+
+@needs_haproxy
+async def test_every_kind_and_a_large_message_through_the_front(hgw):
+    metadata = await hgw.session("kinds")
+    await echo(hgw, metadata)
+    await settled(hgw)
+    before = python_calls(hgw)
+    stream = [r.index async for r in hgw.stub.MyServiceEchoStream(pb.EchoStreamRequest(value="v", count=5),
+                                                                   metadata=metadata)]
+    assert stream == [0, 1, 2, 3, 4]
+
+    async def messages():
+        for i in range(4):
+            yield pb.EchoRequest(value=f"c{i}")
+    chat = [(r.client_value, r.index) async for r in hgw.stub.MyServiceChat(messages(), metadata=metadata)]
+    assert chat == [("c0", 0), ("c1", 1), ("c2", 2), ("c3", 3)]
+    big = "x" * (1024 * 1024)
+    assert (await echo(hgw, metadata, value=big)).client_value == big
+    reply = await hgw.stub.MyServiceShutdown(pb.ShutdownRequest(), metadata=metadata)
+    assert reply.server_method == "MyServiceShutdown"
+    assert python_calls(hgw) == before  # all of it through HAProxy alone
+    # The end removes the entry: the next call goes to Python, which says so.
+    assert await until(lambda: _no_entry(hgw, "TestUser/kinds"))
+    assert await error_of(echo(hgw, metadata)) == code_and_text(errors.session_ended("kinds"))
+
+
+@needs_haproxy
+async def test_a_stale_entry_is_only_ever_unavailable(hgw):
+    metadata = await hgw.session("stale")
+    # An entry whose instance is gone (a closed port), as between an exit and its del.
+    hgw.gateway.front.map.ready(("TestUser", "stale"), "TestUser", "stale", "127.0.0.1:1")
+    await settled(hgw)
+    assert await error_of(echo(hgw, metadata)) == code_and_text(errors.backend_unavailable())
+    assert await error_of(_drain(hgw.stub.MyServiceChat(_one(), metadata=metadata))) == code_and_text(
+        errors.backend_unavailable())
+
+
+@needs_haproxy
+async def test_an_established_session_answers_without_the_python_gateway(hgw):
+    metadata = await hgw.session("alone")
+    first = await echo(hgw, metadata)
+    await settled(hgw)
+    await hgw.gateway.server.stop(0)  # the Python gateway's gRPC server is gone
+    for _ in range(5):
+        assert (await echo(hgw, metadata)).pod_name == first.pod_name
+    # What needs Python fails fast, with the contract's text.
+    started = time.monotonic()
+    assert await error_of(hgw.login("new")) == code_and_text(errors.backend_unavailable())
+    assert time.monotonic() - started < 2
+
+
+@needs_haproxy
+async def test_the_map_is_rebuilt_after_haproxy_restarts(hgw):
+    front = hgw.gateway.front
+    metadata = await hgw.session("survivor")
+    first = await echo(hgw, metadata)
+    await settled(hgw)
+    old = front.supervisor.process.pid
+    os.kill(old, signal.SIGKILL)
+    assert await until(lambda: _restarted(front, old), timeout=15)
+    await settled(hgw)
+    assert "TestUser/survivor" in await front.supervisor.client.show_map(front.supervisor.map_file)
+    before = python_calls(hgw)
+    assert (await echo(hgw, metadata)).pod_name == first.pod_name
+    assert python_calls(hgw) == before  # through the rebuilt map, not Python
+
+
+@needs_haproxy
+async def test_x_forwarded_for_is_the_fronts_own(hgw):
+    # A client's x-forwarded-for never reaches the gateway: Login still works and counts
+    # the real peer (the value is replaced, not appended: the config fragment test).
+    reply = await hgw.stub.Login(pb.LoginRequest(username="TestUser", password="TestPassword", session_id="x"),
+                                 metadata=(("x-forwarded-for", "6.6.6.6"),))
+    assert reply.token
+
+
+@needs_haproxy
+def test_haproxy_dies_with_a_killed_gateway(up_process):
+    up = up_process("--front", "haproxy")
+    assert any("front: haproxy" in line for line in up.lines)
+    haproxies = [pid for pid in children_of(up.proc.pid) if _comm(pid) == "haproxy"]
+    assert len(haproxies) == 1
+    up.stop(signal.SIGKILL)
+    assert wait_until(lambda: not pid_alive(haproxies[0]), timeout=10)
+
+
+def test_front_none_says_so(up_process):
+    up = up_process("--front", "none")
+    assert any("front: none (MYSERVICE_FRONT=none)" in line for line in up.lines)
+    assert not [pid for pid in children_of(up.proc.pid) if _comm(pid) == "haproxy"]
+
+
+async def _restarted(front, old_pid):
+    process = front.supervisor.process
+    return process.pid != old_pid and process.returncode is None and front.map.rebuilds >= 2
+
+
+async def _no_entry(gw, key):
+    front = gw.gateway.front
+    return key not in await front.supervisor.client.show_map(front.supervisor.map_file)
+
+
+def _comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+async def _drain(call):
+    return [r async for r in call]
+
+
+async def _one():
+    yield pb.EchoRequest(value="v")

@@ -1,0 +1,143 @@
+"""front/config.py (the HAProxy configuration, a pure function), front/mapkeeper.py
+(the map's wanted content and its commands, pure) and front/front.py's choice of
+front: by exact text, no HAProxy needed."""
+import pytest
+
+from myservice import errors
+from myservice_gateway.front import config, front, mapkeeper, runtime
+
+KEY = b"k" * 31 + b"\xff"
+CONFIG = config.FrontConfig(
+    bind="127.0.0.1:10000", gateway_socket="/run/f/gateway.sock", runtime_socket="/run/f/runtime.sock",
+    map_file="/run/f/sessions.map", jwt_key=KEY, issuer="myservice-gateway", audience="myservice",
+    methods=("/myservice.v1.MyService/MyServiceEcho", "/myservice.v1.MyService/MyServiceShutdown"))
+
+
+def lines():
+    return config.render(CONFIG).splitlines()
+
+
+def test_refusals_are_made_from_the_error_constructors():
+    text = config.render(CONFIG)
+    for error, grpc_status in ((errors.repeated_credentials(), 16), (errors.missing_token(), 16),
+                               (errors.missing_session_id(), 16), (errors.invalid_token(), 16)):
+        assert f'hdr grpc-status {grpc_status} hdr grpc-message "{error.message}" if fwd' in text
+    assert ('    http-request return status 200 hdr grpc-status 16 hdr grpc-message "missing authorization token" '
+            'if fwd !{ req.fhdr(authorization) -m len 1: }') in lines()
+    # A stale entry (or Python away): HAProxy's own 502/503/504 become the contract's UNAVAILABLE.
+    assert ('    http-error status 503 hdr grpc-status 14 hdr grpc-message "backend service unavailable"'
+            in lines())
+    assert lines().count("    http-after-response set-status 200 if { status 502:504 }") == 2
+
+
+def test_the_order_of_checks_is_auth_pys():
+    order = [i for i, line in enumerate(lines()) for text in (
+        '"more than one authorization or session-id value"', '"missing authorization token"',
+        '"missing session-id"', "jwt_verify", "map_str(") if text in line]
+    assert order == sorted(order) and len(order) == 5
+
+
+def test_the_key_is_in_the_file_as_hex_only_and_verified_as_hs256():
+    text = config.render(CONFIG)
+    assert f"    set-var proc.jwt_key bin({KEY.hex()})" in lines()
+    assert KEY.decode("latin-1") not in text
+    assert 'jwt_verify("HS256",proc.jwt_key) -m int 1' in text
+    assert "jwt_header_query('$.alg') -m str HS256" in text
+
+
+def test_only_the_forwarded_methods_are_checked_and_routed():
+    assert ("    acl fwd path -m str /myservice.v1.MyService/MyServiceEcho /myservice.v1.MyService/MyServiceShutdown"
+            in lines())
+    assert "    default_backend gateway" in lines()
+    assert "    server gateway unix@/run/f/gateway.sock proto h2" in lines()
+
+
+def test_forwarded_headers_are_the_fronts():
+    assert lines()[lines().index("    http-request del-header x-forwarded-for") + 1] == (
+        "    http-request set-header x-forwarded-for %[src]")
+    assert "    http-request del-header authorization if { var(txn.addr) -m found }" in lines()
+    assert "    http-request set-header session-id %[var(txn.sid)] if { var(txn.addr) -m found }" in lines()
+    assert "    http-request set-header myservice-user %[var(txn.sub)] if { var(txn.addr) -m found }" in lines()
+
+
+def test_map_lookup_only_for_users_the_map_may_hold():
+    assert (f"    http-request set-var-fmt(txn.key) %[var(txn.sub)]/%[var(txn.sid)] "
+            f"if fwd {{ var(txn.sub) -m reg '{mapkeeper.KEY_USER_PATTERN}' }}") in lines()
+
+
+def test_issuer_and_audience_are_quoted():
+    text = config.render(CONFIG.__class__(**{**CONFIG.__dict__, "issuer": 'a "b" $c\\', "audience": "x y"}))
+    assert r'var(txn.iss) -m str "a \"b\" \$c\\"' in text
+    assert 'var(txn.aud) -m str "x y"' in text
+
+
+def test_grpc_message_is_percent_encoded_and_log_format_escaped():
+    assert config.grpc_message("50% é\n") == "50%25 %C3%A9%0A"
+    assert config.log_format_quoted("50%25") == '"50%%25"'
+
+
+def test_map_key_holds_only_unambiguous_users_and_visible_session_ids():
+    assert mapkeeper.map_key("alice", "s/1;x") == "alice/s/1;x"
+    for user, sid in (("a/b", "c"), ("a%b", "c"), ("al ice", "c"), ("é", "c"), ("", "c"), ("a", ""), ("a", "s 1")):
+        assert mapkeeper.map_key(user, sid) is None
+
+
+def test_only_tcp_addresses_get_an_entry():
+    assert mapkeeper.tcp_address("127.0.0.1:4000") and mapkeeper.tcp_address("10.1.2.3:50051")
+    assert mapkeeper.tcp_address("fd00::1:50051")
+    assert not mapkeeper.tcp_address("unix:/tmp/x/myservice-local-1")
+    assert not mapkeeper.tcp_address("127.0.0.1")
+
+
+def test_keeper_diffs_ready_and_ended():
+    keeper = mapkeeper.MapKeeper()
+    assert keeper.ready("k1", "alice", "s1", "unix:/tmp/s") is None  # a Unix socket: through Python
+    assert keeper.ready("k1", "alice", "s1", "127.0.0.1:4000") == mapkeeper.Set("alice/s1", "127.0.0.1:4000", False)
+    assert keeper.ready("k1", "alice", "s1", "127.0.0.1:4000") is None  # already so: nothing to send
+    assert keeper.ready("k1", "alice", "s1", "127.0.0.1:4001") == mapkeeper.Set("alice/s1", "127.0.0.1:4001", True)
+    assert keeper.entries == {"alice/s1": "127.0.0.1:4001"}
+    assert keeper.ended("k1") == mapkeeper.Delete("alice/s1")
+    assert keeper.ended("k1") is None and keeper.ended("never") is None
+    assert keeper.entries == {}
+
+
+def test_commands_escape_the_runtime_apis_separators():
+    assert mapkeeper.command(mapkeeper.Set("a/s;1\\", "127.0.0.1:1", False), "/m") == (
+        "add map /m a/s\\;1\\\\ 127.0.0.1:1")
+    assert mapkeeper.command(mapkeeper.Set("a/s", "127.0.0.1:2", True), "/m") == "set map /m a/s 127.0.0.1:2"
+    assert mapkeeper.command(mapkeeper.Delete("a/s"), "/m") == "del map /m a/s"
+    assert mapkeeper.rebuild_commands({"b/2": "h:2", "a/1": "h:1"}, "/m", "7") == [
+        "add map @7 /m a/1 h:1", "add map @7 /m b/2 h:2"]
+
+
+def test_runtime_batches_stay_under_the_limit():
+    assert runtime.batches(["a" * 5, "b" * 5, "c" * 5], limit=11) == [["a" * 5, "b" * 5], ["c" * 5]]
+    assert runtime.batches(["x" * 20], limit=11) == [["x" * 20]]
+    assert runtime.batches([]) == []
+
+
+@pytest.mark.parametrize("wanted,tls,backend,found,key,expected", [
+    (None, False, "local", "/usr/sbin/haproxy", b"k", ("haproxy", "/usr/sbin/haproxy found")),
+    ("haproxy", False, "local", "/usr/sbin/haproxy", b"k", ("haproxy", "/usr/sbin/haproxy")),
+    (None, False, "local", None, b"k", ("none", "the haproxy binary is not found")),
+    (None, True, "local", "/usr/sbin/haproxy", b"k", ("none", "TLS at the front is not built yet: "
+                                                              "the Python gateway serves it")),
+    (None, False, "kubernetes", "/usr/sbin/haproxy", b"k", ("none", "on Kubernetes the front is its own container")),
+    (None, False, "local", "/usr/sbin/haproxy", b"k\0", ("none", "the JWT key holds a NUL byte, which HAProxy's "
+                                                                 "jwt_verify cannot take")),
+    ("none", False, "local", "/usr/sbin/haproxy", b"k", ("none", "MYSERVICE_FRONT=none")),
+])
+def test_choice_of_front(wanted, tls, backend, found, key, expected):
+    choice = front.choose(wanted, tls=tls, backend=backend, which=lambda name: found, key=key)
+    assert (choice.front, choice.why) == expected
+
+
+def test_haproxy_asked_for_but_impossible_is_refused():
+    with pytest.raises(ValueError, match="^MYSERVICE_FRONT=haproxy: the haproxy binary is not found$"):
+        front.choose("haproxy", tls=False, backend="local", which=lambda name: None)
+
+
+def test_forwarded_methods_are_the_services_but_login():
+    assert front.forwarded_methods(("myservice.v1.MyService", "no.such.Service")) == (
+        "/myservice.v1.MyService/MyServiceEcho", "/myservice.v1.MyService/MyServiceEchoStream",
+        "/myservice.v1.MyService/MyServiceChat", "/myservice.v1.MyService/MyServiceShutdown")
