@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -257,12 +258,20 @@ class UserStore:
         # recentlogins.py still knows its user). Only the current file's entries stay.
         self._plain_key = secrets.token_bytes(32)
         self._plain_hashes: dict[bytes, str] = {}
+        # One re-read at a time: the event loop and the hashing threads all call get(), and
+        # a slow re-read (plain entries to hash) must not put an older table back after a
+        # newer one.
+        self._reload_lock = threading.Lock()
         self._dev = {DEV_USERNAME: User(DEV_USERNAME, hash_password(DEV_PASSWORD), DEV_ROLE)} if dev_user else {}
         self._bcrypt_dummy = store_bcrypt_dummy(self._dev)
         if users_file:
             self._reload()  # fail fast at start-up on a bad file
 
     def _reload(self) -> None:
+        with self._reload_lock:
+            self._reload_locked()
+
+    def _reload_locked(self) -> None:
         assert self._users_file
         try:
             stat = os.stat(self._users_file)
@@ -295,6 +304,17 @@ class UserStore:
         if self._users_file:
             self._reload()
         return self._file_users.get(username) or self._dev.get(username)
+
+    def known(self, username: str) -> User | None:
+        """As get(), without reading the file: for the event loop (a re-read may hash
+        plain-password entries). userwatch.py re-reads it off the loop."""
+        return self._file_users.get(username) or self._dev.get(username)
+
+    def names(self) -> frozenset[str]:
+        """Every username, the file re-read if it changed. Blocking: call it off the loop."""
+        if self._users_file:
+            self._reload()
+        return frozenset(self._file_users) | frozenset(self._dev)
 
     def authenticate(self, username: str, password: str) -> User | None:
         """The user if the password matches, else None. Blocking (hashing): every
