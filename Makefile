@@ -50,7 +50,16 @@ ENVTEST_BINS := $(KUBE_BIN)/etcd $(KUBE_BIN)/kube-apiserver
 $(ENVTEST_BINS) &:
 	-bash $(CLUSTER_BUILD) etcd kube-apiserver
 
-test: $(INSTALL_STAMP) $(HELM) $(ENVTEST_BINS)
+# The HAProxy front (gateway/myservice_gateway/front/) and its tests need Debian's haproxy:
+# installed where missing, as helm is built; where it cannot be (no root, no apt), the
+# front's tests skip and say why, and `myservice up` runs without the front.
+.PHONY: haproxy
+haproxy:
+	@command -v haproxy >/dev/null 2>&1 || apt-get install -y -q haproxy >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q haproxy >/dev/null 2>&1; } || \
+	  echo "haproxy could not be installed (apt-get install haproxy, as root): the front's tests skip"
+
+test: $(INSTALL_STAMP) $(HELM) $(ENVTEST_BINS) haproxy
 	MYSERVICE_HELM=$(HELM) MYSERVICE_KUBE_BIN=$(KUBE_BIN) $(BIN)/pytest $(PYTEST_ARGS)
 
 e2e: $(INSTALL_STAMP)
@@ -61,7 +70,7 @@ e2e: $(INSTALL_STAMP)
 e2e-kind: $(INSTALL_STAMP)
 	KIND_NODE_IMAGE=$(or $(KIND_NODE_IMAGE),local) bash e2e/kind.sh
 
-bench: $(INSTALL_STAMP)
+bench: $(INSTALL_STAMP) haproxy
 	$(BIN)/python bench/echo_latency.py
 
 LOGIN_BASELINE ?=
