@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
+from collections.abc import Callable
 
 from myservice import contract, errors
 
@@ -107,11 +108,18 @@ def authenticate(config: tokens.TokenConfig, metadata, verified: VerifiedTokens 
 
 
 class Authenticator:
-    """Decides, before any backend work, which session a proxied call belongs to."""
+    """Decides, before any backend work, which session a proxied call belongs to.
+    `user_exists` (userwatch.py): a valid token of a user removed from the users
+    file is refused like any invalid token."""
 
-    def __init__(self, config: tokens.TokenConfig) -> None:
+    def __init__(self, config: tokens.TokenConfig, user_exists: Callable[[str], bool] | None = None) -> None:
         self._config = config
         self._verified = VerifiedTokens()
+        self._user_exists = user_exists
 
     def authenticate(self, metadata) -> SessionKey:
-        return authenticate(self._config, metadata, self._verified)
+        session = authenticate(self._config, metadata, self._verified)
+        if self._user_exists is not None and not self._user_exists(session.username):
+            log.info("rejected token of removed user %r", session.username[:64])
+            raise errors.invalid_token()
+        return session

@@ -159,10 +159,7 @@ class LoginHandler:
         else None: the Login takes the hashing path."""
         if not self._recent.seconds or self._guard.failures_wait(request.username, peer) > 0:
             return None
-        try:
-            user = self._users.get(request.username)
-        except UserStoreError:
-            return None  # the hashing path says so
+        user = self._users.known(request.username)  # no file read on the loop
         if user is None or not self._recent.matches(request.username, request.password, user.password_hash):
             return None
         return user

@@ -23,6 +23,7 @@ from .metrics import GatewayMetrics, MetricsServer
 from .proxy import Proxy
 from .settings import GatewaySettings, SettingsError
 from .users import UserStore
+from .userwatch import UserWatch
 
 log = logging.getLogger("myservice.gateway")
 
@@ -38,8 +39,11 @@ class Gateway:
     metrics: GatewayMetrics = dataclasses.field(default_factory=GatewayMetrics)
     metrics_server: MetricsServer | None = None
     front: fronts.Front | None = None  # HAProxy owns `port`; this server listens behind it
+    user_watch: UserWatch | None = None
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        if self.user_watch:
+            await self.user_watch.stop()
         if self.front:  # first: no new call reaches anything being stopped
             await self.front.stop(grace)
         await self.server.stop(grace)
@@ -76,7 +80,8 @@ def make_backend(settings: GatewaySettings) -> Backend:
     return LocalBackend(max_instances=settings.max_instances, start_timeout=settings.instance_start_timeout,
                         max_per_user=settings.max_sessions_per_user,
                         limits=InstanceLimits(settings.session_idle_timeout, settings.session_max_lifetime),
-                        warm_pool=settings.warm_pool, ended_remembered=settings.ended_sessions_remembered)
+                        warm_pool=settings.warm_pool, ended_remembered=settings.ended_sessions_remembered,
+                        command=settings.instance_command)
 
 
 def token_config(settings: GatewaySettings) -> tokens.TokenConfig:
@@ -134,7 +139,10 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable(server, (contract.SERVICE, health.SERVICE_NAME))
     proxied = front.observe(backend) if front else backend
-    server.add_generic_rpc_handlers((Proxy(proxied, Authenticator(config), metrics=metrics),))
+    user_watch = UserWatch(users, backend)
+    authenticator = Authenticator(config, user_watch.exists)
+    server.add_generic_rpc_handlers((Proxy(proxied, authenticator, services=settings.services,
+                                           metrics=metrics),))
     backend.sessions.on_session_start = metrics.session_started
     try:
         credentials = tls_credentials(settings)
@@ -149,6 +157,7 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
         port = front.port
     metrics_server = metrics.serve(settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
     await backend.start()
+    user_watch.start()
     await server.start()
     if front:
         await front.start()
@@ -156,7 +165,7 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     await health_servicer.set(contract.SERVICE, health_pb2.HealthCheckResponse.SERVING)
     if metrics_server:
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, metrics_server.port)
-    return Gateway(server, port, backend, login, metrics, metrics_server, front)
+    return Gateway(server, port, backend, login, metrics, metrics_server, front, user_watch)
 
 
 async def serve(settings: GatewaySettings) -> int:

@@ -307,7 +307,15 @@ class UserStore:
 
     def known(self, username: str) -> User | None:
         """As get(), without reading the file: for the event loop (a re-read may hash
-        plain-password entries). userwatch.py re-reads it off the loop."""
+        plain-password entries). None also when the file changed since it was read
+        (one stat): the caller then takes the path that re-reads it off the loop."""
+        if self._users_file:
+            try:
+                stat = os.stat(self._users_file)
+            except OSError:
+                return None
+            if (stat.st_mtime_ns, stat.st_size) != self._file_stamp:
+                return None
         return self._file_users.get(username) or self._dev.get(username)
 
     def names(self) -> frozenset[str]:

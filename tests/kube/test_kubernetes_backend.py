@@ -152,3 +152,16 @@ async def test_the_index_stays_right_through_a_410_relist(backend, custom, names
     ready(custom, namespace, name)
     assert (await backend.endpoint(ALICE.key, timeout=5)).address == "10.1.2.3:50051"
     assert backend.sessions.slots.count("alice") == 1
+
+
+async def test_a_removed_users_sessions_are_deleted_and_only_theirs(backend, custom, namespace):
+    bob = [SessionOwner(session_id=s, username="bob", role="user") for s in ("b1", "b2")]
+    for owner in (ALICE, *bob):
+        await backend.prepare(owner)
+    everyone = {resource_name("alice", "s1"), resource_name("bob", "b1"), resource_name("bob", "b2")}
+    await eventually(lambda: all(_cached(backend, n) for n in everyone))
+    assert await backend.end_sessions_of("bob") == 2
+    assert names_in_api(custom, namespace) == {resource_name("alice", "s1")}
+    await eventually(lambda: backend.sessions.slots.count("bob") == 0)
+    assert await backend.end_sessions_of("bob") == 0  # nothing left: no request
+    assert backend.sessions.slots.count("alice") == 1

@@ -9,12 +9,20 @@ from typing import Protocol
 
 import grpc
 
+from myservice import contract
+
 from .sessions import SessionTable
 
 # Channels from the gateway to instances: calls are never retried by gRPC (a
 # retried call could reach an instance twice), which also spares the retry
-# machinery's work on every call.
-INSTANCE_CHANNEL_OPTIONS = (("grpc.enable_retries", 0),)
+# machinery's work on every call. An instance's message may be at most what a
+# client takes by default (4 MiB): the channel refuses a larger one before it is
+# taken in whole (an instance cannot make the gateway hold more per message), and
+# the proxy answers the client RESOURCE_EXHAUSTED in our words; a larger limit
+# would only forward what a default client refuses with a text about its own
+# connection.
+INSTANCE_CHANNEL_OPTIONS = (("grpc.enable_retries", 0),
+                            ("grpc.max_receive_message_length", contract.MAX_ANSWER_BYTES))
 
 
 def instance_channel(address: str) -> grpc.aio.Channel:
@@ -68,6 +76,12 @@ class Backend(Protocol):
     async def endpoint(self, key: SessionKey, *, timeout: float | None) -> Endpoint:
         """Where the session's instance answers, waiting (within `timeout`) for it to
         start on a first call; raises errors.ContractError."""
+
+    async def end_sessions_of(self, username: str) -> int:
+        """End every live session of a user who was removed from the users file;
+        the number ended. Their calls are told "has ended" (the tokens are refused
+        before that: userwatch.py)."""
+        ...
 
     async def close(self) -> None:
         """Stop: end every instance this backend started (local) or stop watching (Kubernetes)."""

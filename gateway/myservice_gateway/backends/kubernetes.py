@@ -149,6 +149,23 @@ class KubernetesBackend:
             finally:
                 index.forget(name, change)
 
+    async def end_sessions_of(self, username: str) -> int:
+        """Delete the user's resources (the operator then ends their pods); one DELETE
+        per live session, a 404 is already gone. Every gateway replica does it: the
+        deletes are idempotent."""
+        names = self.sessions.slots.held(username)
+        for name in names:
+            try:
+                await asyncio.to_thread(self._api.delete_namespaced_custom_object, crd.GROUP, crd.VERSION,
+                                        self.namespace, crd.PLURAL, name, _request_timeout=10)
+                log.info("session %s of removed user %r deleted", name, username)
+            except ApiException as e:
+                if e.status != 404:
+                    log.error("deleting %s of removed user %r failed: %s %s", name, username, e.status, e.reason)
+            except Exception as e:  # noqa: BLE001 - API unreachable: the token is refused all the same
+                log.error("deleting %s of removed user %r failed: %s", name, username, e)
+        return len(names)
+
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:

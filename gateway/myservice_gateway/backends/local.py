@@ -10,6 +10,11 @@ instances started, unbound, and already answering, and a new session's first
 call takes one. Pool members are ordinary children (same exit-with-parent, same
 close()); they are started with `--wait-for-claim`, so their idle and lifetime
 clocks start at the claim (SIGUSR1), not while they wait in the pool.
+
+With a command (`command`: `--instance-command`) every instance, pool members
+included, is that command (processes.py, commands.py). A command's pool member is
+claimed by its session's first call alone, as a pool pod is on Kubernetes: it
+gets no SIGUSR1, whose default action would kill a program that does not expect it.
 """
 from __future__ import annotations
 
@@ -46,12 +51,12 @@ class _Instance:
 class LocalBackend:
     def __init__(self, *, max_instances: int, start_timeout: float = 20.0, max_per_user: int = 0,
                  limits: InstanceLimits = InstanceLimits(), warm_pool: int = 0,
-                 ended_remembered: int = sessions.ENDED_REMEMBERED) -> None:
+                 ended_remembered: int = sessions.ENDED_REMEMBERED, command: tuple[str, ...] = ()) -> None:
         self.max_instances = max_instances
         # No ready timeout of its own: a start that fails within start_timeout ends the wait.
         self.sessions = sessions.SessionTable(max_per_user=max_per_user, ended_remembered=ended_remembered)
         self._instances: dict[SessionKey, _Instance] = {}
-        self._processes = ProcessSupervisor(start_timeout=start_timeout, limits=limits)
+        self._processes = ProcessSupervisor(start_timeout=start_timeout, limits=limits, command=command)
         self._pool: localpool.WarmPool[_Instance] = localpool.WarmPool(
             size=warm_pool, max_instances=max_instances, processes=lambda: self.process_count,
             start_member=self._start_member)
@@ -149,8 +154,9 @@ class LocalBackend:
         if member.child.endpoint is not None:
             self._signal_claim(member)
 
-    @staticmethod
-    def _signal_claim(member: _Instance) -> None:
+    def _signal_claim(self, member: _Instance) -> None:
+        if self._processes.command:  # its first call is its claim (see the module's docstring)
+            return
         try:
             os.kill(member.child.pid, CLAIM_SIGNAL)
         except ProcessLookupError:  # it died: its watcher ends the session
@@ -186,7 +192,7 @@ class LocalBackend:
         """The child's life: start, publish its endpoint, wait for its exit, free the slot."""
         begun = time.monotonic()
         child = instance.child
-        if not await self._processes.start(child, wait_for_claim=instance.pooled,
+        if not await self._processes.start(child, wait_for_claim=instance.pooled, session=instance.key,
                                            on_failure=lambda error: self._start_failed(instance, error)):
             self._release(instance)  # not ended: a later call may retry
             instance.ready.set_exception(errors.no_available_instances())
@@ -218,6 +224,16 @@ class LocalBackend:
         self._pool.refill()  # its process slot is free
         self.sessions.ended.add(instance.key)
         closing(child.endpoint.channel)
+
+    async def end_sessions_of(self, username: str) -> int:
+        """SIGTERM to each of the user's instances: their own graceful end (O(user's sessions))."""
+        keys = self.sessions.slots.held(username)
+        for key in keys:
+            self.sessions.ended.add(key)
+            instance = self._instances.get(key)
+            if instance is not None and instance.child.process and process_alive(instance.child.process):
+                instance.child.process.terminate()
+        return len(keys)
 
     async def close(self, grace: float = 5.0) -> None:
         """Terminate every child and wait for it; SIGKILL after `grace` seconds."""

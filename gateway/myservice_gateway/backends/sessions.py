@@ -83,6 +83,10 @@ class UserSlots(Generic[K]):
     def count(self, user: str) -> int:
         return len(self._by_user.get(user, ()))
 
+    def held(self, user: str) -> frozenset[K]:
+        """The user's live sessions (a copy: safe to end them while iterating)."""
+        return frozenset(self._by_user.get(user, ()))
+
     def users(self) -> Iterable[str]:
         return self._by_user.keys()
 
