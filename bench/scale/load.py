@@ -18,6 +18,13 @@ verb and resource), and the CPU seconds and RSS of the operator's and the gatewa
 container processes, read from /proc on this host (the node is this machine).
 --knee-rates R1,R2,...: before the ramp, --knee-sessions sessions at each rate (ended
 after each step), for the rate at which Ready stops keeping up.
+--claim-burst-pool P: the claim burst instead (issue 17; agent-sandbox's KWOK gate): wait
+until the release's warm pool has P Ready pods, then --sessions Logins at --rate, settle,
+end; the report is Login → Ready p50/p90/p99 (warm and cold apart), the stages (the
+gateway's create, the operator's claim, and the labels after Ready), API requests per
+session and the gate (p50 ≤ 300, p90 ≤ 300, p99 ≤ 500 ms). "Ready" is when this watch
+saw it: the gateway's watch gets the same event from the same API server (kwok's pods
+run nothing, so no first call can be timed through them).
 
 Writes --out (JSON: sessions, timeline, phases, figures) and prints the report; its
 last line is figures.last_line. Needs the admin kubeconfig (KUBECONFIG).
@@ -132,6 +139,7 @@ class SessionWatch:
         self.deleted_at: dict[tuple[str, str], float] = {}
         self.present: set[tuple[str, str]] = set()
         self.failed: dict[tuple[str, str], str] = {}
+        self.source: dict[tuple[str, str], str] = {}  # status.podSource when first Ready
         self.key_of: dict[str, tuple[str, str]] = {}  # resource name -> session key
         self.events = 0
         self.reflector = Reflector("mss-watch", custom.list_namespaced_custom_object,
@@ -161,6 +169,7 @@ class SessionWatch:
             phase = (obj.get("status") or {}).get("phase")
             if phase == "Ready":
                 self.ready_at.setdefault(key, now)
+                self.source.setdefault(key, (obj.get("status") or {}).get("podSource", ""))
             elif phase == "Failed":
                 self.failed.setdefault(key, (obj.get("status") or {}).get("reason", ""))
 
@@ -172,19 +181,36 @@ class PodWatch:
 
     def __init__(self, core: kubernetes.client.CoreV1Api, namespace: str):
         self.stamps: dict[str, dict[str, float]] = {}
+        self._lock = threading.Lock()
+        self._pool_ready: set[str] = set()  # warm pool pods Ready and not labelled for a session
         self.reflector = Reflector("pod-watch", core.list_namespaced_pod, (namespace,), self._apply, lambda: None,
                                    label_selector="app.kubernetes.io/component=instance")
 
+    def pool_ready(self) -> int:
+        with self._lock:
+            return len(self._pool_ready)
+
     def _apply(self, kind: str, obj: dict, now: float) -> None:
-        resource = (obj["metadata"].get("labels") or {}).get("myservice.io/session")
+        labels = obj["metadata"].get("labels") or {}
+        resource = labels.get("myservice.io/session")
+        with self._lock:
+            if resource or kind == "DELETED" or "myservice.io/pool" not in labels or not _ready(obj):
+                self._pool_ready.discard(obj["metadata"]["name"])
+            else:
+                self._pool_ready.add(obj["metadata"]["name"])
         if not resource or kind == "DELETED":
             return
+        # a warm pool pod is first seen with its session label when the operator labels it
         stamps = self.stamps.setdefault(resource, {"created": now})
         if (obj.get("spec") or {}).get("nodeName"):
             stamps.setdefault("scheduled", now)
-        conditions = (obj.get("status") or {}).get("conditions") or []
-        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+        if _ready(obj):
             stamps.setdefault("ready", now)
+
+
+def _ready(pod: dict) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 # --- the operator's and the gateway's processes on this host ----------------------
@@ -407,9 +433,12 @@ def attach_ready(sessions: list[dict], watch: SessionWatch, pods: PodWatch | Non
         s["ready"] = watch.ready_at.get(key)
         s["seen"] = watch.seen_at.get(key)
         s["failed"] = watch.failed.get(key)
+        s["source"] = watch.source.get(key)
         stamps = (pods.stamps.get(name_of.get(key, ""), {}) if pods else {})
         for stage in ("created", "scheduled", "ready"):
             s[f"pod_{stage}"] = stamps.get(stage)
+        # a warm session's pod: first seen as the session's when labelled (after Ready)
+        s["labelled"] = stamps.get("created") if s["source"] == "warm" else None
 
 
 async def knee_sweep(stub, custom, core, args, watch: SessionWatch, users: list[str]) -> list[dict]:
@@ -500,6 +529,87 @@ async def run(args: argparse.Namespace) -> dict:
     return results
 
 
+async def run_claim_burst(args: argparse.Namespace) -> dict:
+    """The claim burst: a full warm pool, then --sessions Logins at --rate (see the module's doc)."""
+    kubernetes.config.load_kube_config()
+    api = kubernetes.client.ApiClient()
+    custom, core = kubernetes.client.CustomObjectsApi(api), kubernetes.client.CoreV1Api(api)
+    watch = SessionWatch(custom, args.namespace)
+    watch.reflector.start()
+    pods = PodWatch(core, args.namespace)
+    pods.reflector.start()
+    processes = {c: ContainerProcesses(container_ids_finder(core, args.namespace, args.release, c))
+                 for c in COMPONENTS}
+    sampler = Sampler(api, {c: f"{args.run}-{c}" for c in COMPONENTS}, watch, processes, args.sample_seconds)
+    users = [f"scale-user-{i}" for i in range(args.users)]
+    phases: dict[str, list[float]] = {}
+    errors: dict[str, int] = {}
+    pool = args.claim_burst_pool
+    t0 = time.monotonic()
+    log(f"pool: waiting for {pool} Ready warm pool pods")
+    if not await asyncio.to_thread(wait_until, "pool fill", lambda: pods.pool_ready() >= pool, args.ready_timeout,
+                                   lambda: f"{pods.pool_ready()}/{pool} Ready"):
+        raise SystemExit(f"load.py: the warm pool did not reach {pool} Ready pods")
+    phases["pool fill"] = [t0, time.monotonic()]
+    sampler.sample()
+    sampler.start()
+    async with grpc.aio.insecure_channel(args.gateway) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 30)
+        stub = pb_grpc.MyServiceStub(channel)
+        log(f"burst: {args.sessions} sessions at {args.rate}/s from a pool of {pool}")
+        sampler.phase = "ramp"
+        t0 = time.monotonic()
+        sessions = await ramp(stub, count=args.sessions, rate=args.rate, users=users, password=args.password,
+                              prefix="c", live_before=0, errors=errors)
+        phases["ramp"] = [t0, time.monotonic()]
+    sampler.phase = "settle"
+    t0 = time.monotonic()
+    expected = [(s["user"], s["session_id"]) for s in sessions if "login_error" not in s]
+    wait_until("settle (every session Ready)",
+               lambda: all(k in watch.ready_at or k in watch.failed for k in expected), args.ready_timeout,
+               lambda: f"{sum(k in watch.ready_at for k in expected)}/{len(expected)} Ready")
+    time.sleep(2)  # the labels that trail Ready
+    phases["settle"] = [t0, time.monotonic()]
+    sampler.sample()
+    sampler.phase = "end"
+    t0 = time.monotonic()
+    try:
+        ended = end_all(custom, core, args.namespace, watch, args.end_timeout)
+    except Exception as error:  # the figures so far are kept
+        log(f"end: {error!r}; the report covers the run up to here")
+        ended = False
+    phases["end"] = [t0, time.monotonic()]
+    sampler.stop()
+    watch.reflector.stop()
+    pods.reflector.stop()
+    attach_ready(sessions, watch, pods)
+    results = {"mode": "claim-burst", "run": args.run, "rate": args.rate, "pool": pool, "sessions": sessions,
+               "timeline": sampler.timeline, "phases": phases, "login_errors": errors, "ended_cleanly": ended,
+               "failed_reasons": sorted(set(watch.failed.values()))}
+    results["figures"] = figures.claim_burst_report(results)
+    return results
+
+
+def render_claim_burst(results: dict) -> str:
+    f = results["figures"]
+    r = f["ready"]
+    lines = [f"claim burst: {f['sessions']} Logins at {f['rate']:g}/s offered from a warm pool of {f['pool']}; "
+             f"Ready {r['count']}, never Ready {f['never_ready']}; Login errors {sum(f['login_errors'].values())} "
+             f"{f['login_errors'] or ''}".rstrip(),
+             f"sustained: Logins {f['sustained']['logins_per_second']}/s, Ready {f['sustained']['ready_per_second']}/s",
+             f"Login -> Ready (seen by a watch, as the gateway's): p50 {r['p50_ms']} / p90 {r['p90_ms']} / "
+             f"p99 {r['p99_ms']} ms (max {r['max_ms']})"]
+    for source, s in f["by_source"].items():
+        lines.append(f"  {source}: n={s['count']}, p50 {s['p50_ms']} / p90 {s['p90_ms']} / p99 {s['p99_ms']} ms")
+    lines.append("stages p50/p90/p99 ms: " + "; ".join(
+        f"{label} {v['p50_ms']}/{v['p90_ms']}/{v['p99_ms']}" for label, v in f["stages"].items()))
+    lines.append(f"API requests per session (operator, gateway): {f['api_requests_per_session']}")
+    for q, g in f["gate"].items():
+        lines.append(f"gate {q}: {g['value']} (limit {g['limit']}): {'met' if g['met'] else 'MISSED'}")
+    lines.append(figures.claim_burst_last_line(f))
+    return "\n".join(lines)
+
+
 def render(results: dict) -> str:
     f = results["figures"]
     lines = [f"sessions: {f['sessions']} at {f['rate']}/s offered; Ready {f['ready']}; "
@@ -554,6 +664,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sample-seconds", type=float, default=5.0)
     parser.add_argument("--knee-rates", type=lambda v: [float(r) for r in v.split(",") if r], default=[])
     parser.add_argument("--knee-sessions", type=int, default=300)
+    parser.add_argument("--claim-burst-pool", type=int, default=0,
+                        help="the claim burst: wait for this many Ready warm pool pods, then the burst (0: the ramp)")
     parser.add_argument("--out", type=Path, required=True, help="results JSON")
     return parser.parse_args(argv)
 
@@ -562,13 +674,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--report"]:  # --report RESULTS.json: the report again (figures.py changed)
         results = json.loads(Path(argv[1]).read_text())
-        results["figures"] = figures.report(results)
+        burst = results.get("mode") == "claim-burst"
+        results["figures"] = figures.claim_burst_report(results) if burst else figures.report(results)
         Path(argv[1]).write_text(json.dumps(results, indent=1))
-        print(render(results))
+        print(render_claim_burst(results) if burst else render(results))
         return 0
     args = parse_args(argv)
     if not args.password:
         sys.exit("load.py: --password or SCALE_PASSWORD is required")
+    if args.claim_burst_pool:
+        results = asyncio.run(run_claim_burst(args))
+        args.out.write_text(json.dumps(results, indent=1))
+        print(render_claim_burst(results), flush=True)
+        return 0 if results["figures"]["never_ready"] == 0 else 1
     results = asyncio.run(run(args))
     args.out.write_text(json.dumps(results, indent=1))
     print(render(results), flush=True)

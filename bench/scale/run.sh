@@ -25,8 +25,19 @@
 # The report's last line: `scale: <N> sessions, ready p99 <ms> ms, idle api <x> req/s,
 # operator rss <MB> MB, gateway rss <MB> MB`.
 #
+# SCALE_MODE=claim-burst: the peers' gate instead (issue 17; kubernetes-sigs/agent-sandbox's
+# KWOK presubmit): the release gets a warm pool of SESSIONS + 40 % pods on the kwok nodes,
+# and once it is full, SESSIONS Logins at RATE/s (defaults 750 and 75/s; no idle phase, no
+# picture). Printed: Login -> Ready p50/p90/p99 (warm and cold apart), the per-stage split
+# (the gateway's create, the operator's claim, the labels after Ready), API requests per
+# session and the gate (p50 <= 300, p90 <= 300, p99 <= 500 ms). Last line:
+# `claim-burst: <N> at <R>/s from a pool of <P>: Login -> Ready p50/p90/p99 <ms> ms, gate met|MISSED`.
+#
 # Environment:
-#   SCALE_SESSIONS (10000)  SCALE_RATE (50 Logins/s)  SCALE_NODES (100)  SCALE_USERS (20)
+#   SCALE_MODE              ramp (default) or claim-burst
+#   SCALE_SESSIONS (10000; claim-burst 750)  SCALE_RATE (50 Logins/s; claim-burst 75)
+#   SCALE_NODES (100)  SCALE_USERS (20)
+#   SCALE_POOL_MAX_STARTING (claim-burst: pool pods starting at once while it fills; 100)
 #   SCALE_IDLE_SECONDS (60)  SCALE_READY_TIMEOUT (600 s: settle at most this long)
 #   SCALE_KNEE_RATES        e.g. 10,25,50,100: first SCALE_KNEE_SESSIONS (300) sessions at each
 #                           rate, ended after each step (where Ready stops keeping up)
@@ -41,8 +52,14 @@ if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
   sed -n '3,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0
 fi
 
-SESSIONS=${SCALE_SESSIONS:-10000}
-RATE=${SCALE_RATE:-50}
+MODE=${SCALE_MODE:-ramp}
+case "$MODE" in
+  ramp) SESSIONS=${SCALE_SESSIONS:-10000}; RATE=${SCALE_RATE:-50}; POOL=0 ;;
+  claim-burst)
+    SESSIONS=${SCALE_SESSIONS:-750}; RATE=${SCALE_RATE:-75}
+    POOL=$(( (SESSIONS * 14 + 9) / 10 )) ;;   # figures.claim_pool_size: SESSIONS + 40 %, rounded up
+  *) echo "run.sh: SCALE_MODE must be ramp or claim-burst, not $MODE" >&2; exit 2 ;;
+esac
 NODES=${SCALE_NODES:-100}
 USERS=${SCALE_USERS:-20}
 IDLE=${SCALE_IDLE_SECONDS:-60}
@@ -171,8 +188,12 @@ install_release() {
     kc wait --for=condition=Established crd/myservicesessions.myservice.io --timeout=60s >/dev/null || return 1
   fi
   "$PY" "$HERE/manifests.py" values "$RUN" "$USERS" "$SCALE_PASSWORD" >"$OUT_DIR/run-values.json" || return 1
+  local pool_values=()
+  if ((POOL)); then   # claim-burst: the warm pool, filled fast (kwok starts pods in no time)
+    pool_values=(--set "instance.warmPool.size=$POOL" --set "instance.warmPool.maxStarting=${SCALE_POOL_MAX_STARTING:-100}")
+  fi
   "$MYSERVICE_HELM" -n "$NS" install "$RELEASE" helm/myservice -f "$HERE/values.yaml" -f "$OUT_DIR/run-values.json" \
-    --set "operator.maxSessions=$((SESSIONS + ${SCALE_KNEE_SESSIONS:-300}))" \
+    --set "operator.maxSessions=$((SESSIONS + ${SCALE_KNEE_SESSIONS:-300}))" "${pool_values[@]}" \
     --wait --timeout 300s || return 1
   GATEWAY="$(kc -n "$NS" get pods -l app.kubernetes.io/component=gateway -o jsonpath='{.items[0].status.podIP}')"
   [[ -n "$GATEWAY" ]] || return 1
@@ -182,7 +203,7 @@ install_release() {
 [[ $EUID -eq 0 ]] || { say "must run as root (kwok and the cluster run as local processes; /proc of the pods)"; exit 2; }
 [[ -x "$PY" ]] || { say "$PY missing: run \`make scale\` (it creates .venv)"; exit 2; }
 "$PY" -c "import matplotlib" 2>/dev/null || { say "matplotlib missing: pip install -e '.[test,bench]' (make scale does)"; exit 2; }
-say "run $RUN: $SESSIONS sessions at $RATE/s, $NODES kwok nodes, namespace $NS, results in $OUT_DIR"
+say "run $RUN ($MODE): $SESSIONS sessions at $RATE/s$( ((POOL)) && echo ", a warm pool of $POOL"), $NODES kwok nodes, namespace $NS, results in $OUT_DIR"
 
 phase "cluster build" hack/cluster/build.sh helm images etcd kube crictl coredns kube-network-policies kwok || exit $?
 # shellcheck source=hack/cluster/env.sh
@@ -202,6 +223,12 @@ SCALE_PASSWORD="$(head -c12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export SCALE_PASSWORD KUBECONFIG
 phase_here "kwok" start_kwok || exit $?
 phase_here "install" install_release || exit $?
+if ((POOL)); then
+  phase "load" "$PY" "$HERE/load.py" --gateway "$GATEWAY:10000" --namespace "$NS" --release "$RELEASE" \
+    --run "$RUN" --sessions "$SESSIONS" --rate "$RATE" --users "$USERS" --claim-burst-pool "$POOL" \
+    --ready-timeout "$READY_TIMEOUT" --out "$OUT_DIR/results.json" || exit $?
+  exit 0
+fi
 phase "load" "$PY" "$HERE/load.py" --gateway "$GATEWAY:10000" --namespace "$NS" --release "$RELEASE" \
   --run "$RUN" --sessions "$SESSIONS" --rate "$RATE" --users "$USERS" --idle-seconds "$IDLE" \
   --ready-timeout "$READY_TIMEOUT" --knee-rates "${SCALE_KNEE_RATES:-}" \
