@@ -8,6 +8,7 @@ import dataclasses
 import os
 import re
 import secrets
+import shlex
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,6 +74,16 @@ def parse_services(raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def parse_command(raw: str) -> tuple[str, ...]:
+    """MYSERVICE_INSTANCE_COMMAND (--instance-command): split as a shell would
+    (quotes, backslashes), never run by one."""
+    try:
+        return tuple(shlex.split(raw))
+    except ValueError as e:
+        raise SettingsError(f"MYSERVICE_INSTANCE_COMMAND (--instance-command) must be a command line "
+                            f"(split as a shell would: {e}), got {raw!r}") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class GatewaySettings:
     host: str = declare(
@@ -104,6 +115,12 @@ class GatewaySettings:
     instance_start_timeout: float = declare(
         20.0, env="MYSERVICE_INSTANCE_START_TIMEOUT", positive=True, unit="seconds",
         help="local: how long an instance may take to start")
+    instance_command: tuple[str, ...] = declare(
+        (), env="MYSERVICE_INSTANCE_COMMAND", flag="--instance-command", metavar="CMD", parse=parse_command,
+        default_text="myservice instance",
+        help="local: each session's instance is this command (split as a shell would, run without one) on "
+             "loopback TCP, with the environment of docs/instances.md; ready once its grpc.health.v1 says "
+             "SERVING, ended when it exits")
     warm_pool: int = declare(
         0, env="MYSERVICE_WARM_POOL_SIZE", flag="--warm-pool", metavar="N", minimum=0, zero="off",
         aliases=("MYSERVICE_WARM_POOL",),  # its name before it was the operator's too
@@ -228,6 +245,9 @@ def from_env(env: Mapping[str, str] | None = None, *, dev_user: bool = False, **
     parsed = dataclasses.replace(parsed, dev_user=dev_user)
     check_users(parsed)
     check_tls(parsed)
+    if parsed.instance_command and parsed.backend != "local":
+        raise SettingsError("MYSERVICE_INSTANCE_COMMAND (--instance-command) is for the local backend: "
+                            "on Kubernetes the instance is the chart's instance.image")
     return parsed
 
 

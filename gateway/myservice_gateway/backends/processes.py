@@ -1,12 +1,14 @@
 """Instance child processes of the local backend: start, connect, watch, stop.
 
-Each instance is `python -m myservice_instance` on its own Unix socket in a
-private directory. It says where it listens in its first stdout line
+By default each instance is `python -m myservice_instance` on its own Unix socket
+in a private directory. It says where it listens in its first stdout line
 ('LISTENING unix:<path>') and, when a limit ends it, why in its last ('ENDED
 <Reason> <message>'): that is the whole stdout protocol (`target_of`,
-`end_reason`). Children die with the gateway (`--exit-with-parent`: no Python
-runs between fork and exec, which would be unsafe next to gRPC's threads), so a
-killed gateway leaves no orphans either; close() terminates the rest.
+`end_reason`). With a command (`--instance-command`) each instance is that
+command on loopback TCP instead, ready when its health says so (commands.py).
+Children die with the gateway (`--exit-with-parent`, or launch.py for a command:
+no Python runs between fork and exec, which would be unsafe next to gRPC's
+threads), so a killed gateway leaves no orphans either; close() terminates the rest.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -25,7 +28,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from myservice_api import settings
 
-from .base import Endpoint, instance_channel
+from . import commands
+from .base import Endpoint, SessionKey, instance_channel
 
 log = logging.getLogger("myservice.gateway.local")
 
@@ -47,8 +51,10 @@ def instance_command(pod_name: str, socket_path: str | None, *, wait_for_claim: 
 
 def instance_environment(limits: InstanceLimits, base: dict[str, str] | None = None) -> dict[str, str]:
     """The child's environment: the limits go the way they go to a pod (the
-    instance's own settings variables), so both modes configure it alike."""
-    env = dict(os.environ if base is None else base)
+    instance's own settings variables), so both modes configure it alike. The
+    gateway's own MYSERVICE_* settings stay out: an instance may run its users'
+    code, which must not read the gateway's signing key or users file."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("MYSERVICE_")}
     env[settings.SESSION_IDLE_TIMEOUT.env] = f"{limits.idle_timeout:g}"
     env[settings.SESSION_MAX_LIFETIME.env] = f"{limits.max_lifetime:g}"
     return env
@@ -96,6 +102,7 @@ class Child:
     name: str
     process: asyncio.subprocess.Process | None = None
     endpoint: Endpoint | None = None
+    termination_log: str | None = None  # a command's: where it says why it ended
 
     @property
     def pid(self) -> int | None:
@@ -105,9 +112,11 @@ class Child:
 class ProcessSupervisor:
     """Starts instance children, watches them to their exit, stops them all at close()."""
 
-    def __init__(self, *, start_timeout: float, limits: InstanceLimits = InstanceLimits()) -> None:
+    def __init__(self, *, start_timeout: float, limits: InstanceLimits = InstanceLimits(),
+                 command: tuple[str, ...] = ()) -> None:
         self.start_timeout = start_timeout
         self.limits = limits
+        self.command = command  # empty: our own instance
         # Instances listen on Unix sockets here: cheaper per call than loopback TCP
         # (docs/benchmarks.md), and reachable only by this machine's users.
         self.socket_dir = tempfile.mkdtemp(prefix="myservice-instances-")
@@ -122,16 +131,20 @@ class ProcessSupervisor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def start(self, child: Child, *, wait_for_claim: bool = False,
+    async def start(self, child: Child, *, wait_for_claim: bool = False, session: SessionKey | None = None,
                     on_failure: Callable[[Exception], None] = lambda error: None) -> bool:
         """Start the child and connect to it: True once it answers. A pool member
         (`wait_for_claim`) is also asked for its health, on the channel its session
         will use: the first call then pays for neither the connection nor the
         server's warm-up. On failure, `on_failure` runs at once (before any await),
-        then the process is killed and reaped, and False is returned."""
+        then the process is killed and reaped, and False is returned. `session`:
+        the session it is started for (None: a pool member), told to a command."""
         begun = time.monotonic()
         channel = None
         try:
+            if self.command:
+                channel = await self._start_command(child, wait_for_claim=wait_for_claim, session=session)
+                return True
             socket_path = None if self.loopback_tcp else os.path.join(self.socket_dir, child.name)
             child.process = await asyncio.create_subprocess_exec(
                 *instance_command(child.name, socket_path, wait_for_claim=wait_for_claim),
@@ -150,7 +163,7 @@ class ProcessSupervisor:
         except Exception as e:  # noqa: BLE001 - any start failure means "no instance"
             on_failure(e)
             if child.process and child.process.returncode is None:
-                child.process.kill()
+                signal_group(child.process, signal.SIGKILL)
             if child.process:
                 await child.process.wait()
             if channel is not None:
@@ -158,31 +171,66 @@ class ProcessSupervisor:
             self._children.discard(child)
             return False
 
+    async def _start_command(self, child: Child, *, wait_for_claim: bool, session: SessionKey | None) -> grpc.aio.Channel:
+        """Start the command for `child` on a free loopback port; return once its health is SERVING."""
+        begun = time.monotonic()
+        port = commands.free_port()
+        child.termination_log = os.path.join(self.socket_dir, f"{child.name}.termination-log")
+        env = commands.environment(instance_environment(self.limits), name=child.name, port=port,
+                                   termination_log=child.termination_log, wait_for_claim=wait_for_claim,
+                                   session=session)
+        child.process = await asyncio.create_subprocess_exec(
+            *commands.launcher(self.command, os.getpid()), env=env, stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True)
+        self._children.add(child)
+        address = f"{commands.HOST}:{port}"
+        await commands.wait_serving(address, child.process, self.start_timeout)
+        channel = instance_channel(address)
+        try:
+            # Connected before its session's first call, as a pool member of ours is.
+            remaining = max(0.1, self.start_timeout - (time.monotonic() - begun))
+            await asyncio.wait_for(channel.channel_ready(), remaining)
+        except BaseException:
+            await channel.close()
+            raise
+        child.endpoint = Endpoint(address, child.name, channel)
+        return channel
+
     async def wait_exit(self, child: Child) -> tuple[int, str]:
         """Wait for a started child's exit: (its exit status, why it ended in its own words or '')."""
         last = b""
-        async for line in child.process.stdout:
-            last = line
+        if child.process.stdout is not None:  # our instance's stdout protocol
+            async for line in child.process.stdout:
+                last = line
         returncode = await child.process.wait()
         self._children.discard(child)
-        return returncode, end_reason(last)
+        return returncode, end_reason(last) or commands.ending_of(child.termination_log)
 
     async def close(self, grace: float = 5.0) -> None:
         """Terminate every child and wait for it; SIGKILL after `grace` seconds."""
         processes = [c.process for c in self._children if c.process and c.process.returncode is None]
         for p in processes:
-            p.terminate()
+            signal_group(p, signal.SIGTERM)
         if processes:
             _, pending = await asyncio.wait([asyncio.create_task(p.wait()) for p in processes], timeout=grace)
             for p in processes:
                 if p.returncode is None:
-                    p.kill()
+                    signal_group(p, signal.SIGKILL)
             if pending:
                 await asyncio.wait(pending)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+def signal_group(process: asyncio.subprocess.Process, sig: int) -> None:
+    """Signal the child and whatever it started (its own process group: every child
+    is started in a new session), so a command's helpers go with it."""
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:  # gone already
+        pass
 
 
 def closing(channel: grpc.aio.Channel) -> None:
