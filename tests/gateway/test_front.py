@@ -15,6 +15,7 @@ import pytest
 
 from myservice import errors
 from myservice.v1 import myservice_pb2 as pb
+from myservice_gateway import clientaddress
 
 from ..conftest import KEY, children_of, echo, error_of, md, pid_alive, wait_until
 
@@ -242,12 +243,22 @@ async def test_the_map_is_rebuilt_after_haproxy_restarts(hgw):
 
 
 @needs_haproxy
-async def test_x_forwarded_for_is_the_fronts_own(hgw):
-    # A client's x-forwarded-for never reaches the gateway: Login still works and counts
-    # the real peer (the value is replaced, not appended: the config fragment test).
-    reply = await hgw.stub.Login(pb.LoginRequest(username="TestUser", password="TestPassword", session_id="x"),
-                                 metadata=(("x-forwarded-for", "6.6.6.6"),))
+async def test_x_forwarded_for_is_the_fronts_own(make_gateway, monkeypatch):
+    # Login's limits count the address HAProxy says the call came from: a client's own
+    # x-forwarded-for is dropped, HAProxy's one value is the TCP peer's; the gateway sees the
+    # front as a Unix socket peer (which clientaddress.py trusts).
+    seen = []
+    real = clientaddress.client_key
+
+    def spy(peer, metadata, trusted):
+        seen.append((peer, [v for k, v in metadata if k == clientaddress.FORWARDED_FOR]))
+        return real(peer, metadata, trusted)
+    monkeypatch.setattr(clientaddress, "client_key", spy)
+    gw = await make_gateway(front="haproxy")
+    reply = await gw.stub.Login(pb.LoginRequest(username="TestUser", password="TestPassword", session_id="x"),
+                                metadata=(("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "7.7.7.7")))
     assert reply.token
+    assert [(peer.startswith("unix:"), values) for peer, values in seen] == [(True, ["127.0.0.1"])]
 
 
 @needs_haproxy
@@ -290,3 +301,23 @@ async def _drain(call):
 
 async def _one():
     yield pb.EchoRequest(value="v")
+
+
+@needs_haproxy
+async def test_concurrent_calls_of_several_sessions_on_one_connection_each_reach_their_own(hgw):
+    # set-dst is per call, not per connection: streams of four sessions interleaved on one
+    # HTTP/2 connection each land on their own session's instance.
+    sessions = {f"m{i}": await hgw.session(f"m{i}") for i in range(4)}
+    pods = {sid: (await echo(hgw, metadata)).pod_name for sid, metadata in sessions.items()}
+    await settled(hgw)
+    assert len(set(pods.values())) == 4
+    before = python_calls(hgw)
+
+    async def one(sid):
+        reply = await echo(hgw, sessions[sid], value=sid)
+        return sid, reply.pod_name, reply.server_session_id, reply.client_value
+
+    replies = await asyncio.gather(*(one(sid) for _ in range(25) for sid in sessions))
+    assert {(sid, pod, server, value) for sid, pod, server, value in replies} == {
+        (sid, pods[sid], sid, sid) for sid in sessions}
+    assert python_calls(hgw) == before
