@@ -7,8 +7,10 @@
   bare     through bench/bare_proxy.py in front of that same instance: the least
            a grpc.aio proxy can do (no auth, no routing), i.e. the floor of the
            gateway's own stack
-  gateway  through `myservice up` (Login first, then token + session-id on every
-           call: authentication and routing on)
+  gateway  through `myservice up --front none` (Login first, then token + session-id
+           on every call: authentication and routing on), the Python gateway alone
+  front    through `myservice up --front haproxy`: HAProxy checks the token and
+           sends the Ready session's calls straight to its instance (issue 18)
 
 at each concurrency of --concurrency (default 1 and 16 callers). Targets are
 interleaved over --rounds rounds (the order rotates every round) and the table
@@ -33,7 +35,7 @@ on the path (from /proc), which another job on the machine disturbs far less.
 
     .venv/bin/python bench/echo_latency.py [--requests N] [--rounds R]
         [--concurrency 1,16] [--json PATH|-] [--client threads|aio]
-        [--targets direct,nginx,bare,gateway] [--compare-gateway DIR] [--profile FILE]
+        [--targets direct,nginx,bare,gateway,front] [--compare-gateway DIR] [--profile FILE]
 
 nginx missing: the script installs Debian's nginx-light (apt-get, needs root)
 and says so; it never touches a system nginx service, it runs a private nginx
@@ -61,7 +63,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TARGETS = ("direct", "nginx", "bare", "gateway")
+TARGETS = ("direct", "nginx", "bare", "gateway", "front")
+PROXIED = ("gateway", "front")  # the targets the ratios are about
 BASELINE = "gw-base"  # --compare-gateway: a second gateway, from another source tree (A/B of a change)
 METHOD = "/myservice.v1.MyService/MyServiceEcho"
 ECHO_VALUE = "bench-echo-0123456789abcdefgh"  # EchoRequest(value=...) is 31 bytes on the wire
@@ -71,6 +74,11 @@ STOP_TIMEOUT = 8.0
 CALL_TIMEOUT = 10.0
 FLOOR_P50_RATIO = 2.5  # gateway p50 at most 2.5x direct
 FLOOR_THROUGHPUT_RATIO = 0.5  # gateway throughput at least 50% of direct (at the highest concurrency)
+# Issue 18's targets for the front: +<= 0.25 ms p50 at 1 caller, >= 85 % of direct's throughput
+# at the highest concurrency, HAProxy's CPU <= 150 us per call.
+FRONT_P50_ADDED_MS = 0.25
+FRONT_THROUGHPUT_RATIO = 0.85
+FRONT_CPU_US = 150.0
 
 
 def say(message: str) -> None:
@@ -515,6 +523,9 @@ class Bench:
         gw, gateway_port = self._start_gateway("gateway", None)
         self.gateway_pid = gw.pid
         gateways = {"gateway": (gw, gateway_port)}
+        # (e) the gateway behind its HAProxy front.
+        if "front" in self.args.targets:
+            gateways["front"] = self._start_gateway("front", None, front="haproxy")
         if self.args.compare_gateway:
             gateways[BASELINE] = self._start_gateway(BASELINE, self.args.compare_gateway)
         # The load generator.
@@ -539,7 +550,12 @@ class Bench:
                          "bare": {"bare": [bare.pid], "instance": [instance.pid]}}
         for name, (p, _) in gateways.items():
             # "loop": the gateway's main thread alone (the asyncio loop), the rest is gRPC's own threads.
-            self.cpu_pids[name] = {"gateway": [p.pid], "loop": [f"{p.pid}/task/{p.pid}"], "instance": _descendants(p.pid)}
+            kids = _descendants(p.pid)
+            haproxy = [k for k in kids if _comm(k) == "haproxy"]
+            self.cpu_pids[name] = {"gateway": [p.pid], "loop": [f"{p.pid}/task/{p.pid}"],
+                                   "instance": [k for k in kids if k not in haproxy]}
+            if haproxy:
+                self.cpu_pids[name]["haproxy"] = haproxy
             say(f"{name}'s instance pid(s): {self.cpu_pids[name]['instance']}")
         self.worker_pid = self.worker.pid
         if self.args.profile:
@@ -549,14 +565,15 @@ class Bench:
             time.sleep(self.args.pause_after_start)
         return addresses
 
-    def _start_gateway(self, name: str, source: str | None) -> tuple[subprocess.Popen, int]:
+    def _start_gateway(self, name: str, source: str | None, front: str = "none") -> tuple[subprocess.Popen, int]:
         port = _free_port()
         log = self.tmp / f"{name}.log"
         env = dict(os.environ)
         if source:  # its myservice_gateway package comes first on the path
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(source).resolve()), env.get("PYTHONPATH")]))
         proc = self.procs.start(name, [
-            str(BIN / "myservice"), "up", "--host", "127.0.0.1", "--port", str(port), "--max-instances", "2"],
+            str(BIN / "myservice"), "up", "--host", "127.0.0.1", "--port", str(port), "--max-instances", "2",
+            "--front", front],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env)
         _wait_port(port, proc, name, log)
         say(f"{name} pid {proc.pid} on 127.0.0.1:{port}" + (f" (myservice_gateway from {source})" if source else ""))
@@ -632,26 +649,29 @@ def aggregate(samples: dict) -> list[dict]:
 
 
 def ratios(rows: list[dict], samples: dict) -> list[dict]:
-    """gateway/base: the ratio of the medians, and the median of the per-round
-    ratios (targets of one round ran back to back, under the same noise)."""
+    """target/base for the gateway and the front: the ratio of the medians, and the
+    median of the per-round ratios (targets of one round ran back to back, under the
+    same noise)."""
     by = {(r["target"], r["concurrency"]): r for r in rows}
 
-    def paired(base: str, c: int, key: str) -> float:
-        pairs = list(zip(samples[("gateway", c)], samples[(base, c)]))
+    def paired(target: str, base: str, c: int, key: str) -> float:
+        pairs = list(zip(samples[(target, c)], samples[(base, c)]))
         return statistics.median(g[key] / b[key] for g, b in pairs) if pairs else float("nan")
 
     out = []
-    for c in sorted({r["concurrency"] for r in rows}):
-        g = by.get(("gateway", c))
-        if not g:
-            continue
-        for base in ("direct", "nginx", "bare", BASELINE):
-            b = by.get((base, c))
-            if b:
-                out.append({"concurrency": c, "vs": base, "p50_ratio": g["p50_ms"] / b["p50_ms"],
-                            "throughput_ratio": g["throughput_per_s"] / b["throughput_per_s"],
-                            "p50_ratio_paired": paired(base, c, "p50_ms"),
-                            "throughput_ratio_paired": paired(base, c, "throughput_per_s")})
+    for target in PROXIED:
+        for c in sorted({r["concurrency"] for r in rows}):
+            g = by.get((target, c))
+            if not g:
+                continue
+            for base in ("direct", "nginx", "bare", BASELINE, "gateway"):
+                b = by.get((base, c))
+                if b and base != target:
+                    out.append({"target": target, "concurrency": c, "vs": base,
+                                "p50_ratio": g["p50_ms"] / b["p50_ms"], "p50_added_ms": g["p50_ms"] - b["p50_ms"],
+                                "throughput_ratio": g["throughput_per_s"] / b["throughput_per_s"],
+                                "p50_ratio_paired": paired(target, base, c, "p50_ms"),
+                                "throughput_ratio_paired": paired(target, base, c, "throughput_per_s")})
     return out
 
 
@@ -661,7 +681,9 @@ def render(rows: list[dict], rats: list[dict], floor_concurrency: int) -> str:
     for r in sorted(rows, key=lambda r: (r["concurrency"], (TARGETS + (BASELINE,)).index(r["target"]))):
         cpu = r["cpu_us_per_call"]
         proxy = next((f"{g} {cpu[g]:.0f}" for g in ("nginx", "bare", "gateway") if g in cpu), "-")
-        if "loop" in cpu:
+        if "haproxy" in cpu:
+            proxy = f"haproxy {cpu['haproxy']:.0f} + python {cpu['gateway']:.0f}"
+        elif "loop" in cpu:
             proxy += f" (loop thread {cpu['loop']:.0f})"
         lines.append(f"{r['target']:<9} {r['concurrency']:>7} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
                      f"{r['throughput_per_s']:>9,.0f} {r['rounds']:>6}   {proxy} + instance {cpu['instance']:.0f} "
@@ -672,11 +694,23 @@ def render(rows: list[dict], rats: list[dict], floor_concurrency: int) -> str:
     lines += ["", f"{'ratio':<18} {'callers':>7} {'p50':>7} {'throughput':>11}   "
               "(median of per-round ratios: p50, throughput)", "-" * 90]
     for x in rats:
-        lines.append(f"{'gateway/' + x['vs']:<18} {x['concurrency']:>7} {x['p50_ratio']:>6.2f}x {x['throughput_ratio']:>10.1%}"
+        lines.append(f"{x['target'] + '/' + x['vs']:<18} {x['concurrency']:>7} {x['p50_ratio']:>6.2f}x {x['throughput_ratio']:>10.1%}"
                      f"   ({x['p50_ratio_paired']:.2f}x, {x['throughput_ratio_paired']:.1%})")
     lines.append("")
     for x in rats:
-        if x["vs"] == "direct":
+        if x["vs"] == "direct" and x["target"] == "front":
+            line = (f"front targets at {x['concurrency']} caller(s): p50 +{x['p50_added_ms']:.3f} ms over direct"
+                    + (f" (<= +{FRONT_P50_ADDED_MS} ms: {'PASS' if x['p50_added_ms'] <= FRONT_P50_ADDED_MS else 'MISS'})"
+                       if x["concurrency"] == 1 else ""))
+            if x["concurrency"] == floor_concurrency:
+                line += (f"; throughput {x['throughput_ratio']:.1%} of direct (>= {FRONT_THROUGHPUT_RATIO:.0%}: "
+                         f"{'PASS' if x['throughput_ratio'] >= FRONT_THROUGHPUT_RATIO else 'MISS'})")
+            cpu = next((r["cpu_us_per_call"].get("haproxy") for r in rows
+                        if r["target"] == "front" and r["concurrency"] == x["concurrency"]), None)
+            if cpu is not None:
+                line += f"; haproxy {cpu:.0f} us/call (<= {FRONT_CPU_US:.0f}: {'PASS' if cpu <= FRONT_CPU_US else 'MISS'})"
+            lines.append(line)
+        elif x["vs"] == "direct" and x["target"] == "gateway":
             p50_ok = x["p50_ratio"] <= FLOOR_P50_RATIO
             line = (f"floor at {x['concurrency']} caller(s): p50 {x['p50_ratio']:.2f}x direct "
                     f"(<= {FLOOR_P50_RATIO}x: {'PASS' if p50_ok else 'FAIL'})")
@@ -686,6 +720,12 @@ def render(rows: list[dict], rats: list[dict], floor_concurrency: int) -> str:
                          f"(>= {FLOOR_THROUGHPUT_RATIO:.0%}: {'PASS' if tp_ok else 'FAIL'})")
             lines.append(line)
     return "\n".join(lines)
+
+
+def _comm(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    return ""
 
 
 def machine_info() -> dict:
