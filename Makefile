@@ -23,7 +23,7 @@ help:
 	@echo "make e2e    bring up a local Kubernetes built from source, run the e2e suite, take it down"
 	@echo "make e2e-kind  the same suite on kind, with kind and its node image built here (root; e2e/kind.sh, e2e/README.md)"
 	@echo "make bench  measure gateway latency/throughput against direct, nginx and a bare grpc.aio proxy (see docs/benchmarks.md)"
-	@echo "make bench-login  a 200-Login storm: a real user's Login and another session's Echo during it (LOGIN_BASELINE=REV: also the gateway of REV)"
+	@echo "make bench-login  a 200-Login storm: a real user's Login and another session's Echo during it (LOGIN_BASELINE=REV: also the gateway of REV); then honest bursts, quiet and during a storm, and a returning user's Logins per core (bench/login_bursts.py)"
 	@echo "make bench-start  session start in local mode: Login -> first Echo, warm pool against cold, one at a time and in bursts"
 	@echo "make bench-login-refusals  every Login refusal path timed side by side: unknown user, wrong password (argon2, bcrypt), over-long passwords (LOGIN_BASELINE=REV: also the gateway of REV)"
 	@echo "make scale  SCALE_SESSIONS sessions at SCALE_RATE/s on the local cluster + kwok (root; bench/scale/run.sh, docs/benchmarks.md)"
@@ -76,6 +76,7 @@ bench: $(INSTALL_STAMP) haproxy
 LOGIN_BASELINE ?=
 bench-login: $(INSTALL_STAMP)
 	$(BIN)/python bench/login_storm.py $(if $(LOGIN_BASELINE),--baseline-rev $(LOGIN_BASELINE))
+	$(BIN)/python bench/login_bursts.py
 
 .PHONY: bench-start
 bench-start: $(INSTALL_STAMP)

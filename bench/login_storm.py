@@ -6,7 +6,9 @@ everyone else:
   2. after --quiet-seconds, --storm Logins are sent at once (half for unknown
      users, half with a wrong password for a real one);
   3. --valid-after seconds into the storm, a real user logs in from ANOTHER
-     client address ([::1]; the storm and the Echo session use 127.0.0.1);
+     client address ([::1]; the storm and the Echo session use 127.0.0.1), for
+     the first time (a real hash: not the Echo session's user, whose Login the
+     gateway would answer from memory);
   4. reported: that valid Login's latency and status, Echo p50/p99 quiet and
      during the storm (from the storm's start until its last answer, at least
      2 s), how the storm was answered, the gateway's RSS before, at its peak
@@ -16,9 +18,10 @@ Scenarios (each a fresh gateway, interleaved over --runs rounds, medians reporte
 
   single      no storm: ONE Login where the storm would be, then the valid one. What
               any Login costs the Echo session (the p99 reference for the others)
-  one-peer    the defaults: the storm comes from one address (per-peer limits apply)
-  many-peers  per-peer limits off, as if every storm Login came from its own
-              address: only the bounded hashing queue protects
+  one-peer    the defaults: the storm comes from one address (per-address limits apply)
+  many-peers  every storm Login from its own address: the bench plays a trusted proxy
+              (MYSERVICE_TRUSTED_PROXIES=127.0.0.1/32) and names 200 addresses in
+              x-forwarded-for, so the per-address failure limits never hold it back
   baseline    with --baseline-rev REV: the gateway package as it was at git revision
               REV (e.g. the one before issue 7: hashing on asyncio.to_thread, no
               bounds), run the same way in the same run, for the before/after
@@ -53,11 +56,12 @@ SCENARIOS = ("single", "one-peer", "many-peers", "baseline")
 SCENARIO_ENV = {
     "single": {},
     "one-peer": {},
-    "many-peers": {"MYSERVICE_LOGIN_PEER_CONCURRENCY": "0", "MYSERVICE_LOGIN_PEER_FAILURE_BURST": "0"},
+    "many-peers": {"MYSERVICE_TRUSTED_PROXIES": "127.0.0.1/32"},
     "baseline": {},
 }
 VALID = ("bob", "bob-password")
 ATTACKED = ("alice", "alice-password")
+FIRST_TIME = ("carol", "carol-password")  # the valid Login during the storm: never logged in before
 STORM_CHANNELS = 10  # HTTP/2 connections the storm is spread over (one address: 127.0.0.1)
 CALL_TIMEOUT = 180.0
 MIN_STORM_WINDOW = 2.0
@@ -104,8 +108,9 @@ def worker_echo(address: str) -> int:
     return 0
 
 
-def worker_storm(address: str, at: float, count: int) -> int:
-    """At monotonic time `at`, send `count` Logins at once; print how each was answered."""
+def worker_storm(address: str, at: float, count: int, many_peers: bool = False) -> int:
+    """At monotonic time `at`, send `count` Logins at once; print how each was answered.
+    many_peers: each names its own client address in x-forwarded-for (127.1.x.y)."""
     import asyncio
 
     import grpc
@@ -122,8 +127,9 @@ def worker_storm(address: str, at: float, count: int) -> int:
                     else login_request(pb, ATTACKED[0], f"wrong-{i}", f"storm-{i}") for i in range(count)]
 
         async def one(i: int):
+            metadata = (("x-forwarded-for", f"127.1.{i // 250}.{1 + i % 250}"),) if many_peers else None
             try:
-                await stubs[i % len(stubs)].Login(requests[i], timeout=CALL_TIMEOUT)
+                await stubs[i % len(stubs)].Login(requests[i], metadata=metadata, timeout=CALL_TIMEOUT)
                 code = "OK"
             except grpc.aio.AioRpcError as e:
                 code = e.code().name
@@ -155,7 +161,7 @@ def worker_valid(address: str, at: float) -> int:
         time.sleep(max(0.0, at - time.monotonic()))
         t0 = time.monotonic()
         try:
-            stub.Login(login_request(pb, *VALID, f"storm-valid-{os.getpid()}"), timeout=CALL_TIMEOUT)
+            stub.Login(login_request(pb, *FIRST_TIME, f"storm-valid-{os.getpid()}"), timeout=CALL_TIMEOUT)
             code = "OK"
         except grpc.RpcError as e:
             code = f"{e.code().name}: {e.details()}"
@@ -190,7 +196,7 @@ def write_users(directory: Path) -> Path:
 
     path = directory / "users.json"
     path.write_text(json.dumps({"users": {name: {"password_hash": hash_password(password)}
-                                          for name, password in (VALID, ATTACKED)}}))
+                                          for name, password in (VALID, ATTACKED, FIRST_TIME)}}))
     return path
 
 
@@ -242,7 +248,8 @@ def one_run(scenario: str, args: argparse.Namespace, tmp: Path, users_file: Path
         quiet_from = time.monotonic()
         storm_at = quiet_from + args.quiet_seconds
         count = 1 if scenario == "single" else args.storm
-        storm = start_worker(processes, "storm", "storm", v4, "--at", repr(storm_at), "--count", str(count))
+        storm = start_worker(processes, "storm", "storm", v4, "--at", repr(storm_at), "--count", str(count),
+                             *(["--many-peers"] if scenario == "many-peers" else []))
         valid = start_worker(processes, "valid", "valid", v6, "--at", repr(storm_at + args.valid_after))
         time.sleep(max(0.0, storm_at - time.monotonic() - 0.05))
         rss_before = status_kib(gateway.pid, "VmRSS")
@@ -340,6 +347,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     p.add_argument("--at", type=float, help=argparse.SUPPRESS)
     p.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--many-peers", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
         return a
@@ -363,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         if kind == "echo":
             return worker_echo(address)
         if kind == "storm":
-            return worker_storm(address, args.at, args.count)
+            return worker_storm(address, args.at, args.count, args.many_peers)
         return worker_valid(address, args.at)
 
     def terminate(signum, _frame):

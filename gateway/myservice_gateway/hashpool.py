@@ -11,7 +11,7 @@ both want the same core, as in a pod whose CPU limit is below its thread count
 
 How many may wait is LoginGuard's decision (its queue bound); in what order they
 are served too (`LoginGuard.rank`, given to each job): this module serves the
-lowest rank first, first come first served among equals. So that no one waits
+lowest rank first, newest first among equals. So that no one waits
 forever under a sustained flood, a Login that has waited max_wait seconds
 (MYSERVICE_LOGIN_QUEUE_MAX_WAIT_SECONDS) is refused (LoginQueueTimeout).
 """
@@ -52,8 +52,10 @@ class Waiting:
 
 
 class WaitingLine:
-    """Jobs waiting for a worker: the lowest rank is served first, the oldest among
-    equals; those that waited longer than max_wait are given up. Pure: time is
+    """Jobs waiting for a worker: the lowest rank is served first, the newest among
+    equals (after a burst, whoever comes next is not queued behind it; the older
+    ones have most likely given up); those that waited longer than max_wait are
+    given up. Pure: time is
     passed in. A scan per served job: the line is bounded (LoginGuard's queue) and a
     scan of a thousand is far below one hash."""
 
@@ -84,7 +86,7 @@ class WaitingLine:
     def next(self) -> Waiting | None:
         if not self._jobs:
             return None
-        best = min(range(len(self._jobs)), key=lambda i: (self._jobs[i].rank(), i))
+        best = min(range(len(self._jobs)), key=lambda i: (self._jobs[i].rank(), -i))
         return self._jobs.pop(best)
 
 

@@ -221,7 +221,7 @@ class LoginGuard:
         return Ticket(username_key(username), peer)
 
     def rank(self, ticket: Ticket) -> tuple[int, int]:
-        """The order of waiting Logins, lowest first (ties: first come, first served):
+        """The order of waiting Logins, lowest first (ties: the newest first, hashpool.py):
         whole failures not yet forgiven for the address or the username, then the
         later of the turns they last had (never: 0)."""
         now = self._clock()

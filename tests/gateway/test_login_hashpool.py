@@ -18,14 +18,15 @@ class Clock:
         return self.now
 
 
-def test_waiting_line_serves_lowest_rank_first_oldest_among_equals_and_expires():
+def test_waiting_line_serves_lowest_rank_first_newest_among_equals_and_expires():
     line = WaitingLine(max_wait=5.0)
-    ranks = {0.0: (1,), 1.0: (0,), 2.0: (0,), 3.0: (0,), 4.0: (2,)}
+    ranks = {0.0: (1,), 1.0: (0,), 2.0: (0,), 3.0: (0,), 4.0: (2,), 4.5: (0,)}
     jobs = [Waiting(print, (), since, None, print, rank=lambda r=rank: r) for since, rank in ranks.items()]
     for job in jobs:
         line.push(job)
     assert line.remove(jobs[2]) and not line.remove(jobs[2])
     assert line.expired(6.5) == [jobs[0], jobs[1]]  # waited 6.5 and 5.5 s
+    assert line.next() is jobs[5]  # rank 0, the newest
     assert line.next() is jobs[3]  # rank 0, before rank 2
     assert line.next() is jobs[4] and line.next() is None and len(line) == 0
 
@@ -65,7 +66,7 @@ async def until(predicate, timeout=10.0):
 async def test_workers_bound_the_running_jobs_and_the_waiting_go_in_rank_order():
     pool = HashPool(workers=1, nice=0)
     gate, ended, started = Gate(), [], []
-    ranks = {"first": (0,), "old": (2,), "middle": (1,), "new": (1,)}
+    ranks = {"first": (0,), "old": (2,), "middle": (1,), "new": (1,)}  # among equals: newest first
     try:
         results = [pool.start(gate.job, name, on_end=lambda done, n=name: ended.append((n, done is not None)),
                               rank=lambda n=name: ranks[n], on_start=lambda n=name: started.append(n))
@@ -75,8 +76,8 @@ async def test_workers_bound_the_running_jobs_and_the_waiting_go_in_rank_order()
         gate.release.set()
         values = [await r for r in results]
         assert [value for value, _seconds in values] == ["first", "old", "middle", "new"]
-        assert gate.ran == started == ["first", "middle", "new", "old"]
-        assert ended == [("first", True), ("middle", True), ("new", True), ("old", True)]
+        assert gate.ran == started == ["first", "new", "middle", "old"]
+        assert ended == [("first", True), ("new", True), ("middle", True), ("old", True)]
     finally:
         gate.release.set()
         pool.close()
