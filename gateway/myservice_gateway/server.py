@@ -139,7 +139,7 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable(server, (contract.SERVICE, health.SERVICE_NAME))
     proxied = front.observe(backend) if front else backend
-    user_watch = UserWatch(users, backend)
+    user_watch = UserWatch(users, proxied)  # the front's too: a removed user's routes go first
     authenticator = Authenticator(config, user_watch.exists)
     server.add_generic_rpc_handlers((Proxy(proxied, authenticator, services=settings.services,
                                            metrics=metrics),))

@@ -321,3 +321,28 @@ async def test_concurrent_calls_of_several_sessions_on_one_connection_each_reach
     assert {(sid, pod, server, value) for sid, pod, server, value in replies} == {
         (sid, pods[sid], sid, sid) for sid in sessions}
     assert python_calls(hgw) == before
+
+
+@needs_haproxy
+async def test_a_removed_users_calls_leave_the_fast_path_at_once(make_gateway, tmp_path):
+    # userwatch.py refuses a removed user in Python; the front must stop serving them from
+    # the map at the same moment, not when their instances have ended.
+    from .test_removed_users import PASSWORDS, write_users
+    path = tmp_path / "users.json"
+    write_users(path, PASSWORDS)
+    gw = await make_gateway(front="haproxy", users_file=str(path), dev_user=False)
+    metadata = md((await gw.login("b1", username="bob", password=PASSWORDS["bob"])).token, "b1")
+    await echo(gw, metadata)
+    await settled(gw)
+    assert "bob/b1" in await gw.gateway.front.supervisor.client.show_map(gw.gateway.front.supervisor.map_file)
+    write_users(path, ["alice"])
+    assert await until(_async(lambda: not gw.gateway.user_watch.exists("bob")))
+    await settled(gw)
+    assert "bob/b1" not in await gw.gateway.front.supervisor.client.show_map(gw.gateway.front.supervisor.map_file)
+    assert await error_of(echo(gw, metadata)) == INVALID
+
+
+def _async(predicate):
+    async def check():
+        return predicate()
+    return check

@@ -141,3 +141,13 @@ def test_forwarded_methods_are_the_services_but_login():
     assert front.forwarded_methods(("myservice.v1.MyService", "no.such.Service")) == (
         "/myservice.v1.MyService/MyServiceEcho", "/myservice.v1.MyService/MyServiceEchoStream",
         "/myservice.v1.MyService/MyServiceChat", "/myservice.v1.MyService/MyServiceShutdown")
+
+
+def test_a_removed_users_entries_all_go():
+    keeper = mapkeeper.MapKeeper()
+    keeper.ready("a1", "alice", "s1", "127.0.0.1:1")
+    keeper.ready("a2", "alice", "s/2", "127.0.0.1:2")
+    keeper.ready("b1", "alicia", "s1", "127.0.0.1:3")
+    assert sorted(c.key for c in keeper.user_removed("alice")) == ["alice/s/2", "alice/s1"]
+    assert keeper.entries == {"alicia/s1": "127.0.0.1:3"}
+    assert keeper.user_removed("alice") == []

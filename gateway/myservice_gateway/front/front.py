@@ -71,11 +71,14 @@ def forwarded_methods(services: tuple[str, ...]) -> tuple[str, ...]:
 
 
 class ObservedBackend:
-    """The backend as the proxy sees it, telling the front each Ready session's address."""
+    """The backend as the proxy and the user watch see it, telling the front each Ready
+    session's address, and each user removed from the users file (userwatch.py)."""
 
-    def __init__(self, backend: Backend, on_ready: Callable[[SessionKey, str], None]) -> None:
+    def __init__(self, backend: Backend, on_ready: Callable[[SessionKey, str], None],
+                 on_user_removed: Callable[[str], None] = lambda username: None) -> None:
         self._backend = backend
         self._on_ready = on_ready
+        self._on_user_removed = on_user_removed
 
     def __getattr__(self, name):
         return getattr(self._backend, name)
@@ -84,6 +87,11 @@ class ObservedBackend:
         endpoint = await self._backend.endpoint(key, timeout=timeout)
         self._on_ready(key, endpoint.address)
         return endpoint
+
+    async def end_sessions_of(self, username: str) -> int:
+        # The routes first: the user's calls are Python's (refused) before their instances end.
+        self._on_user_removed(username)
+        return await self._backend.end_sessions_of(username)
 
 
 class Front:
@@ -122,7 +130,7 @@ class Front:
         ended = backend.sessions.ended
         ended.on_end = self.map.ended
         self._ended = ended.__contains__
-        return ObservedBackend(backend, self._session_ready)
+        return ObservedBackend(backend, self._session_ready, self.map.user_removed)
 
     def _session_ready(self, key: SessionKey, address: str) -> None:
         session = self._table_key(key)

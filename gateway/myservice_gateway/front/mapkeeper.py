@@ -80,6 +80,12 @@ class MapKeeper:
             return None
         return Delete(key)
 
+    def user_removed(self, username: str) -> list[Change]:
+        """Every entry of a user removed from the users file goes at once: Python refuses
+        their calls from now on, HAProxy must not serve them while their instances end."""
+        sessions = [s for s, key in self._keys.items() if key.split("/", 1)[0] == username]
+        return [change for change in map(self.ended, sessions) if change is not None]
+
     def clear(self) -> None:
         self.entries.clear()
         self._keys.clear()

@@ -47,6 +47,10 @@ class MapSync:
         if change is not None:
             self._queue.put_nowait(mapkeeper.command(change, self.map_name))
 
+    def user_removed(self, username: str) -> None:
+        for change in self.keeper.user_removed(username):
+            self._queue.put_nowait(mapkeeper.command(change, self.map_name))
+
     def rebuild(self) -> None:
         """Replace HAProxy's whole map with the keeper's (HAProxy (re)started)."""
         self._queue.put_nowait(_REBUILD)
