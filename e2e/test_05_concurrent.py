@@ -28,3 +28,15 @@ def test_two_sessions_two_pods(client, kube, sessions, t):
     assert first[0].server_session_id != first[1].server_session_id
     for s in (a, b):
         assert client.shutdown(s).pod_name == s.pod
+
+
+def test_parallel_logins_through_the_port_forward_all_pass(client, sessions, t):
+    """As README tells users to connect: every client shares the port-forward's address.
+    12 Logins at once (one session: one resource, one pod) must all be served, not
+    refused with "too many login attempts" (issue 15)."""
+    session_id = fw.scenarios.new_session_id("conc-logins")
+    with ThreadPoolExecutor(12) as pool:
+        logged_in = list(pool.map(lambda _: client.login(session_id=session_id), range(12)))
+    sessions.add(logged_in[0])
+    assert [s.role for s in logged_in] == ["user"] * 12
+    assert client.echo(logged_in[-1], timeout=t(90)).server_session_id == session_id
