@@ -47,6 +47,20 @@ def is_local_write_failure(code, details) -> bool:
     return (code, details) == LOCAL_WRITE_FAILURE
 
 
+# How grpc core words its channel's refusal of a received message over the channel's
+# max_receive_message_length (backends/base.py sets it to contract.MAX_ANSWER_BYTES);
+# grpc.aio reports it as "Stream removed (CLIENT: Received message larger than max (N vs. M))".
+# tests/gateway/test_forwarding.py fails if grpc words it otherwise.
+_OVERSIZE_MARK = "Received message larger than max"
+
+
+def is_oversize_answer(code, details) -> bool:
+    """True for the gateway's own channel refusing an instance's message as too large.
+    (An instance that answered RESOURCE_EXHAUSTED with grpc's own text for this would
+    be told apart from it by nothing, and means the same.)"""
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and _OVERSIZE_MARK in (details or "")
+
+
 class FinalStatus:
     """Watches one request-streaming call for the first status that is the instance's."""
 

@@ -73,6 +73,15 @@ NEGATIVE_COUNT = "count must be >= 0"
 SESSION_OF_ANOTHER_USER = "session belongs to another user"
 """Beyond the seed: a session's resource names another user than the token's (defence in depth)."""
 
+# Beyond the seed: the forwarding path (issue 18, item 9).
+METHOD_NOT_FOUND = "Method not found!"
+"""gRPC's own text for an unknown method, kept where the gateway answers it itself: a
+client sees the same answer whether the gateway or an instance says it."""
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+"""The largest message the gateway forwards to a client: gRPC's default receive limit,
+which every client has unless it raises it."""
+ANSWER_TOO_LARGE = "answer larger than 4 MiB, the most the gateway forwards in one message"
+
 
 # Beyond the seed: Login's own checks and answers (issue 7).
 SESSION_ID_MAX_LENGTH = 128

@@ -141,6 +141,18 @@ def negative_count() -> ContractError:
     return _error(grpc.StatusCode.INVALID_ARGUMENT, contract.NEGATIVE_COUNT)
 
 
+def method_not_found() -> ContractError:
+    """A method the gateway never forwards: not under a configured service, malformed, or
+    not in the descriptor of a service the gateway knows (gRPC's own code and text)."""
+    return _error(grpc.StatusCode.UNIMPLEMENTED, contract.METHOD_NOT_FOUND)
+
+
+def answer_too_large() -> ContractError:
+    """An instance's answer (one message) over the gateway's limit: refused by the
+    gateway's channel to the instance, which never takes in more."""
+    return _error(grpc.StatusCode.RESOURCE_EXHAUSTED, contract.ANSWER_TOO_LARGE)
+
+
 def login_problem(username: str, session_id: str) -> ContractError | None:
     """The seed's Login argument checks, in its order, then the session_id rule."""
     if not username:
@@ -195,6 +207,11 @@ ROWS: tuple[Row, ...] = (
     Row(not_ready_in_time, (120,), "the session's instance was not ready within the call's deadline "
                                    "(at most the ready timeout)", ""),
     Row(negative_count, (), "the instance: MyServiceEchoStream with count < 0", ""),
+    Row(method_not_found, (), "a method that is not forwarded: outside the configured services "
+                              "(`MYSERVICE_SERVICES`), malformed, or not in the descriptor of ours; "
+                              "before authentication, and no instance is started", ""),
+    Row(answer_too_large, (), "an instance's answer (one message) larger than 4 MiB, gRPC's default "
+                              "limit for clients", ""),
 )
 
 

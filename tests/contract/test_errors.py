@@ -39,6 +39,9 @@ EXPECTED = {
     "login_busy": (SC.RESOURCE_EXHAUSTED, "too many logins in progress, retry later"),
     "not_ready_in_time": (SC.DEADLINE_EXCEEDED, "the session's instance was not ready within 120s"),
     "negative_count": (SC.INVALID_ARGUMENT, "count must be >= 0"),
+    "method_not_found": (SC.UNIMPLEMENTED, "Method not found!"),
+    "answer_too_large": (SC.RESOURCE_EXHAUSTED,
+                         "answer larger than 4 MiB, the most the gateway forwards in one message"),
 }
 
 

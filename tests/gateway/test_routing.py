@@ -218,13 +218,15 @@ async def test_instances_listen_on_unix_sockets_removed_at_close(make_gateway):
     assert not os.path.exists(socket_dir)
 
 
-async def test_unknown_method_is_forwarded_not_cached(gw):
+async def test_a_method_not_in_our_descriptor_is_answered_by_the_gateway(gw):
     metadata = await gw.session("unk")
-    await echo(gw, metadata)
     nope = gw.channel.unary_unary("/myservice.v1.MyService/Nope")
-    # Forwarded (as a bidi stream) to the instance, whose answer comes back unchanged.
+    # The gateway has MyService's descriptor: it answers itself, as grpc would, token or not
+    # (tests/gateway/test_forwarding.py: and starts nothing).
     assert await error_of(nope(b"", metadata=metadata)) == (grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
-    assert (await error_of(nope(b"", metadata=(("session-id", "unk"),))))[0] == grpc.StatusCode.UNAUTHENTICATED
+    assert await error_of(nope(b"", metadata=(("session-id", "unk"),))) == (
+        grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+    assert gw.backend.live_count == 0
 
 
 def test_proxy_caches_only_known_methods():
@@ -234,15 +236,24 @@ def test_proxy_caches_only_known_methods():
     from myservice_gateway.auth import Authenticator
 
     details = collections.namedtuple("Details", "method invocation_metadata")
-    p = proxy.Proxy(backend=None, authenticator=Authenticator(tokens.TokenConfig(b"k" * 32, "i", "a", 60)))
+    p = proxy.Proxy(backend=None, authenticator=Authenticator(tokens.TokenConfig(b"k" * 32, "i", "a", 60)),
+                    services=("myservice.v1.MyService", "user.v1.Own"))
     assert p.service(details("/myservice.v1.MyService/Login", ())) is None
-    assert p.service(details("/other.Service/X", ())) is None
+    assert p.service(details("/other.Service/X", ())) is None  # not forwarded: grpc's own answer
     echo_handler = p.service(details("/myservice.v1.MyService/MyServiceEcho", ()))
     assert (echo_handler.request_streaming, echo_handler.response_streaming) == (False, False)
     chat = p.service(details("/myservice.v1.MyService/MyServiceChat", ()))
     assert (chat.request_streaming, chat.response_streaming) == (True, True)
-    unknown = p.service(details("/myservice.v1.MyService/Nope", ()))
-    assert (unknown.request_streaming, unknown.response_streaming) == (True, True)
-    assert sorted(p._handlers) == ["/myservice.v1.MyService/MyServiceChat", "/myservice.v1.MyService/MyServiceEcho"]
+    refused = p.service(details("/myservice.v1.MyService/Nope", ()))
+    assert all(p.service(details(m, ())) is refused for m in (
+        "/myservice.v1.MyService/MyServiceEcho/x", "/myservice.v1.MyService//Login", "/myservice.v1.MyService/",
+        "/user.v1.Own/", "/user.v1.Own/A/B"))
+    own = p.service(details("/user.v1.Own/Run", ()))  # no descriptor here: forwarded as a bidi stream
+    assert (own.request_streaming, own.response_streaming) == (True, True)
+    assert own is not p.service(details("/user.v1.Own/Run", ()))  # made per call, never cached
+    assert sorted(p._handlers) == [f"/myservice.v1.MyService/{m}" for m in (
+        "MyServiceChat", "MyServiceEcho", "MyServiceEchoStream", "MyServiceShutdown")]
     assert proxy.method_kind("/myservice.v1.MyService/MyServiceEchoStream") == (False, True)
     assert proxy.method_kind("/myservice.v1.MyService/Nope") is None
+    assert proxy.method_parts("/a.B/C") == ("a.B", "C")
+    assert [proxy.method_parts(m) for m in ("a.B/C", "/a.B/C/D", "/a.B//C", "/a.B/", "//C")] == [None] * 5
