@@ -20,6 +20,18 @@ from .backends.base import SessionKey
 
 log = logging.getLogger("myservice.gateway.auth")
 
+# What a log line echoes of a value the client chose: a session-id may be ~8 KiB
+# (gRPC's metadata limit) and is logged per refused call.
+SHOWN_CHARS = 64
+
+
+def shown(value: str, limit: int = SHOWN_CHARS) -> str:
+    """A client's value for a log line: escaped (repr) and cut to `limit` characters."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"
+
+
 def call_credentials(metadata) -> tuple[str, str]:
     """The call's (authorization, session-id), each given exactly once.
 
@@ -99,7 +111,7 @@ def authenticate(config: tokens.TokenConfig, metadata, verified: VerifiedTokens 
     try:
         claims = tokens.verify(config, token, session_id=session_id)
     except tokens.InvalidToken as e:
-        log.info("rejected token for session-id %r: %s", session_id, e)
+        log.info("rejected token for session-id %s: %s", shown(session_id), shown(str(e), 200))
         raise errors.invalid_token() from None
     session = SessionKey(claims.username, claims.session_id)
     if verified is not None:

@@ -54,6 +54,30 @@ class Gateway:
             self.metrics_server.stop()
 
 
+class ClientGoneLogFilter(logging.Filter):
+    """grpc.aio logs a call whose client went away while a streamed answer was being
+    sent (a client's cancel, a lost connection, a passed deadline) as an ERROR with a
+    traceback: "ExecuteBatchError raised in core by servicer method [...]". For the
+    gateway that is an ordinary end of a call, not an error of its own: said here in
+    one INFO line, without the traceback. (When grpc cancels the handler first, it logs
+    the same end at DEBUG.)"""
+
+    MESSAGE = "ExecuteBatchError raised in core by servicer method"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith(self.MESSAGE):
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+            record.msg = "call %s ended while it was being answered: the client cancelled or went away"
+        return True
+
+
+def quiet_client_cancels(logger: logging.Logger = logging.getLogger("grpc._cython.cygrpc")) -> None:
+    """Install ClientGoneLogFilter on grpc.aio's logger, once per process."""
+    if not any(isinstance(f, ClientGoneLogFilter) for f in logger.filters):
+        logger.addFilter(ClientGoneLogFilter())
+
+
 def observed_login(login: LoginHandler, metrics: GatewayMetrics):
     """Login, counted by outcome (the code it answered with)."""
     async def handle(request_bytes, context):
@@ -118,6 +142,7 @@ def make_front(settings: GatewaySettings) -> fronts.Front | None:
 
 async def start_gateway(settings: GatewaySettings, backend: Backend | None = None) -> Gateway:
     finalstatus.require_tested_grpcio()  # the proxy relies on grpc.aio internals
+    quiet_client_cancels()
     backend = backend or make_backend(settings)
     front = make_front(settings)
     users = UserStore(users_file=settings.users_file, dev_user=settings.dev_user)
