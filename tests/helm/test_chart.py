@@ -173,6 +173,7 @@ def test_gateway_deployment_defaults(render):
     assert env_of(container) == {
         "MYSERVICE_BACKEND": "kubernetes",
         "MYSERVICE_PORT": "10000",
+        "MYSERVICE_SERVICES": "myservice.v1.MyService",
         "MYSERVICE_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
         "MYSERVICE_USERS_FILE": "/etc/myservice/users/users.json",
         "MYSERVICE_JWT_KEY_FILE": "/etc/myservice/jwt/key",
@@ -193,6 +194,15 @@ def test_gateway_deployment_defaults(render):
         {"name": "jwt", "secret": {"secretName": "rel-myservice-jwt"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
     ]
+
+
+def test_gateway_forwards_the_services_of_its_values(render):
+    # gateway.services -> MYSERVICE_SERVICES, read by the gateway's own declaration.
+    from myservice_gateway.settings import parse_services
+
+    deployment = by_kind_and_name(render("--set", "gateway.services={counter.v1.Counter,x.v1.X}"))[("Deployment", GW)]
+    value = env_of(deployment["spec"]["template"]["spec"]["containers"][0])["MYSERVICE_SERVICES"]
+    assert parse_services(value) == ("counter.v1.Counter", "x.v1.X")
 
 
 def test_gateway_replicas_and_node_port(render):
@@ -654,6 +664,10 @@ def test_helm_test_pod(render):
     ("instance.warmPool.size=-1", "at '/instance/warmPool/size'"),
     ("instance.warmPool.size=some", "at '/instance/warmPool/size'"),
     ("instance.warmPool.maxStarting=0", "at '/instance/warmPool/maxStarting'"),
+    ("gateway.services=null", "at '/gateway'"),
+    ("gateway.services={}", "at '/gateway/services/0'"),  # helm reads {} as one empty name
+    ("gateway.services={a/b}", "at '/gateway/services/0'"),
+    ("gateway.services={a.B,a.B}", "at '/gateway/services'"),
 ])
 def test_schema_rejects_bad_values(helm, setting, message):
     result = run_helm(helm, "template", "rel", str(CHART), "--set", setting)
