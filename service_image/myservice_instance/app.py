@@ -61,6 +61,7 @@ class Instance:
         self._bind_sessions = bind_sessions
         self._servicers: list[tuple[Callable[[Any, Any], None], Any]] = []
         self.settings = InstanceSettings()
+        self._pod_name = ""  # settings.name(), once started: servicers may ask per message
         self._running: Running | None = None
 
     # --- what a service author calls ---------------------------------------------
@@ -73,7 +74,7 @@ class Instance:
     @property
     def pod_name(self) -> str:
         """The instance's name (POD_NAME on Kubernetes)."""
-        return self.settings.name()
+        return self._pod_name or self.settings.name()
 
     @property
     def session_id(self) -> str | None:
@@ -107,6 +108,7 @@ class Instance:
         if settings is not None:
             self.settings = settings
         own = self.settings
+        self._pod_name = own.name()
         shutdown_requested = asyncio.Event()
         activity = Activity(own.limits, clock=asyncio.get_running_loop().time, started=not own.wait_for_claim)
         server = grpc.aio.server()

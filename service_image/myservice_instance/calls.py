@@ -103,7 +103,10 @@ class CallGuard:
                 request = await decode(request, context)
                 with call(method):
                     await admit(context, ends)
-                    async for response in _responses(behaviour(request, context)):
+                    responses = behaviour(request, context)
+                    if not hasattr(responses, "__aiter__"):  # not an async generator: one more layer
+                        responses = _responses(responses)
+                    async for response in responses:
                         yield response
             return grpc.unary_stream_rpc_method_handler(unary_stream, response_serializer=serializer)
 
@@ -117,7 +120,10 @@ class CallGuard:
         async def stream_stream(requests, context):
             with call(method):
                 await admit(context, ends)
-                async for response in _responses(behaviour(_decoded(requests, decode, context), context)):
+                responses = behaviour(_decoded(requests, decode, context), context)
+                if not hasattr(responses, "__aiter__"):
+                    responses = _responses(responses)
+                async for response in responses:
                     yield response
         return grpc.stream_stream_rpc_method_handler(stream_stream, response_serializer=serializer)
 
@@ -147,12 +153,9 @@ async def _value(result):
 
 
 async def _responses(result):
-    """A streaming handler's answers: an async generator, a plain iterable, or a
-    coroutine that writes them itself (context.write)."""
-    if hasattr(result, "__aiter__"):
-        async for response in result:
-            yield response
-    elif inspect.isawaitable(result):
+    """A streaming handler's answers when it is not an async generator: a coroutine
+    that writes them itself (context.write), or a plain iterable."""
+    if inspect.isawaitable(result):
         await result
     else:
         for response in result:
