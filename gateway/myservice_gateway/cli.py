@@ -24,6 +24,9 @@ examples:
                                         (dev user TestUser/TestPassword unless MYSERVICE_USERS_FILE is set)
   myservice up --host 0.0.0.0           the same, reachable from other machines
   myservice up --port 10001 --max-instances 4
+  myservice up --service counter.v1.Counter --instance-command "python3 counter_server.py"
+                                        your own gRPC service, one process per session
+                                        (README "Host your own service", docs/instances.md)
   myservice gateway --backend kubernetes   (in a cluster; see docs/kubernetes.md)
   myservice instance --port 50051       one instance on its own
   myservice hash-password < pw.txt      an argon2id hash for a users file or the chart's passwordHash
