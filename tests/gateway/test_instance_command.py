@@ -98,7 +98,9 @@ async def login(gw, user: str, session_id: str):
     return md((await gw.login(session_id, username=user, password=PASSWORDS[user])).token, session_id)
 
 
-async def test_state_is_sticky_and_the_verified_session_arrives(hosting):
+async def test_state_is_sticky_and_the_verified_session_arrives(hosting, monkeypatch):
+    monkeypatch.setenv("MYSERVICE_JWT_KEY", "k" * 32)  # the gateway's: never an instance's
+    monkeypatch.setenv("MYSERVICE_KV_FLAVOUR", "plain")  # the service's own: passed on
     gw, kv = await hosting()
     alice = await login(gw, "alice", "s1")
     assert (await kv.set("colour", "blue", alice)).size == 1
@@ -110,6 +112,10 @@ async def test_state_is_sticky_and_the_verified_session_arrives(hosting):
     assert (list(who.session_ids), list(who.users), who.env_session_id) == (["s1"], ["alice"], "s1")
     assert who.pod_name.startswith("myservice-local-")
     assert "authorization" not in who.keys and "x-trace" in who.keys
+    assert {"MYSERVICE_INSTANCE_HOST", "MYSERVICE_INSTANCE_PORT", "MYSERVICE_TERMINATION_LOG",
+            "MYSERVICE_SESSION_ID", "MYSERVICE_SESSION_USER", "MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS",
+            "MYSERVICE_SESSION_MAX_LIFETIME_SECONDS", "MYSERVICE_KV_FLAVOUR"} <= set(who.env_names)
+    assert "MYSERVICE_JWT_KEY" not in who.env_names
     assert gw.backend.live_count == 1
 
 

@@ -28,6 +28,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from myservice_api import settings
 
+from .. import settings as gateway_settings
+
 from . import commands
 from .base import Endpoint, SessionKey, instance_channel
 
@@ -49,12 +51,18 @@ def instance_command(pod_name: str, socket_path: str | None, *, wait_for_claim: 
             *(["--wait-for-claim"] if wait_for_claim else [])]
 
 
+# Every variable the gateway reads (each declared once in settings.py, old names included).
+GATEWAY_VARIABLES = frozenset(name for s in settings.declared(gateway_settings.GatewaySettings)
+                              for name in (s.env, *s.aliases))
+
+
 def instance_environment(limits: InstanceLimits, base: dict[str, str] | None = None) -> dict[str, str]:
     """The child's environment: the limits go the way they go to a pod (the
     instance's own settings variables), so both modes configure it alike. The
-    gateway's own MYSERVICE_* settings stay out: an instance may run its users'
-    code, which must not read the gateway's signing key or users file."""
-    env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("MYSERVICE_")}
+    gateway's own settings stay out: an instance may run its users' code, which
+    must not read the gateway's signing key or users file (a service's own
+    MYSERVICE_* variables still pass, as the interpreter's do)."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in GATEWAY_VARIABLES}
     env[settings.SESSION_IDLE_TIMEOUT.env] = f"{limits.idle_timeout:g}"
     env[settings.SESSION_MAX_LIFETIME.env] = f"{limits.max_lifetime:g}"
     return env

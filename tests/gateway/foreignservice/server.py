@@ -36,7 +36,8 @@ class KeyValue(kv_pb2_grpc.KeyValueServicer):
             session_ids=[v for k, v in metadata if k == "session-id"],
             users=[v for k, v in metadata if k == "myservice-user"],
             keys=[k for k, _ in metadata], pod_name=os.environ.get("POD_NAME", ""),
-            env_session_id=os.environ.get("MYSERVICE_SESSION_ID", ""), pid=os.getpid())
+            env_session_id=os.environ.get("MYSERVICE_SESSION_ID", ""), pid=os.getpid(),
+            env_names=sorted(k for k in os.environ if k.startswith("MYSERVICE_")))
 
     def Quit(self, request, context):
         context.add_callback(QUIT.set)  # once the answer is sent
