@@ -11,7 +11,7 @@
 #   2. hack/images/build.sh                              (the same script and Dockerfiles, same
 #                                                        debootstrap base: the images' operator
 #                                                        command needs its /usr/bin/tini)
-#   3. kind load docker-image <both images>              (instead of hack/images/load.sh into our containerd)
+#   3. kind load docker-image <the three images>         (instead of hack/images/load.sh into our containerd)
 #   4. .venv/bin/pytest e2e                              (the same invocation and suite)
 #   5. kind delete cluster                               (always, unless MYSERVICE_E2E_KEEP=1)
 # Exit status: pytest's. On a failure, `kind export logs` goes to $LOG_DIR/kind-logs first.
@@ -29,7 +29,8 @@
 #                                build kind and a node image on this machine first (see below)
 #   MYSERVICE_E2E_KEEP=1         keep the cluster
 #   MYSERVICE_E2E_LOG_DIR        phase logs (default /tmp/myservice-e2e-kind-logs)
-#   MYSERVICE_E2E_GATEWAY_IMAGE, MYSERVICE_E2E_SERVICE_IMAGE  image names (default myservice-{gateway,service}:dev)
+#   MYSERVICE_E2E_GATEWAY_IMAGE, MYSERVICE_E2E_SERVICE_IMAGE, MYSERVICE_E2E_INTERPRETER_IMAGE
+#                                image names (default myservice-{gateway,service,interpreter}:dev)
 #   MYSERVICE_DEBIAN_MIRROR      Debian mirror for the base image; required on a non-Debian host
 #                                such as ubuntu-latest (on Debian, apt's own sources are used)
 #   MYSERVICE_DEBIAN_SECURITY    its security mirror (default: derived from MYSERVICE_DEBIAN_MIRROR)
@@ -49,8 +50,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/phases.sh"
 KIND_CLUSTER=${KIND_CLUSTER:-myservice-e2e}
 export MYSERVICE_E2E_GATEWAY_IMAGE=${MYSERVICE_E2E_GATEWAY_IMAGE:-myservice-gateway:dev}
 export MYSERVICE_E2E_SERVICE_IMAGE=${MYSERVICE_E2E_SERVICE_IMAGE:-myservice-service:dev}
+export MYSERVICE_E2E_INTERPRETER_IMAGE=${MYSERVICE_E2E_INTERPRETER_IMAGE:-myservice-interpreter:dev}
 # build.sh reads these names
-export MYSERVICE_GATEWAY_IMAGE=$MYSERVICE_E2E_GATEWAY_IMAGE MYSERVICE_SERVICE_IMAGE=$MYSERVICE_E2E_SERVICE_IMAGE
+export MYSERVICE_GATEWAY_IMAGE=$MYSERVICE_E2E_GATEWAY_IMAGE MYSERVICE_SERVICE_IMAGE=$MYSERVICE_E2E_SERVICE_IMAGE \
+  MYSERVICE_INTERPRETER_IMAGE=$MYSERVICE_E2E_INTERPRETER_IMAGE
 if ! grep -qs '^ID=debian' /etc/os-release && [ -z "${MYSERVICE_DEBIAN_MIRROR:-}" ]; then
   echo "kind.sh: not a Debian host: set MYSERVICE_DEBIAN_MIRROR to a Debian mirror for the base image" >&2
   exit 2
@@ -106,7 +109,7 @@ say "node Ready: $(kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.na
 
 phase "images build" hack/images/build.sh || exit $?
 phase "images load" kind load docker-image --name "$KIND_CLUSTER" \
-  "$MYSERVICE_E2E_GATEWAY_IMAGE" "$MYSERVICE_E2E_SERVICE_IMAGE" || exit $?
+  "$MYSERVICE_E2E_GATEWAY_IMAGE" "$MYSERVICE_E2E_SERVICE_IMAGE" "$MYSERVICE_E2E_INTERPRETER_IMAGE" || exit $?
 
 export MYSERVICE_E2E_KUBECTL=kubectl MYSERVICE_E2E_HELM=helm
 # shellcheck disable=SC2086

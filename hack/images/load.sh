@@ -5,8 +5,9 @@
 #
 # `docker save`s the images (one archive, shared layers once) and imports them
 # with `ctr --address SOCKET -n k8s.io images import`, where the kubelet's CRI
-# finds them. Images default to $MYSERVICE_GATEWAY_IMAGE and
-# $MYSERVICE_SERVICE_IMAGE (myservice-gateway:dev, myservice-service:dev).
+# finds them. Images default to $MYSERVICE_GATEWAY_IMAGE, $MYSERVICE_SERVICE_IMAGE
+# and $MYSERVICE_INTERPRETER_IMAGE (myservice-gateway:dev, myservice-service:dev,
+# myservice-interpreter:dev: the interpreter example, e2e check 19).
 #
 # Names: a short name is normalised the Docker way, both by the import and by
 # the kubelet: `myservice-service:dev` is stored as
@@ -50,7 +51,8 @@ done
 [ -n "$ADDRESS" ] || { echo "load.sh: --address SOCKET (or MYSERVICE_CONTAINERD_ADDRESS) is required" >&2; usage >&2; exit 2; }
 ADDRESS=${ADDRESS#unix://}
 [ -S "$ADDRESS" ] || { echo "load.sh: no socket at $ADDRESS" >&2; exit 1; }
-[ ${#IMAGES[@]} -gt 0 ] || IMAGES=("${MYSERVICE_GATEWAY_IMAGE:-myservice-gateway:dev}" "${MYSERVICE_SERVICE_IMAGE:-myservice-service:dev}")
+[ ${#IMAGES[@]} -gt 0 ] || IMAGES=("${MYSERVICE_GATEWAY_IMAGE:-myservice-gateway:dev}" "${MYSERVICE_SERVICE_IMAGE:-myservice-service:dev}"
+                                  "${MYSERVICE_INTERPRETER_IMAGE:-myservice-interpreter:dev}")
 
 CTR=${CTR:-ctr}
 if [ -z "${DOCKER:-}" ]; then

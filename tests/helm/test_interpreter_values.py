@@ -122,3 +122,9 @@ def test_interpreter_values_keep_the_sessions_limits(render):
     assert (env["MYSERVICE_SESSION_IDLE_TIMEOUT_SECONDS"], env["MYSERVICE_SESSION_MAX_LIFETIME_SECONDS"]) == \
         ("600", "14400")
 
+
+
+def test_the_gateway_forwards_the_interpreter_only(render):
+    gateway = by_kind_and_name(render("-f", VALUES))[("Deployment", "rel-myservice-gateway")]
+    env = {e["name"]: e.get("value") for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MYSERVICE_SERVICES"] == "interpreter.v1.Interpreter"
