@@ -14,6 +14,7 @@ import threading
 
 import kopf
 import kubernetes
+from kopf._cogs.aiokits import aiotoggles
 import pytest
 
 from myservice_api import crd, kubeclient
@@ -66,7 +67,6 @@ class Recorded(clients.Kube):
 @contextlib.asynccontextmanager
 async def operator(namespace: str, kube: clients.Kube):
     """The operator as __main__ runs it (kopf with our registry and settings), in this loop."""
-    kopffixes.install()
     registry = kopf.OperatorRegistry()
     handlers.register(registry, Reconciler(settings(namespace), kube))
     stop = asyncio.Event()
@@ -99,8 +99,12 @@ async def kubelet(core: kubernetes.client.CoreV1Api, namespace: str, stop: async
 
 
 @pytest.fixture
-async def cluster(kube, api_client, namespace):
-    """The process's credentials on the test server (kopf logs in with them), and a kubelet."""
+async def cluster(kube, api_client, namespace, monkeypatch):
+    """The process's credentials on the test server (kopf logs in with them), our kopf fix
+    as __main__ installs it (undone after: kopf's own class is another test's subject), and
+    a kubelet."""
+    monkeypatch.setattr(aiotoggles, "ToggleSet", aiotoggles.ToggleSet)
+    kopffixes.install()
     kubeclient.use(kube.configuration())
     core = kubernetes.client.CoreV1Api(api_client)
     stop = asyncio.Event()
