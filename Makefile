@@ -26,7 +26,7 @@ help:
 	@echo "make bench-login  a 200-Login storm: a real user's Login and another session's Echo during it (LOGIN_BASELINE=REV: also the gateway of REV); then honest bursts, quiet and during a storm, and a returning user's Logins per core (bench/login_bursts.py)"
 	@echo "make bench-start  session start in local mode: Login -> first Echo, warm pool against cold, one at a time and in bursts"
 	@echo "make bench-login-refusals  every Login refusal path timed side by side: unknown user, wrong password (argon2, bcrypt), over-long passwords (LOGIN_BASELINE=REV: also the gateway of REV)"
-	@echo "make scale  SCALE_SESSIONS sessions at SCALE_RATE/s on the local cluster + kwok (root; bench/scale/run.sh, docs/benchmarks.md)"
+	@echo "make scale  SCALE_SESSIONS sessions at SCALE_RATE/s on the local cluster + kwok (root; bench/scale/run.sh, docs/benchmarks.md); SCALE_MODE=claim-burst: the warm-claim gate"
 
 $(INSTALL_STAMP): pyproject.toml setup.py proto/myservice/v1/myservice.proto $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -88,9 +88,10 @@ bench-login-refusals: $(INSTALL_STAMP)
 
 # The scale test (bench/scale/run.sh --help): the real chart on the local cluster, instance
 # pods on kwok's fake nodes. More knobs (SCALE_NODES, SCALE_IDLE_SECONDS, SCALE_KNEE_RATES, ...)
-# pass through the environment.
-SCALE_SESSIONS ?= 10000
-SCALE_RATE ?= 50
+# pass through the environment. SCALE_MODE=claim-burst: the warm-claim gate (750 at 75/s).
+# Empty: run.sh's defaults for the mode (ramp: 10000 at 50/s).
+SCALE_SESSIONS ?=
+SCALE_RATE ?=
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(INSTALL_STAMP)
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[test,bench]'
