@@ -571,15 +571,16 @@ async def run_claim_burst(args: argparse.Namespace) -> dict:
     time.sleep(2)  # the labels that trail Ready
     phases["settle"] = [t0, time.monotonic()]
     sampler.sample()
-    sampler.phase = "end"
+    sampler.stop()
     t0 = time.monotonic()
     try:
+        # The operator first: it would refill the pool as its pods are deleted.
+        stop_operator(kubernetes.client.AppsV1Api(api), args.namespace, args.release)
         ended = end_all(custom, core, args.namespace, watch, args.end_timeout)
     except Exception as error:  # the figures so far are kept
         log(f"end: {error!r}; the report covers the run up to here")
         ended = False
     phases["end"] = [t0, time.monotonic()]
-    sampler.stop()
     watch.reflector.stop()
     pods.reflector.stop()
     attach_ready(sessions, watch, pods)
@@ -588,6 +589,16 @@ async def run_claim_burst(args: argparse.Namespace) -> dict:
                "failed_reasons": sorted(set(watch.failed.values()))}
     results["figures"] = figures.claim_burst_report(results)
     return results
+
+
+def stop_operator(apps: kubernetes.client.AppsV1Api, namespace: str, release: str) -> None:
+    """Scale the release's operator to 0 replicas (run.sh's cleanup uninstalls it anyway)."""
+    selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
+    for deployment in apps.list_namespaced_deployment(namespace, label_selector=selector).items:
+        apps.patch_namespaced_deployment_scale(deployment.metadata.name, namespace, {"spec": {"replicas": 0}})
+    wait_until("operator stopped", lambda: not any(
+        (d.status.replicas or 0) for d in apps.list_namespaced_deployment(namespace, label_selector=selector).items),
+        120, lambda: "replicas left")
 
 
 def render_claim_burst(results: dict) -> str:
