@@ -239,3 +239,36 @@ def test_a_killed_gateway_leaves_no_command_behind(kv, users_file, tmp_path):
     finally:
         gateway.kill()
         gateway.wait()
+
+
+def test_the_launcher_says_when_it_cannot_run_the_command():
+    r = subprocess.run([sys.executable, "-m", "myservice_gateway.backends.launch", str(os.getpid()), "--",
+                        "/nonexistent/serve"], capture_output=True, text=True, timeout=30)
+    assert (r.returncode, r.stderr.strip()) == (127, "myservice: cannot run '/nonexistent/serve': No such file or directory")
+    r = subprocess.run([sys.executable, "-m", "myservice_gateway.backends.launch", "1"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2 and "usage:" in r.stderr
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["up", "--instance-command", 'serve "unclosed'],
+     "myservice: configuration error: MYSERVICE_INSTANCE_COMMAND (--instance-command) must be a command line "
+     "(split as a shell would: No closing quotation), got 'serve \"unclosed'"),
+    (["gateway", "--backend", "kubernetes", "--instance-command", "serve"],
+     "myservice: configuration error: MYSERVICE_INSTANCE_COMMAND (--instance-command) is for the local backend: "
+     "on Kubernetes the instance is the chart's instance.image"),
+])
+def test_a_bad_command_setting_is_a_clear_error(argv, message, users_file):
+    r = subprocess.run([str(BIN / "myservice"), *argv], capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, MYSERVICE_USERS_FILE=users_file))
+    assert (r.returncode, r.stderr.strip()) == (2, message)
+
+
+def test_the_reason_a_command_wrote_is_read_once(tmp_path):
+    log = tmp_path / "termination-log"
+    log.write_text("IdleTimeout: no call for 900s\n")
+    assert commands.ending_of(str(log)) == "IdleTimeout (no call for 900s)"
+    assert not log.exists()  # read once: the file is the instance's alone
+    log.write_text("segfault in frobnicator\nmore")
+    assert commands.ending_of(str(log)) == "segfault in frobnicator"
+    assert commands.ending_of(str(tmp_path / "none")) == "" and commands.ending_of(None) == ""
