@@ -94,3 +94,23 @@ def test_unix_socket_listener(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_sigterm_ends_it_gracefully_with_0(instance):
+    import signal
+    import threading
+
+    proc, stub, _ = instance
+    stub.MyServiceEcho(pb.EchoRequest(value="v"), metadata=sid("A"), timeout=5)
+    # A chat left open is in flight: SIGTERM lets it finish within the grace, then exits 0.
+    requests_done = threading.Event()
+
+    def requests():
+        yield pb.EchoRequest(value="a")
+        requests_done.wait(10)
+    chat = stub.MyServiceChat(requests(), metadata=sid("A"), timeout=10)
+    assert next(chat).client_value == "a"
+    proc.send_signal(signal.SIGTERM)
+    requests_done.set()  # the client ends its stream: the call completes normally
+    assert [r.client_value for r in chat] == []
+    assert proc.wait(timeout=10) == 0
