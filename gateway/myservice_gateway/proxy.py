@@ -167,13 +167,15 @@ class Proxy(grpc.GenericRpcHandler):
             key, endpoint = await endpoint_of(context, metadata)
             call = getattr(endpoint.channel, kind)(method)(
                 request_or_iterator, metadata=forwarded_metadata(metadata, key), timeout=_timeout(context))
-            # However this call ends for our client (answered, cancelled, gone), the
-            # instance's call ends with it. Not left to the handler: when the client goes
-            # away while grpc is sending it a message, grpc abandons a streaming handler
-            # suspended at its yield (no exception, no finally) and the upstream call would
-            # stay open until garbage collection, counted by the instance as a call in
-            # flight (no idle end; its Shutdown waiting out its grace).
-            context.add_done_callback(lambda _context: call.cancel())
+            if response_streaming:
+                # However this call ends for our client (answered, cancelled, gone), the
+                # instance's call ends with it. Not left to the handler: when the client goes
+                # away while grpc is sending it a message, grpc abandons a streaming handler
+                # suspended at its yield (no exception, no finally) and the upstream call would
+                # stay open until garbage collection, counted by the instance as a call in
+                # flight (no idle end; its Shutdown waiting out its grace). A unary answer's
+                # handler is cancelled instead, and grpc.aio cancels the call it awaits.
+                context.add_done_callback(lambda _context: call.cancel())
             return call, (FinalStatus(call) if request_streaming else None)
 
         async def forward_unary_response(request_or_iterator, context):

@@ -13,9 +13,11 @@ import pytest
 
 from myservice import contract
 from myservice.v1 import myservice_pb2 as pb
+from myservice.v1 import myservice_pb2_grpc as pb_grpc
 from myservice_instance import app as myservice_instance_app
 
 from ..conftest import children_of, echo, error_of, md, pid_alive
+from .test_routing import StaticBackend, instance_stand_in
 
 NOT_FOUND = (grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
 
@@ -116,23 +118,50 @@ async def test_a_cancelled_stream_is_cancelled_at_the_instance_within_a_second(m
     assert time.monotonic() - cancelled <= IDLE + 1.0 + 0.5
 
 
-async def test_a_cancelled_unary_call_is_cancelled_at_the_instance(make_gateway):
+async def test_a_client_that_goes_away_ends_its_stream_at_the_instance(make_gateway):
     gw = await make_gateway(session_idle_timeout=IDLE)
-    metadata = await gw.session("cancel-unary")
+    metadata = await gw.session("client-gone")
     await echo(gw, metadata)
     [pid] = gw.backend.pids()
-    # No unary method of ours waits, so a long upstream call is a Chat with one message: its
-    # client-streaming leg is what keeps it open after the client has gone.
+
     async def forever():
         yield pb.EchoRequest(value="first")
         await asyncio.sleep(3600)
     call = gw.stub.MyServiceChat(forever(), metadata=metadata)
     await call.read()
-    del call  # the client's channel goes away: the gateway must notice
-    await gw.channel.close()
-    cancelled = time.monotonic()
+    await gw.channel.close()  # no cancel: the client's connection is simply gone
+    gone = time.monotonic()
     assert await until(lambda: not pid_alive(pid), IDLE + 2.0)
-    assert time.monotonic() - cancelled <= IDLE + 1.5
+    assert time.monotonic() - gone <= IDLE + 1.5
+
+
+class SlowEcho(pb_grpc.MyServiceServicer):
+    """A stand-in instance whose Echo answers only when cancelled: it records when."""
+
+    def __init__(self):
+        self.started = asyncio.Event()
+        self.cancelled_at: float | None = None
+
+    async def MyServiceEcho(self, request, context):
+        self.started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.cancelled_at = time.monotonic()
+            raise
+
+
+async def test_a_cancelled_unary_call_is_cancelled_at_the_instance(make_gateway):
+    servicer = SlowEcho()
+    async with instance_stand_in(servicer) as port:
+        gw = await make_gateway(backend=StaticBackend(port))
+        metadata = await gw.session("slow")
+        call = gw.stub.MyServiceEcho(pb.EchoRequest(value="v"), metadata=metadata)
+        await asyncio.wait_for(servicer.started.wait(), 5)
+        call.cancel()
+        cancelled = time.monotonic()
+        assert await until(lambda: servicer.cancelled_at is not None, 1.0)
+        assert servicer.cancelled_at - cancelled <= 1.0
 
 
 # ---------------------------------------------------------------- answers over the client's limit
