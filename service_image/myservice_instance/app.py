@@ -16,7 +16,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from myservice import reflection
-from myservice_api import settings as declarations
 
 from .calls import CallGuard, Registrar
 from .endings import report_ending
@@ -188,7 +187,3 @@ class Instance:
 def describe_limit(seconds: float) -> str:
     return format_seconds(seconds) if seconds else "off"
 
-
-def parse_settings(env=None, **flags: Any) -> InstanceSettings:
-    """InstanceSettings from the environment (default os.environ) and flag values by field name."""
-    return declarations.parse(InstanceSettings, os.environ if env is None else env, flags=flags)
