@@ -214,11 +214,11 @@ def test_the_code_opens_no_network_socket(interp):
         server.close()
 
 
-def test_no_network_filter_program():
-    # the jumps land where the comments say: deny for another ABI, x32, io_uring and
-    # non-Unix sockets; allow for the rest (read by a tiny BPF interpreter)
+def test_sandbox_filter_program():
+    # the jumps land where the comments say: deny for another ABI, x32, the calls denied
+    # outright and non-Unix sockets; allow for the rest (read by a tiny BPF interpreter)
     def verdict(machine, nr, arch=None, family=0):
-        program = worker.no_network_filter(machine)
+        program = worker.sandbox_filter(machine)
         data = {0: nr, 4: arch if arch is not None else worker._SYSCALLS[machine][0], 16: family}
         acc, pc = 0, 0
         while True:
@@ -232,11 +232,22 @@ def test_no_network_filter_program():
                 pc += jt if taken else jf
             pc += 1
 
-    for machine, (arch, socket_nr, uring) in worker._SYSCALLS.items():
+    for machine, (arch, socket_nr, denied) in worker._SYSCALLS.items():
         assert verdict(machine, 0) == "allow"
+        assert verdict(machine, 59) == "allow"
         assert verdict(machine, socket_nr, family=1) == "allow"
         assert verdict(machine, socket_nr, family=2) == "deny"
         assert verdict(machine, socket_nr, family=10) == "deny"
-        assert verdict(machine, uring) == "deny"
+        assert set(denied) == {"io_uring_setup", "ptrace", "process_vm_readv", "process_vm_writev"}
+        for nr in denied.values():
+            assert verdict(machine, nr) == "deny"
+            assert verdict(machine, nr + 1000) == "allow"
         assert verdict(machine, 0, arch=0x40000003) == "deny"  # i386
     assert verdict("x86_64", 41 | 0x40000000, family=2) == "deny"  # x32 socket()
+
+
+def test_the_code_cannot_drive_its_server(interp):
+    # ptrace and /proc/<pid>/mem of the parent: the server runs without the filter
+    result = interp.run("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                        "libc.ptrace(16, os.getppid(), 0, 0), ctypes.get_errno()")  # PTRACE_ATTACH
+    assert result == engine.Result("(-1, 1)\n", "", "")

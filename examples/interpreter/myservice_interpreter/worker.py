@@ -19,8 +19,9 @@ to the next.
 No network: before any code runs, the worker installs a seccomp filter of its
 own (stacked on the pod's RuntimeDefault; allowed unprivileged under
 no_new_privs, which allowPrivilegeEscalation: false sets anyway) that makes
-socket() fail with EPERM for every family but AF_UNIX, and io_uring_setup too
-(io_uring can open sockets without socket()). The chart's egress-deny
+socket() fail with EPERM for every family but AF_UNIX, and io_uring_setup,
+ptrace and process_vm_readv/writev too (io_uring opens sockets without socket();
+the others would let the code drive the server, which has no such filter). The chart's egress-deny
 NetworkPolicy stops the pod's connections to other pods; this stops the code's
 connections to anything, the node included (a NetworkPolicy agent that filters
 forwarded packets only, such as kube-network-policies, never sees a connection
@@ -222,8 +223,16 @@ _SECCOMP_RET_ERRNO = 0x00050000
 _AF_UNIX = 1
 _EPERM = 1
 _X32_SYSCALL_BIT = 0x40000000
-# machine: (AUDIT_ARCH_*, __NR_socket, __NR_io_uring_setup)
-_SYSCALLS = {"x86_64": (0xC000003E, 41, 425), "aarch64": (0xC00000B7, 198, 425)}
+# Per machine: its AUDIT_ARCH_*, __NR_socket, and the calls denied outright:
+# io_uring_setup (io_uring opens sockets without socket()), ptrace, process_vm_readv
+# and process_vm_writev (the code must not drive the server, its parent, which runs
+# without this filter: it would open the sockets for it).
+_SYSCALLS = {
+    "x86_64": (0xC000003E, 41, {"io_uring_setup": 425, "ptrace": 101, "process_vm_readv": 310,
+                                "process_vm_writev": 311}),
+    "aarch64": (0xC00000B7, 198, {"io_uring_setup": 425, "ptrace": 117, "process_vm_readv": 270,
+                                  "process_vm_writev": 271}),
+}
 
 
 class _SockFilter(ctypes.Structure):
@@ -234,34 +243,42 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
 
 
-def no_network_filter(machine: str) -> list[tuple[int, int, int, int]]:
-    """The seccomp BPF program: (code, jt, jf, k) per instruction. Jumps count the
-    instructions skipped. seccomp_data: nr at 0, arch at 4, args[0] at 16 (its low
-    32 bits on these little-endian machines: the kernel reads the family as an int)."""
-    arch, socket_nr, io_uring_setup_nr = _SYSCALLS[machine]
+def sandbox_filter(machine: str) -> list[tuple[int, int, int, int]]:
+    """The seccomp BPF program: (code, jt, jf, k) per instruction, a jump counting the
+    instructions it skips. seccomp_data: nr at 0, arch at 4, args[0] at 16 (its low
+    32 bits on these little-endian machines: the kernel reads the family as an int).
+    Denied calls fail with EPERM; everything else is the runtime's profile's to judge."""
+    arch, socket_nr, denied = _SYSCALLS[machine]
     ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
-    deny = _SECCOMP_RET_ERRNO | _EPERM
-    return [
-        (ld, 0, 0, 4),                          # 0: arch
-        (jeq, 0, 7, arch),                      # 1: another ABI (i386 on x86_64): deny
-        (ld, 0, 0, 0),                          # 2: syscall number
-        (jge, 5, 0, _X32_SYSCALL_BIT),          # 3: x32 numbers alias the native ones: deny
-        (jeq, 0, 2, socket_nr),                 # 4: socket() ...
-        (ld, 0, 0, 16),                         # 5:   its family
-        (jeq, 1, 2, _AF_UNIX),                  # 6:   AF_UNIX allowed, any other denied
-        (jeq, 1, 0, io_uring_setup_nr),         # 7: io_uring_setup: denied
-        (ret, 0, 0, _SECCOMP_RET_ALLOW),        # 8: allow
-        (ret, 0, 0, deny),                      # 9: deny with EPERM
+    checks = list(denied.values())
+    allow = 7 + len(checks)             # the indexes of the two verdicts, last
+    deny = allow + 1
+
+    def to(target: int, at: int) -> int:  # a jump from instruction `at` to `target`
+        return target - at - 1
+
+    program = [
+        (ld, 0, 0, 4),                                  # 0: arch
+        (jeq, 0, to(deny, 1), arch),                    # 1: another ABI (i386 on x86_64): deny
+        (ld, 0, 0, 0),                                  # 2: syscall number
+        (jge, to(deny, 3), 0, _X32_SYSCALL_BIT),        # 3: x32 numbers alias the native ones: deny
+        (jeq, 0, to(7, 4), socket_nr),                  # 4: socket() ...
+        (ld, 0, 0, 16),                                 # 5:   its family
+        (jeq, to(allow, 6), to(deny, 6), _AF_UNIX),     # 6:   AF_UNIX allowed, any other denied
     ]
+    for at, nr in enumerate(checks, start=7):           # 7..: each call denied outright
+        program.append((jeq, to(deny, at), 0, nr))
+    program += [(ret, 0, 0, _SECCOMP_RET_ALLOW), (ret, 0, 0, _SECCOMP_RET_ERRNO | _EPERM)]
+    return program
 
 
 def deny_network() -> None:
-    """Install no_network_filter for this process (and every thread and child it
+    """Install sandbox_filter for this process (and every thread and child it
     makes later); OSError if it cannot be (then no code may run)."""
     machine = os.uname().machine
     if machine not in _SYSCALLS:
         raise OSError(f"no seccomp filter for {machine}")
-    program = no_network_filter(machine)
+    program = sandbox_filter(machine)
     filters = (_SockFilter * len(program))(*(_SockFilter(*insn) for insn in program))
     fprog = _SockFprog(len(program), filters)
     libc = ctypes.CDLL(None, use_errno=True)
