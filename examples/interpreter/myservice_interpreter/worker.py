@@ -21,12 +21,12 @@ own (stacked on the pod's RuntimeDefault; allowed unprivileged under
 no_new_privs, which allowPrivilegeEscalation: false sets anyway) that makes
 socket() fail with EPERM for every family but AF_UNIX, and io_uring_setup,
 ptrace and process_vm_readv/writev too (io_uring opens sockets without socket();
-the others would let the code drive the server, which has no such filter). The chart's egress-deny
-NetworkPolicy stops the pod's connections to other pods; this stops the code's
-connections to anything, the node included (a NetworkPolicy agent that filters
-forwarded packets only, such as kube-network-policies, never sees a connection
-to an API server on the pod's own node), and it holds locally, where there is
-no NetworkPolicy at all.
+the others would let the code drive the server, which has no such filter). The
+chart's egress-deny NetworkPolicy stops the pod's connections to other pods; this
+stops the code's connections to anything, the node included (a NetworkPolicy
+agent that filters in POSTROUTING only, as kube-network-policies does, never sees
+a connection to an API server on the pod's own node), and it holds locally, where
+there is no NetworkPolicy at all.
 
 The time limit has two steps. Here, SIGALRM at the limit raises TimeLimitExceeded
 in the code (a BaseException, so `except Exception` does not swallow it): most
