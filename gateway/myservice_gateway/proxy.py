@@ -82,6 +82,11 @@ def _code_of(error: BaseException, context: grpc.aio.ServicerContext) -> grpc.St
     return context.code() or grpc.StatusCode.UNKNOWN
 
 
+# Handlers kept for the methods of services without a descriptor here (a user's own):
+# a few hundred bytes each.
+OPAQUE_HANDLERS_KEPT = 1024
+
+
 class Proxy(grpc.GenericRpcHandler):
     """Forwards the methods of the configured services (MYSERVICE_SERVICES), and only those.
 
@@ -98,8 +103,8 @@ class Proxy(grpc.GenericRpcHandler):
         self._backend = backend
         self._authenticator = authenticator
         self._metrics = metrics or GatewayMetrics()
-        # Every method of a service with a descriptor, made once: the only names cached
-        # (callers must not be able to grow this dict with made-up method names).
+        # Every method of a service with a descriptor, made once, and (bounded) those of
+        # services without one (callers must not be able to grow this dict without end).
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
         self._opaque_services: set[str] = set()  # configured, no descriptor here
         for service in services:
@@ -111,6 +116,7 @@ class Proxy(grpc.GenericRpcHandler):
                 if path != contract.LOGIN_METHOD:  # Login is the gateway's own, never forwarded
                     self._handlers[path] = self._make_handler(path, request_streaming, response_streaming)
         self._services = frozenset(services)
+        self._handlers_bound = len(self._handlers) + OPAQUE_HANDLERS_KEPT
         self._not_forwarded = rpckinds.method_handler(True, False, self._unimplemented)
 
     def service(self, handler_call_details):
@@ -122,7 +128,12 @@ class Proxy(grpc.GenericRpcHandler):
             return None  # not ours to answer: grpc's own UNIMPLEMENTED, as for any unknown service
         parts = method_parts(method)
         if parts is not None and parts[0] in self._opaque_services:
-            return self._make_handler(method, True, True, label=metrics_module.OTHER_METHOD)
+            handler = self._make_handler(method, True, True, label=metrics_module.OTHER_METHOD)
+            # Kept for the next call, up to a bound: anyone can make up names here before
+            # the token is read, so the first OPAQUE_HANDLERS_KEPT names are all it keeps.
+            if len(self._handlers) < self._handlers_bound:
+                self._handlers[method] = handler
+            return handler
         return self._not_forwarded
 
     async def _unimplemented(self, request_iterator, context):

@@ -248,11 +248,15 @@ def test_proxy_caches_only_known_methods():
     assert all(p.service(details(m, ())) is refused for m in (
         "/myservice.v1.MyService/MyServiceEcho/x", "/myservice.v1.MyService//Login", "/myservice.v1.MyService/",
         "/user.v1.Own/", "/user.v1.Own/A/B"))
+    ours = sorted(p._handlers)
+    assert ours == [f"/myservice.v1.MyService/{m}" for m in (
+        "MyServiceChat", "MyServiceEcho", "MyServiceEchoStream", "MyServiceShutdown")]
     own = p.service(details("/user.v1.Own/Run", ()))  # no descriptor here: forwarded as a bidi stream
     assert (own.request_streaming, own.response_streaming) == (True, True)
-    assert own is not p.service(details("/user.v1.Own/Run", ()))  # made per call, never cached
-    assert sorted(p._handlers) == [f"/myservice.v1.MyService/{m}" for m in (
-        "MyServiceChat", "MyServiceEcho", "MyServiceEchoStream", "MyServiceShutdown")]
+    assert own is p.service(details("/user.v1.Own/Run", ()))  # kept ...
+    for i in range(proxy.OPAQUE_HANDLERS_KEPT + 10):  # ... but made-up names cannot grow the dict without end
+        p.service(details(f"/user.v1.Own/M{i}", ()))
+    assert len(p._handlers) == len(ours) + proxy.OPAQUE_HANDLERS_KEPT
     assert proxy.method_kind("/myservice.v1.MyService/MyServiceEchoStream") == (False, True)
     assert proxy.method_kind("/myservice.v1.MyService/Nope") is None
     assert proxy.method_parts("/a.B/C") == ("a.B", "C")
