@@ -185,3 +185,18 @@ def test_help_shows_each_flags_variable_and_default(capsys):
                                    ("--warm-pool", "MYSERVICE_WARM_POOL_SIZE", "0 = off")]:
             assert flag in text and f"(env {env}, default {default})" in text
     assert "(env MYSERVICE_HOST, default 0.0.0.0)" in text  # gateway; up: 127.0.0.1
+
+
+def test_forwarded_services_default_env_and_repeated_flag():
+    from myservice_api import settings as declarations
+    from myservice_gateway import cli, settings
+
+    assert from_env({}, dev_user=True).services == ("myservice.v1.MyService",)
+    assert from_env({"MYSERVICE_SERVICES": " a.v1.A, b.B ,a.v1.A,"}, dev_user=True).services == ("a.v1.A", "b.B")
+    args = cli.build_parser().parse_args(["up", "--service", "a.v1.A", "--service", "c.C,d.D"])
+    flags = declarations.flag_values(args, settings.GatewaySettings)
+    assert from_env({"MYSERVICE_SERVICES": "x.X"}, dev_user=True, **flags).services == ("a.v1.A", "c.C", "d.D")
+    assert from_env({"MYSERVICE_SERVICES": " "}, dev_user=True).services == ("myservice.v1.MyService",)  # blank: unset
+    for bad in (" , ", "a/b", "a..b", "1a.B"):
+        with pytest.raises(SettingsError, match=r"MYSERVICE_SERVICES \(--service\) must be full gRPC service names"):
+            from_env({"MYSERVICE_SERVICES": bad}, dev_user=True)
