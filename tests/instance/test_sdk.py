@@ -100,9 +100,11 @@ async def serving():
 
     async def start(instance, **changes):
         task = asyncio.create_task(instance.serve(settings(**changes)))
-        while instance._running is None or not instance._running.server:  # noqa: SLF001 - until it listens
+        while instance._running is None:  # noqa: SLF001 - until it listens (start() returned)
+            if task.done():
+                task.result()  # raises what serve() failed with
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # serve() sets its timer and signals right after start()
         running = instance._running  # noqa: SLF001
         channel = grpc.aio.insecure_channel(running.address)
         started.append((task, channel, instance))
