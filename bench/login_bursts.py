@@ -22,7 +22,7 @@ one thread; hashing threads: the gateway's default); a returning user's Login p5
 <= 5 ms and >= 500 Logins/s per gateway core.
 
     .venv/bin/python bench/login_bursts.py [--runs 3] [--burst 30] [--storm 200]
-        [--storm-addresses 20] [--returning 2000] [--json PATH]
+        [--storm-addresses 20] [--returning 2000] [--gateway-env KEY=VALUE] [--json PATH]
 """
 from __future__ import annotations
 
@@ -143,6 +143,7 @@ def one_run(scenario: str, args: argparse.Namespace, tmp: Path, users_file: Path
         log_path = tmp / f"gateway-{scenario}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MYSERVICE_")}
         env.update(MYSERVICE_USERS_FILE=str(users_file), MYSERVICE_TRUSTED_PROXIES="127.0.0.1/32")
+        env.update(args.gateway_env)
         gateway = processes.start("gateway", [str(BIN / "myservice"), "up", "--host", "127.0.0.1", "--port", str(port),
                                               "--log-level", "WARNING"],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_path.open("wb"),
@@ -194,8 +195,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="client addresses the storm comes from (default %(default)s)")
     p.add_argument("--returning", type=int, default=2000, help="sequential returning Logins (default %(default)s)")
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of %(default)s")
+    p.add_argument("--gateway-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra gateway environment, e.g. MYSERVICE_FRONT=none (repeatable)")
     p.add_argument("--json", metavar="PATH", help="also write every run's figures as JSON to PATH")
     a = p.parse_args(argv)
+    try:
+        a.gateway_env = dict(item.split("=", 1) for item in a.gateway_env)
+    except ValueError:
+        p.error("--gateway-env: KEY=VALUE")
     a.scenarios = [s for s in SCENARIOS if s in {x.strip() for x in a.scenarios.split(",")}]
     if not a.scenarios or min(a.runs, a.burst, a.storm, a.storm_addresses, a.returning) < 1:
         p.error(f"--scenarios: some of {','.join(SCENARIOS)}; counts >= 1")

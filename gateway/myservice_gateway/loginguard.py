@@ -20,10 +20,12 @@ about 0.1-0.2 s of a core and 64 MiB per hash). Every Login asks
 
 Honest load is queued, not refused: there is no cap per address (behind a NAT, a
 port-forward or a proxy many people share one). Instead the line is fair: `rank`
-orders waiting Logins so that addresses and usernames with recent failures come
-after those without, and among equals the address and the username served least
-recently come first; so a flood from one address, or against one username, waits
-behind everyone else's turns instead of taking them.
+orders waiting Logins so that those whose address or username failed within the
+last FAILURE_MEMORY_SECONDS come after those that did not (the buckets forgive a
+failure within a second or so, too soon to tell a guesser from a person), and among
+equals the address and the username served least recently come first; so a flood
+from one address, or against one username, waits behind everyone else's turns
+instead of taking them.
 
 Buckets and turn stamps live in bounded LRU tables: a flood of made-up usernames or
 addresses evicts the least recently seen entries (they start afresh) instead of
@@ -54,6 +56,9 @@ DEFAULT_TABLE_SIZE = 10_000
 INITIAL_HASH_SECONDS = 0.2
 # Weight of the newest hash time in the running estimate.
 HASH_SECONDS_SMOOTHING = 0.2
+# How long a failure sends its address's and its username's next Logins behind those
+# of addresses and usernames that did not fail (the fair order, LoginGuard.rank).
+FAILURE_MEMORY_SECONDS = 60.0
 
 
 def peer_key(peer: str) -> str:
@@ -137,13 +142,6 @@ class BucketTable:
         bucket = self._buckets.get(key)
         return 0.0 if bucket is None else bucket.wait(self.policy, now)
 
-    def debt(self, key: object, now: float) -> float:
-        """Failures not yet forgiven (0: none, or the table is off)."""
-        if not self.policy.enabled:
-            return 0.0
-        bucket = self._buckets.get(key)
-        return 0.0 if bucket is None else self.policy.burst - bucket.level(self.policy, now)
-
     def charge(self, key: object, now: float) -> None:
         """Take one token (a failure), below zero if need be."""
         if not self.policy.enabled:
@@ -201,6 +199,7 @@ class LoginGuard:
         # number): the fair order's memory, bounded like the buckets.
         self._turns = 0
         self._last_turn: collections.OrderedDict[object, int] = collections.OrderedDict()
+        self._failed_at: collections.OrderedDict[object, float] = collections.OrderedDict()
         self.in_flight = 0
         self.hash_seconds = INITIAL_HASH_SECONDS
 
@@ -220,13 +219,13 @@ class LoginGuard:
         self.in_flight += 1
         return Ticket(username_key(username), peer)
 
-    def rank(self, ticket: Ticket) -> tuple[int, int]:
+    def rank(self, ticket: Ticket) -> tuple[bool, int]:
         """The order of waiting Logins, lowest first (ties: the newest first, hashpool.py):
-        whole failures not yet forgiven for the address or the username, then the
-        later of the turns they last had (never: 0)."""
-        now = self._clock()
-        debt = max(self._peers.debt(ticket.peer, now), self._users.debt(ticket.user, now))
-        return int(debt), max(self._last_turn.get(("p", ticket.peer), 0), self._last_turn.get(("u", ticket.user), 0))
+        whether the address or the username failed within FAILURE_MEMORY_SECONDS, then
+        the later of the turns they last had (never: 0)."""
+        since = self._clock() - FAILURE_MEMORY_SECONDS
+        failed = any(self._failed_at.get(key, since) > since for key in (("p", ticket.peer), ("u", ticket.user)))
+        return failed, max(self._last_turn.get(("p", ticket.peer), 0), self._last_turn.get(("u", ticket.user), 0))
 
     def turn(self, ticket: Ticket) -> None:
         """The ticket's Login got a hashing thread: its address and its username go to
@@ -235,8 +234,7 @@ class LoginGuard:
         for key in (("p", ticket.peer), ("u", ticket.user)):
             self._last_turn[key] = self._turns
             self._last_turn.move_to_end(key)
-        while len(self._last_turn) > 2 * self.limits.table_size:
-            self._last_turn.popitem(last=False)
+        _bound(self._last_turn, 2 * self.limits.table_size)
 
     def finish(self, ticket: Ticket, *, failed: bool, hash_seconds: float | None = None) -> None:
         """The ticket's hash ended (or never ran); a failed attempt is charged to its
@@ -246,6 +244,10 @@ class LoginGuard:
             now = self._clock()
             self._peers.charge(ticket.peer, now)
             self._users.charge(ticket.user, now)
+            for key in (("p", ticket.peer), ("u", ticket.user)):
+                self._failed_at[key] = now
+                self._failed_at.move_to_end(key)
+            _bound(self._failed_at, 2 * self.limits.table_size)
         if hash_seconds is not None:
             self.hash_seconds += HASH_SECONDS_SMOOTHING * (hash_seconds - self.hash_seconds)
 
@@ -254,6 +256,11 @@ class LoginGuard:
         then finds room, and retries told this spread out instead of returning at once."""
         return max(1, self.in_flight) * self.hash_seconds / self.limits.hash_workers
 
-    def table_sizes(self) -> tuple[int, int, int]:
-        """(usernames, addresses, turn stamps): for tests and logs."""
-        return len(self._users), len(self._peers), len(self._last_turn)
+    def table_sizes(self) -> tuple[int, int, int, int]:
+        """(usernames, addresses, turn stamps, failure stamps): for tests and logs."""
+        return len(self._users), len(self._peers), len(self._last_turn), len(self._failed_at)
+
+
+def _bound(table: collections.OrderedDict, size: int) -> None:
+    while len(table) > size:
+        table.popitem(last=False)

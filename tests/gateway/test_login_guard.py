@@ -136,7 +136,7 @@ def test_one_address_is_not_capped_only_failures_and_capacity_refuse():
     assert g.admit("bob", "10.0.0.2").message == contract.LOGIN_BUSY  # capacity, not "attempts"
     for t in tickets:
         g.finish(t, failed=False)
-    assert g.table_sizes()[:2] == (0, 0)  # successes are not counted anywhere
+    assert g.table_sizes() == (0, 0, 0, 0)  # successes are not counted anywhere
 
 
 def test_order_of_checks_buckets_then_queue():
@@ -147,24 +147,26 @@ def test_order_of_checks_buckets_then_queue():
     assert g.admit("alice", "p2").message == contract.LOGIN_THROTTLED  # alice's bucket, before the queue
     assert g.admit("carol", "p2").message == contract.LOGIN_BUSY
     g.finish(held, failed=False)
-    assert g.table_sizes() == (1, 0, 0)  # peer bucket off: nothing stored
+    assert g.table_sizes()[:2] == (1, 0)  # peer bucket off: nothing stored
 
 
-def test_rank_puts_failures_last_then_least_recently_served_first():
+def test_rank_puts_recent_failures_last_then_least_recently_served_first():
     clock = Clock()
     g = guard(clock, queue=100, user=BucketPolicy(10, 0.1), peer=BucketPolicy(30, 1.0))
     flood = [g.admit(f"guess{i}", "10.0.0.66") for i in range(5)]
     honest = g.admit("alice", "10.0.0.7")
-    assert g.rank(flood[0]) == g.rank(honest) == (0, 0)  # nobody served, nobody failed yet
+    assert g.rank(flood[0]) == g.rank(honest) == (False, 0)  # nobody served, nobody failed yet
     g.turn(flood[0])
     # The flood's address has had a turn: its next Login ranks after the honest one.
     assert g.rank(flood[1]) > g.rank(honest)
     g.finish(flood[0], failed=True)
     g.turn(honest)  # now the honest address had the latest turn...
     assert g.rank(flood[1]) > g.rank(honest)  # ...but the flood's failure counts first
-    assert g.rank(flood[1])[0] == 1
-    clock.now += 1.0  # the address's failure is forgiven (1/s); its username never failed
-    assert g.rank(flood[1])[0] == 0
+    assert g.rank(flood[1])[0] is True
+    clock.now += 30.0  # the bucket has long forgiven it; the order still remembers
+    assert g.failures_wait("guess1", "10.0.0.66") == 0 and g.rank(flood[1])[0] is True
+    clock.now += loginguard.FAILURE_MEMORY_SECONDS
+    assert g.rank(flood[1])[0] is False
 
 
 def test_rank_holds_back_a_flood_against_one_username_from_many_addresses():
@@ -178,12 +180,14 @@ def test_rank_holds_back_a_flood_against_one_username_from_many_addresses():
     assert g.rank(attack[3]) > g.rank(bob)
 
 
-def test_turn_stamps_are_bounded():
+def test_order_stamps_are_bounded():
     clock = Clock()
     g = guard(clock, queue=10_000, table_size=10)
     for i in range(100):
-        g.turn(g.admit(f"u{i}", f"p{i}"))
-    assert g.table_sizes()[2] == 20  # addresses and usernames, table_size each
+        ticket = g.admit(f"u{i}", f"p{i}")
+        g.turn(ticket)
+        g.finish(ticket, failed=True)
+    assert g.table_sizes()[2:] == (20, 20)  # addresses and usernames, table_size each
 
 
 def test_in_flight_counts_come_back_to_zero():
@@ -193,4 +197,4 @@ def test_in_flight_counts_come_back_to_zero():
     for i, t in enumerate(tickets):
         g.finish(t, failed=bool(i % 2))
     assert g.in_flight == 0
-    assert g.table_sizes() == (7, 3, 0)
+    assert g.table_sizes()[:2] == (7, 3)
