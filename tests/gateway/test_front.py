@@ -75,10 +75,11 @@ RULES = {
 }
 
 
-def python_calls(gw) -> float:
-    """Calls the Python proxy has handled (its Prometheus counter), whatever their end."""
+def python_calls(gw, *, but: str = "") -> float:
+    """Calls the Python proxy has handled (its Prometheus counter), whatever their end;
+    `but`: not those of that method."""
     return sum(s.value for metric in gw.gateway.metrics.calls.collect() for s in metric.samples
-               if s.name.endswith("_total"))
+               if s.name.endswith("_total") and s.labels.get("method") != but)
 
 
 async def instance_calls(gw) -> int:
@@ -119,7 +120,7 @@ async def test_every_token_rule_answers_the_same_code_and_text(fgw):
     good = await fgw.session("S")
     await echo(fgw, good)
     await settled(fgw)
-    before = python_calls(fgw)
+    before, chats_before = python_calls(fgw, but="MyServiceChat"), python_calls(fgw)
     wrong = []
     for rule, (metadata, answer) in RULES.items():
         for kind, call in (
@@ -132,8 +133,11 @@ async def test_every_token_rule_answers_the_same_code_and_text(fgw):
             if got != answer:
                 wrong.append(f"{rule} ({kind}): {got} instead of {answer}")
     assert wrong == []
-    if fgw.gateway.front:  # HAProxy answered every one itself: nothing reached Python
-        assert python_calls(fgw) == before
+    if fgw.gateway.front:
+        # HAProxy answered every one-message call itself: none reached Python. A refused
+        # Chat (a client stream) is Python's to answer (config.refusals says why), one per rule.
+        assert python_calls(fgw, but="MyServiceChat") == before
+        assert python_calls(fgw) - chats_before == len(RULES)
     assert fgw.backend.live_count == 1  # the session's instance only, still there
     assert (await echo(fgw, good)).server_session_id == "S"
 
@@ -147,18 +151,23 @@ async def test_bearer_is_optional_on_both_fronts(fgw, prefix):
         await settled(fgw)
 
 
-async def test_another_users_session_of_the_same_id_is_another_instance(fgw):
-    # Same session_id, another user (a token signed with the gateway's key for "Mallory"):
-    # another session, another instance, on both fronts; never TestUser's from the map.
-    mine = await fgw.session("S")
-    first = await echo(fgw, mine)
-    await settled(fgw)
-    theirs = md(token(sub="Mallory"), "S")
+@pytest.mark.parametrize("front", ["none", pytest.param("haproxy", marks=needs_haproxy)])
+async def test_another_users_session_of_the_same_id_is_another_instance(make_gateway, tmp_path, front):
+    # Same session_id, two users: two sessions, two instances, on both fronts; one user's
+    # calls never reach the other's instance from the map, interleaved on one connection.
+    from .test_removed_users import PASSWORDS, write_users
+    path = tmp_path / "users.json"
+    write_users(path, PASSWORDS)
+    gw = await make_gateway(front=front, users_file=str(path), dev_user=False)
+    alice = md((await gw.login("S", username="alice", password=PASSWORDS["alice"])).token, "S")
+    bob = md((await gw.login("S", username="bob", password=PASSWORDS["bob"])).token, "S")
+    first = await echo(gw, alice)
+    await settled(gw)
     for _ in range(3):
-        assert (await echo(fgw, theirs)).pod_name != first.pod_name
-        await settled(fgw)
-        assert (await echo(fgw, mine)).pod_name == first.pod_name
-    assert fgw.backend.live_count == 2
+        assert (await echo(gw, bob)).pod_name != first.pod_name
+        await settled(gw)
+        assert (await echo(gw, alice)).pod_name == first.pod_name
+    assert gw.backend.live_count == 2
 
 
 @needs_haproxy
@@ -195,7 +204,10 @@ async def test_every_kind_and_a_large_message_through_the_front(hgw):
     assert (await echo(hgw, metadata, value=big)).client_value == big
     reply = await hgw.stub.MyServiceShutdown(pb.ShutdownRequest(), metadata=metadata)
     assert reply.server_method == "MyServiceShutdown"
-    assert python_calls(hgw) == before  # all of it through HAProxy alone
+    # All of it through HAProxy alone but the Chat: client streams stay on the Python path
+    # (config.py says why).
+    assert python_calls(hgw, but="MyServiceChat") == before
+    assert python_calls(hgw) == before + 1
     # The end removes the entry: the next call goes to Python, which says so.
     assert await until(lambda: _no_entry(hgw, "TestUser/kinds"))
     assert await error_of(echo(hgw, metadata)) == code_and_text(errors.session_ended("kinds"))
@@ -208,7 +220,8 @@ async def test_a_stale_entry_is_only_ever_unavailable(hgw):
     hgw.gateway.front.map.ready(("TestUser", "stale"), "TestUser", "stale", "127.0.0.1:1")
     await settled(hgw)
     assert await error_of(echo(hgw, metadata)) == code_and_text(errors.backend_unavailable())
-    assert await error_of(_drain(hgw.stub.MyServiceChat(_one(), metadata=metadata))) == code_and_text(
+    assert await error_of(_drain(hgw.stub.MyServiceEchoStream(pb.EchoStreamRequest(value="v", count=2),
+                                                              metadata=metadata))) == code_and_text(
         errors.backend_unavailable())
 
 

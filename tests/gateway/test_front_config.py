@@ -1,6 +1,9 @@
 """front/config.py (the HAProxy configuration, a pure function), front/mapkeeper.py
 (the map's wanted content and its commands, pure) and front/front.py's choice of
 front: by exact text, no HAProxy needed."""
+import shutil
+import subprocess
+
 import pytest
 
 from myservice import errors
@@ -10,7 +13,8 @@ KEY = b"k" * 31 + b"\xff"
 CONFIG = config.FrontConfig(
     bind="127.0.0.1:10000", gateway_socket="/run/f/gateway.sock", runtime_socket="/run/f/runtime.sock",
     map_file="/run/f/sessions.map", jwt_key=KEY, issuer="myservice-gateway", audience="myservice",
-    methods=("/myservice.v1.MyService/MyServiceEcho", "/myservice.v1.MyService/MyServiceShutdown"))
+    methods=("/myservice.v1.MyService/MyServiceEcho", "/myservice.v1.MyService/MyServiceChat"),
+    streamed_requests=("/myservice.v1.MyService/MyServiceChat",))
 
 
 def lines():
@@ -18,23 +22,37 @@ def lines():
 
 
 def test_refusals_are_made_from_the_error_constructors():
-    text = config.render(CONFIG)
-    for error, grpc_status in ((errors.repeated_credentials(), 16), (errors.missing_token(), 16),
-                               (errors.missing_session_id(), 16), (errors.invalid_token(), 16)):
-        assert f'hdr grpc-status {grpc_status} hdr grpc-message "{error.message}" if fwd' in text
-    assert ('    http-request return status 200 hdr grpc-status 16 hdr grpc-message "missing authorization token" '
-            'if fwd !{ req.fhdr(authorization) -m len 1: }') in lines()
+    assert [line for line in lines() if "http-request return" in line] == [
+        f"    http-request return status 200 hdr grpc-status 16 hdr grpc-message \"{error().message}\" "
+        f"if fwd_one_message {{ var(txn.err) -m int {number} }}"
+        for number, error in enumerate((errors.repeated_credentials, errors.missing_token,
+                                        errors.missing_session_id, errors.invalid_token), 1)]
+    # Only once the one-message request is whole (no RST_STREAM(CANCEL) racing the status).
+    assert "    http-request wait-for-body time 1s if fwd_one_message failed" in lines()
+    assert "    acl failed var(txn.err) -m found" in lines()
+    assert "    http-request set-var(txn.err) int(2) if fwd !failed !{ req.fhdr(authorization) -m len 1: }" in lines()
     # A stale entry (or Python away): HAProxy's own 502/503/504 become the contract's UNAVAILABLE.
     assert ('    http-error status 503 hdr grpc-status 14 hdr grpc-message "backend service unavailable"'
             in lines())
     assert lines().count("    http-after-response set-status 200 if { status 502:504 }") == 2
+    # `return` drops a content-type without a body; clients other than Python's need it.
+    assert ("    http-after-response set-header content-type application/grpc if { res.hdr(grpc-status) -m found } "
+            "!{ res.hdr(content-type) -m found }") in lines()
+
+
+def test_a_client_stream_goes_to_python_and_never_to_an_instance():
+    assert "    acl fwd_one_message path -m str /myservice.v1.MyService/MyServiceEcho" in lines()
+    assert ("    http-request set-var(txn.addr) var(txn.key),map_str(/run/f/sessions.map) "
+            "if fwd_one_message { var(txn.key) -m found }") in lines()
+    assert ("    http-request set-var-fmt(txn.key) %[var(txn.sub)]/%[var(txn.sid)] "
+            f"if fwd !failed {{ var(txn.sub) -m reg '{mapkeeper.KEY_USER_PATTERN}' }}") in lines()
 
 
 def test_the_order_of_checks_is_auth_pys():
     order = [i for i, line in enumerate(lines()) for text in (
-        '"more than one authorization or session-id value"', '"missing authorization token"',
-        '"missing session-id"', "jwt_verify", "map_str(") if text in line]
-    assert order == sorted(order) and len(order) == 5
+        "req.fhdr_cnt(authorization) gt 1", "!{ req.fhdr(authorization) -m len 1: }",
+        "!{ req.fhdr(session-id) -m len 1: }", "jwt_verify", "http-request return", "map_str(") if text in line]
+    assert order == sorted(order) and len(order) == 9
 
 
 def test_the_key_is_in_the_file_as_hex_only_and_verified_as_hs256():
@@ -46,7 +64,7 @@ def test_the_key_is_in_the_file_as_hex_only_and_verified_as_hs256():
 
 
 def test_only_the_forwarded_methods_are_checked_and_routed():
-    assert ("    acl fwd path -m str /myservice.v1.MyService/MyServiceEcho /myservice.v1.MyService/MyServiceShutdown"
+    assert ("    acl fwd path -m str /myservice.v1.MyService/MyServiceEcho /myservice.v1.MyService/MyServiceChat"
             in lines())
     assert "    default_backend gateway" in lines()
     assert "    server gateway unix@/run/f/gateway.sock proto h2" in lines()
@@ -58,11 +76,6 @@ def test_forwarded_headers_are_the_fronts():
     assert "    http-request del-header authorization if { var(txn.addr) -m found }" in lines()
     assert "    http-request set-header session-id %[var(txn.sid)] if { var(txn.addr) -m found }" in lines()
     assert "    http-request set-header myservice-user %[var(txn.sub)] if { var(txn.addr) -m found }" in lines()
-
-
-def test_map_lookup_only_for_users_the_map_may_hold():
-    assert (f"    http-request set-var-fmt(txn.key) %[var(txn.sub)]/%[var(txn.sid)] "
-            f"if fwd {{ var(txn.sub) -m reg '{mapkeeper.KEY_USER_PATTERN}' }}") in lines()
 
 
 def test_issuer_and_audience_are_quoted():
@@ -141,6 +154,8 @@ def test_forwarded_methods_are_the_services_but_login():
     assert front.forwarded_methods(("myservice.v1.MyService", "no.such.Service")) == (
         "/myservice.v1.MyService/MyServiceEcho", "/myservice.v1.MyService/MyServiceEchoStream",
         "/myservice.v1.MyService/MyServiceChat", "/myservice.v1.MyService/MyServiceShutdown")
+    assert front.forwarded_methods(("myservice.v1.MyService",), streamed_requests=True) == (
+        "/myservice.v1.MyService/MyServiceChat",)
 
 
 def test_a_removed_users_entries_all_go():
@@ -151,3 +166,18 @@ def test_a_removed_users_entries_all_go():
     assert sorted(c.key for c in keeper.user_removed("alice")) == ["alice/s/2", "alice/s1"]
     assert keeper.entries == {"alicia/s1": "127.0.0.1:3"}
     assert keeper.user_removed("alice") == []
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (make test installs it)")
+def test_haproxy_accepts_the_configuration(tmp_path):
+    methods = front.forwarded_methods(("myservice.v1.MyService",))
+    rendered = config.render(config.FrontConfig(
+        bind="127.0.0.1:65000", gateway_socket=str(tmp_path / "g.sock"), runtime_socket=str(tmp_path / "r.sock"),
+        map_file=str(tmp_path / "m.map"), jwt_key=KEY, issuer='i "$x', audience="a b", methods=methods,
+        streamed_requests=front.forwarded_methods(("myservice.v1.MyService",), streamed_requests=True)))
+    (tmp_path / "m.map").write_text("")
+    (tmp_path / "haproxy.cfg").write_text(rendered)
+    checked = subprocess.run([shutil.which("haproxy"), "-c", "-f", str(tmp_path / "haproxy.cfg")],
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "WARNING" not in checked.stdout + checked.stderr
