@@ -52,7 +52,8 @@ async def test_user_store_failure_is_internal_failed_to_get_user(make_gateway, t
 
 
 async def test_signing_failure_is_internal_failed_to_create_token(make_gateway):
-    gw = await make_gateway(jwt_key=12345)  # not a usable HMAC key: signing raises
+    # Not a usable HMAC key: signing raises (no front: HAProxy would refuse such a key at start).
+    gw = await make_gateway(jwt_key=12345, front="none")
     assert await login_error(gw, username="TestUser", password="TestPassword", session_id="s") == (
         grpc.StatusCode.INTERNAL, "failed to create token")
 
