@@ -140,7 +140,9 @@ class UpProcess:
         self.address = f"127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [str(BIN / "myservice"), "up", "--host", "127.0.0.1", "--port", str(self.port), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            # As make_settings: the Python gateway alone unless asked (a --front flag wins).
+            env={**os.environ, "MYSERVICE_FRONT": os.environ.get("MYSERVICE_TEST_FRONT", "none"), **(env or {})})
         self.lines: list[str] = []
         for line in self.proc.stdout:
             self.lines.append(line)

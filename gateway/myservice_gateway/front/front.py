@@ -42,13 +42,13 @@ def choose(wanted: str | None, *, tls: bool, backend: str, which: Callable[[str]
            key: bytes = b"") -> Choice:
     """The front to run: `wanted` (MYSERVICE_FRONT) if given, else haproxy when the
     binary is found. Raises ValueError when haproxy is asked for and cannot serve."""
+    if wanted == NONE:
+        return Choice(NONE, None, "MYSERVICE_FRONT=none")
     binary = which(HAPROXY)
     problem = (None if binary else "the haproxy binary is not found"
                ) or ("TLS at the front is not built yet: the Python gateway serves it" if tls else None
                ) or ("on Kubernetes the front is its own container" if backend != "local" else None
                ) or ("the JWT key holds a NUL byte, which HAProxy's jwt_verify cannot take" if b"\0" in key else None)
-    if wanted == NONE:
-        return Choice(NONE, None, "MYSERVICE_FRONT=none")
     if problem is None:
         return Choice(HAPROXY, binary, f"{binary}" + ("" if wanted else " found"))
     if wanted == HAPROXY:
