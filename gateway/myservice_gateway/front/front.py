@@ -56,18 +56,17 @@ def choose(wanted: str | None, *, tls: bool, backend: str, which: Callable[[str]
     return Choice(NONE, None, problem)
 
 
-def forwarded_methods(services: tuple[str, ...], *, streamed_requests: bool = False) -> tuple[str, ...]:
+def forwarded_methods(services: tuple[str, ...]) -> tuple[str, ...]:
     """'/pkg.Service/Method' of every method of `services` but Login: what the front
-    checks and routes itself (`streamed_requests`: only those whose request is a
-    stream). A service unknown to this gateway's protobufs has none (its calls all go
-    to Python)."""
+    checks and routes itself. A service unknown to this gateway's protobufs has none
+    (its calls all go to Python)."""
     methods = []
     for name in services:
         try:
             service = descriptor_pool.Default().FindServiceByName(name)
         except KeyError:
             continue
-        methods.extend(f"/{name}/{m.name}" for m in service.methods if m.client_streaming or not streamed_requests)
+        methods.extend(f"/{name}/{m.name}" for m in service.methods)
     return tuple(m for m in methods if m != contract.LOGIN_METHOD)
 
 
@@ -106,8 +105,7 @@ class Front:
         listener = supervisors.listening_socket(host, port)
         self.supervisor = supervisors.HaproxySupervisor(
             haproxy=haproxy, listener=listener, gateway_socket=self.gateway_socket, jwt_key=jwt_key,
-            issuer=issuer, audience=audience, methods=forwarded_methods(services),
-            streamed_requests=forwarded_methods(services, streamed_requests=True), directory=self.directory,
+            issuer=issuer, audience=audience, methods=forwarded_methods(services), directory=self.directory,
             on_start=self._haproxy_started)
         self.map = MapSync(self.supervisor.client, self.supervisor.map_file)
         self._table_key = table_key

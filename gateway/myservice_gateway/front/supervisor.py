@@ -58,8 +58,7 @@ class HaproxySupervisor:
     (the map is rebuilt there)."""
 
     def __init__(self, *, haproxy: str, listener: socket.socket, gateway_socket: str, jwt_key: bytes,
-                 issuer: str, audience: str, methods: tuple[str, ...], streamed_requests: tuple[str, ...] = (),
-                 directory: str | None = None,
+                 issuer: str, audience: str, methods: tuple[str, ...], directory: str | None = None,
                  on_start: Callable[[], Awaitable[None] | None] = lambda: None) -> None:
         self.haproxy = haproxy
         self.listener = listener
@@ -70,7 +69,7 @@ class HaproxySupervisor:
         self.config = front_config.FrontConfig(
             bind=f"fd@{listener.fileno()}", gateway_socket=gateway_socket,
             runtime_socket=self.runtime_socket, map_file=self.map_file, jwt_key=jwt_key,
-            issuer=issuer, audience=audience, methods=methods, streamed_requests=streamed_requests)
+            issuer=issuer, audience=audience, methods=methods)
         self.client = RuntimeClient(self.runtime_socket)
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
