@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from myservice import contract, reflection
+from myservice.logfilters import quiet_client_cancels
 from myservice.v1 import myservice_pb2
 
 from . import finalstatus, tls, tokens
@@ -52,30 +53,6 @@ class Gateway:
             self.login.close()
         if self.metrics_server:
             self.metrics_server.stop()
-
-
-class ClientGoneLogFilter(logging.Filter):
-    """grpc.aio logs a call whose client went away while a streamed answer was being
-    sent (a client's cancel, a lost connection, a passed deadline) as an ERROR with a
-    traceback: "ExecuteBatchError raised in core by servicer method [...]". For the
-    gateway that is an ordinary end of a call, not an error of its own: said here in
-    one INFO line, without the traceback. (When grpc cancels the handler first, it logs
-    the same end at DEBUG.)"""
-
-    MESSAGE = "ExecuteBatchError raised in core by servicer method"
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and str(record.msg).startswith(self.MESSAGE):
-            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
-            record.exc_info, record.exc_text, record.stack_info = None, None, None
-            record.msg = "call %s ended while it was being answered: the client cancelled or went away"
-        return True
-
-
-def quiet_client_cancels(logger: logging.Logger = logging.getLogger("grpc._cython.cygrpc")) -> None:
-    """Install ClientGoneLogFilter on grpc.aio's logger, once per process."""
-    if not any(isinstance(f, ClientGoneLogFilter) for f in logger.filters):
-        logger.addFilter(ClientGoneLogFilter())
 
 
 def observed_login(login: LoginHandler, metrics: GatewayMetrics):
