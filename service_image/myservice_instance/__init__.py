@@ -47,7 +47,9 @@ What the SDK adds to your servicer:
 - the warm pool's claim wait (MYSERVICE_INSTANCE_WAIT_FOR_CLAIM=1: the clocks start
   at the claim signal SIGUSR1 or the session's first call);
 - graceful ends: after ends_session, Instance.shutdown_after(context), Instance.stop(),
-  SIGTERM/SIGINT or a limit, no new calls, 5 s for those in flight, exit 0;
+  SIGTERM/SIGINT or a limit, health NOT_SERVING, every new call answered
+  FAILED_PRECONDITION "session … has ended" at once, up to 5 s for those in flight,
+  then the server stops and the process exits 0;
 - bytes that do not decode get INVALID_ARGUMENT "malformed request"; a client's
   cancel is one INFO log line, no traceback.
 

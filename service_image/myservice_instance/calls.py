@@ -3,7 +3,9 @@
 UNKNOWN naming a protobuf class: the gateway forwards bytes untouched, so this is
 where they are first parsed), the session rules when the instance keeps them,
 counted as a call in flight (for the idle timeout), and a client's cancel logged
-in one line, without a traceback.
+in one line, without a traceback. Once the instance is ending (close()), a new
+call is refused at once with "session … has ended", never left to wait for the
+server's stop.
 
 Health and reflection are not wrapped: they are not calls of the session (kubelet
 probes them, and must not keep an idle instance alive)."""
@@ -45,12 +47,34 @@ def _behaviour(handler: grpc.RpcMethodHandler) -> Callable:
 
 class CallGuard:
     """Wraps method handlers: decoding, session rules (`binding`, None: none), the
-    call count (`activity`), and `end` once an ends_session call has completed."""
+    call count (`activity`), `end` once an ends_session call has completed, and the
+    refusal of new calls once the instance is ending (close())."""
 
     def __init__(self, *, activity: Activity, binding: SessionBinding | None, end: Callable[[], None]) -> None:
         self._activity = activity
         self._binding = binding
         self._end = end
+        self.closed = False
+
+    def close(self) -> None:
+        """The session is over (Shutdown, a limit, SIGTERM): every call from now on is
+        refused at once; those in flight go on."""
+        self.closed = True
+
+    async def _refuse_if_closed(self, context: grpc.aio.ServicerContext) -> None:
+        """A call reaching an ending instance gets what the gateway answers once it is
+        gone: FAILED_PRECONDITION "session <id> has ended; log in with a new session_id",
+        so a client sees one answer whichever side of the exit its call fell on. The id
+        is the call's own (the gateway sends only this session's calls, and an instance
+        without session rules knows no other); a call of another session than the bound
+        one still gets the conflict."""
+        if not self.closed:
+            return
+        session_id = session_of(context).session_id
+        bound = self._binding.server_session_id if self._binding is not None else None
+        if bound is not None and session_id != bound:
+            await errors.session_conflict(bound, session_id).abort(context)
+        await errors.session_ended(session_id).abort(context)
 
     @contextlib.contextmanager
     def _call(self, method: str) -> Iterator[None]:
@@ -88,10 +112,11 @@ class CallGuard:
         ends = bool(getattr(behaviour, ENDS_SESSION_ATTRIBUTE, False))
         decode = _decoder(handler.request_deserializer)
         serializer = handler.response_serializer
-        call, admit = self._call, self._admit
+        call, admit, refuse_if_closed = self._call, self._admit, self._refuse_if_closed
 
         if not handler.request_streaming and not handler.response_streaming:
             async def unary_unary(request, context):
+                await refuse_if_closed(context)
                 request = await decode(request, context)
                 with call(method):
                     await admit(context, ends)
@@ -100,6 +125,7 @@ class CallGuard:
 
         if not handler.request_streaming:
             async def unary_stream(request, context):
+                await refuse_if_closed(context)
                 request = await decode(request, context)
                 with call(method):
                     await admit(context, ends)
@@ -112,12 +138,14 @@ class CallGuard:
 
         if not handler.response_streaming:
             async def stream_unary(requests, context):
+                await refuse_if_closed(context)
                 with call(method):
                     await admit(context, ends)
                     return await _value(behaviour(_decoded(requests, decode, context), context))
             return grpc.stream_unary_rpc_method_handler(stream_unary, response_serializer=serializer)
 
         async def stream_stream(requests, context):
+            await refuse_if_closed(context)
             with call(method):
                 await admit(context, ends)
                 responses = behaviour(_decoded(requests, decode, context), context)

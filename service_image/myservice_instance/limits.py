@@ -67,6 +67,8 @@ class Activity:
         # Told when a pool member's clocks start, by a signal or by a first call (the
         # timer, armed at the start with nothing to wait for, must be armed again).
         self.on_clocks_started: Callable[[], None] = lambda: None
+        # Told each time the last call in flight ends (the instance's stop waits for it).
+        self.on_no_calls: Callable[[], None] = lambda: None
         if started:
             self.start_clocks()
 
@@ -89,6 +91,8 @@ class Activity:
         self.in_flight -= 1
         if self.started_at is not None:
             self.last_active_at = self._clock()
+        if not self.in_flight:
+            self.on_no_calls()
 
     def _idle_deadline(self) -> float | None:
         if not self.limits.idle_timeout or self.in_flight or self.last_active_at is None:

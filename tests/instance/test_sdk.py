@@ -176,6 +176,35 @@ async def test_without_session_rules_any_session_is_served(serving):
     assert await asyncio.wait_for(task, 10) == 0
 
 
+@pytest.mark.parametrize("bind_sessions", [True, False])
+async def test_while_it_ends_a_new_call_is_told_has_ended_at_once(serving, bind_sessions):
+    instance, _ = notes_instance(bind_sessions=bind_sessions)
+    client, task, _ = await serving(instance)
+    await client.unary("Add", S(value="a"), md("s1"))
+    waiting = asyncio.ensure_future(client.unary("Wait", S(), md("s1")))  # in flight: the server drains
+    await asyncio.sleep(0.1)
+    instance.stop()  # as a limit or SIGTERM does
+    await asyncio.sleep(0.1)
+    ended = (grpc.StatusCode.FAILED_PRECONDITION, "session s1 has ended; log in with a new session_id")
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    for call in (client.unary("Add", S(value="b"), md("s1")), client.unary("End", empty_pb2.Empty(), md("s1")),
+                 client.replay(md("s1"))):
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await call
+        assert (e.value.code(), e.value.details()) == ended
+    with pytest.raises(grpc.aio.AioRpcError) as e:  # another session's call: the rules still say so
+        await client.unary("Add", S(value="c"), md("s2"))
+    assert (e.value.code(), e.value.details()) == (
+        (grpc.StatusCode.INTERNAL, "Session conflict: was=s1, now=s2") if bind_sessions else
+        (grpc.StatusCode.FAILED_PRECONDITION, "session s2 has ended; log in with a new session_id"))
+    assert loop.time() - began < 1.0
+    assert not task.done()  # still serving: the call in flight has its grace
+    waiting.cancel()
+    await asyncio.wait_for(task, 2)  # then it stops at once
+    assert task.result() == 0
+
+
 async def test_session_of_gives_the_gateways_user_decoded(serving):
     instance, _ = notes_instance(bind_sessions=False)
     client, _, _ = await serving(instance)
