@@ -104,7 +104,7 @@ class GatewaySettings:
              "not in the descriptor of ours, is UNIMPLEMENTED and starts no instance")
     front: str | None = declare(
         None, env="MYSERVICE_FRONT", flag="--front", choices=("haproxy", "none"),
-        default_text="haproxy if installed, else none",
+        default_text="none (haproxy: opt in)",
         help="haproxy: HAProxy owns the port, checks tokens and sends a Ready session's calls "
              "straight to its instance, the Python gateway behind it on a private socket; none: "
              "the Python gateway serves the port alone (local backend, no TLS: front/front.py)")

@@ -1,6 +1,7 @@
 """front/config.py (the HAProxy configuration, a pure function), front/mapkeeper.py
 (the map's wanted content and its commands, pure) and front/front.py's choice of
 front: by exact text, no HAProxy needed."""
+import re
 import shutil
 import subprocess
 
@@ -128,14 +129,8 @@ def test_runtime_batches_stay_under_the_limit():
 
 
 @pytest.mark.parametrize("wanted,tls,backend,found,key,expected", [
-    (None, False, "local", "/usr/sbin/haproxy", b"k", ("haproxy", "/usr/sbin/haproxy found")),
+    (None, False, "local", "/usr/sbin/haproxy", b"k", ("none", front.OPT_IN_WHY)),
     ("haproxy", False, "local", "/usr/sbin/haproxy", b"k", ("haproxy", "/usr/sbin/haproxy")),
-    (None, False, "local", None, b"k", ("none", "the haproxy binary is not found")),
-    (None, True, "local", "/usr/sbin/haproxy", b"k", ("none", "TLS at the front is not built yet: "
-                                                              "the Python gateway serves it")),
-    (None, False, "kubernetes", "/usr/sbin/haproxy", b"k", ("none", "on Kubernetes the front is its own container")),
-    (None, False, "local", "/usr/sbin/haproxy", b"k\0", ("none", "the JWT key holds a NUL byte, which HAProxy's "
-                                                                 "jwt_verify cannot take")),
     ("none", False, "local", "/usr/sbin/haproxy", b"k", ("none", "MYSERVICE_FRONT=none")),
 ])
 def test_choice_of_front(wanted, tls, backend, found, key, expected):
@@ -143,9 +138,15 @@ def test_choice_of_front(wanted, tls, backend, found, key, expected):
     assert (choice.front, choice.why) == expected
 
 
-def test_haproxy_asked_for_but_impossible_is_refused():
-    with pytest.raises(ValueError, match="^MYSERVICE_FRONT=haproxy: the haproxy binary is not found$"):
-        front.choose("haproxy", tls=False, backend="local", which=lambda name: None)
+@pytest.mark.parametrize("tls,backend,found,key,problem", [
+    (False, "local", None, b"k", "the haproxy binary is not found"),
+    (True, "local", "/usr/sbin/haproxy", b"k", "TLS at the front is not built yet: the Python gateway serves it"),
+    (False, "kubernetes", "/usr/sbin/haproxy", b"k", "on Kubernetes the front is its own container"),
+    (False, "local", "/usr/sbin/haproxy", b"k\0", "the JWT key holds a NUL byte, which HAProxy's jwt_verify cannot take"),
+])
+def test_haproxy_asked_for_but_impossible_is_refused(tls, backend, found, key, problem):
+    with pytest.raises(ValueError, match=f"^MYSERVICE_FRONT=haproxy: {re.escape(problem)}$"):
+        front.choose("haproxy", tls=tls, backend=backend, which=lambda name: found, key=key)
 
 
 def test_forwarded_methods_are_the_services_but_login():

@@ -29,6 +29,12 @@ log = logging.getLogger("myservice.gateway.front")
 
 HAPROXY = "haproxy"
 NONE = "none"
+# Why the front is not the default yet: behind HAProxy 2.6 a stream answered while its
+# client still sends (a Chat the instance ends, a call racing a Shutdown) can reach the
+# client as CANCELLED instead of its status (haproxy/haproxy#1219), against the contract;
+# and it is local-only, without TLS. It becomes the default once the gateway's own suite
+# passes behind it (issue 18).
+OPT_IN_WHY = "the default until it keeps every contract rule (--front haproxy to use it)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +46,12 @@ class Choice:
 
 def choose(wanted: str | None, *, tls: bool, backend: str, which: Callable[[str], str | None] = shutil.which,
            key: bytes = b"") -> Choice:
-    """The front to run: `wanted` (MYSERVICE_FRONT) if given, else haproxy when the
-    binary is found. Raises ValueError when haproxy is asked for and cannot serve."""
+    """The front to run: `wanted` (MYSERVICE_FRONT); unset is none for now (OPT_IN_WHY).
+    Raises ValueError when haproxy is asked for and cannot serve."""
     if wanted == NONE:
         return Choice(NONE, None, "MYSERVICE_FRONT=none")
+    if wanted is None:
+        return Choice(NONE, None, OPT_IN_WHY)
     binary = which(HAPROXY)
     problem = (None if binary else "the haproxy binary is not found"
                ) or ("TLS at the front is not built yet: the Python gateway serves it" if tls else None
