@@ -58,8 +58,10 @@ class Gateway:
 def observed_login(login: LoginHandler, metrics: GatewayMetrics):
     """Login, counted by outcome (the code it answered with)."""
     async def handle(request_bytes, context):
+        call = login.login(request_bytes, context)
+        del request_bytes  # a Login waiting for a hashing thread keeps only what login.py keeps
         try:
-            reply = await login.login(request_bytes, context)
+            reply = await call
         except asyncio.CancelledError:
             metrics.login_done(grpc.StatusCode.CANCELLED)
             raise
