@@ -49,6 +49,9 @@ class Waiting:
     on_end: Callable[[concurrent.futures.Future | None], None]
     rank: Callable[[], tuple] = lambda: ()
     on_start: Callable[[], None] = lambda: None
+    # Asked when its turn comes: an exception to answer with instead of running it
+    # (e.g. failures while it waited have throttled its address), or None.
+    refused: Callable[[], BaseException | None] = lambda: None
 
 
 class WaitingLine:
@@ -127,16 +130,18 @@ class HashPool:
 
     def start(self, fn: Callable[..., Any], *args: Any,
               on_end: Callable[[concurrent.futures.Future | None], None],
-              rank: Callable[[], tuple] = lambda: (), on_start: Callable[[], None] = lambda: None) -> asyncio.Future:
+              rank: Callable[[], tuple] = lambda: (), on_start: Callable[[], None] = lambda: None,
+              refused: Callable[[], BaseException | None] = lambda: None) -> asyncio.Future:
         """fn(*args) on a worker, now or when one is free; the returned future gets
         (fn's result, seconds it ran), or LoginQueueTimeout. `on_end` is called once,
         on the loop, when the job is over: with its finished concurrent future, or
         with None if it never ran (its caller went away, or it waited too long).
         Cancelling the returned future drops a waiting job; a running one runs on.
         `rank` orders waiting jobs (lowest first); `on_start` is called when the job
-        gets a worker."""
+        gets a worker; `refused`, asked when a waiting job's turn comes, may answer it
+        with an exception instead (on_end then gets None)."""
         loop = asyncio.get_running_loop()
-        job = Waiting(fn, args, self._clock(), loop.create_future(), on_end, rank, on_start)
+        job = Waiting(fn, args, self._clock(), loop.create_future(), on_end, rank, on_start, refused)
         if self.running < self.workers:
             self._run(job)
         else:
@@ -179,7 +184,13 @@ class HashPool:
             nxt = self._line.next()
             if nxt is None:
                 break
-            self._run(nxt)
+            problem = nxt.refused()
+            if problem is None:
+                self._run(nxt)
+                continue
+            if not nxt.result.done():
+                nxt.result.set_exception(problem)
+            nxt.on_end(None)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -64,6 +64,14 @@ def hash_seconds(done: concurrent.futures.Future | None) -> float | None:
     return done.result()[1]
 
 
+class Throttled(Exception):
+    """A waiting Login refused when its turn came (LoginGuard.recheck)."""
+
+    def __init__(self, refusal: loginguard.Refusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
 @dataclasses.dataclass(eq=False)
 class Attempt:
     """One password check that several identical Logins (same username, same
@@ -135,6 +143,8 @@ class LoginHandler:
                 await errors.failed_to_get_user().abort(context)
             except LoginQueueTimeout:
                 await context.abort_with_status(retry_status(errors.login_busy(), self._guard.drain_seconds()))
+            except Throttled as e:
+                await context.abort_with_status(retry_status(e.refusal.error, e.refusal.retry_after))
             if user is None:
                 await errors.invalid_credentials().abort(context)
             self._recent.remember(request.username, request.password, user.password_hash)
@@ -200,7 +210,11 @@ class LoginHandler:
 
         check, args = (self._users.refuse, ()) if too_long else (self._users.authenticate,
                                                                  (request.username, request.password))
-        job = self._hash_pool.start(check, *args, on_end=ended,
-                                    rank=lambda: guard.rank(ticket), on_start=lambda: guard.turn(ticket))
+        def refused() -> Throttled | None:
+            refusal = guard.recheck(ticket)
+            return None if refusal is None else Throttled(refusal)
+
+        job = self._hash_pool.start(check, *args, on_end=ended, rank=lambda: guard.rank(ticket),
+                                    on_start=lambda: guard.turn(ticket), refused=refused)
         attempt = self._attempts[key] = Attempt(job, [ticket])
         return attempt

@@ -210,6 +210,14 @@ class LoginGuard:
         now = self._clock()
         return max(self._peers.wait(peer, now), self._users.wait(username_key(username), now))
 
+    def recheck(self, ticket: Ticket) -> Refusal | None:
+        """When an admitted Login's turn to hash comes: refused if failures while it
+        waited have emptied its address's or its username's bucket (a storm from one
+        address, all admitted before its first failure, is not hashed to the end)."""
+        now = self._clock()
+        wait = max(self._peers.wait(ticket.peer, now), self._users.wait(ticket.user, now))
+        return Refusal(errors.login_throttled(), wait) if wait > 0 else None
+
     def admit(self, username: str, peer: str) -> Ticket | Refusal:
         wait = self.failures_wait(username, peer)
         if wait > 0:

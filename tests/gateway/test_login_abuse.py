@@ -205,3 +205,20 @@ async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(make_gateway, u
     # Counted as 127.0.0.1 both times: a made-up header does not buy a fresh bucket.
     code, message, _retry, _took = await refusal(login(gw.stub, "bob", "b-pass", forwarded_for="203.0.113.77"))
     assert (code, message) == (grpc.StatusCode.RESOURCE_EXHAUSTED, THROTTLED)
+
+
+async def test_a_flood_admitted_before_its_first_failure_is_not_hashed_to_the_end(make_gateway, users_file):
+    # All admitted at once (nothing had failed yet); once the address's failures empty
+    # its bucket, the rest are refused when their turn comes instead of being hashed.
+    gw = await start(make_gateway, users_file, login_queue=100, login_peer_failure_burst=3,
+                     login_peer_failures_per_minute=1)
+    checks = []
+    authenticate = gw.gateway.login._users.authenticate
+    gw.gateway.login._users.authenticate = lambda *args: (checks.append(args[0]), authenticate(*args))[1]
+    results = await asyncio.gather(*(login(gw.stub, f"nobody-{i}", f"guess-{i}", f"f{i}") for i in range(12)),
+                                   return_exceptions=True)
+    answers = {(e.code(), e.details()) for e in results}
+    assert answers == {(grpc.StatusCode.PERMISSION_DENIED, "invalid username or password"),
+                       (grpc.StatusCode.RESOURCE_EXHAUSTED, THROTTLED)}
+    assert len(checks) == 3  # the bucket's three, then no more hashing
+    assert gw.gateway.login.guard.in_flight == 0

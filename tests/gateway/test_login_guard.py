@@ -198,3 +198,17 @@ def test_in_flight_counts_come_back_to_zero():
         g.finish(t, failed=bool(i % 2))
     assert g.in_flight == 0
     assert g.table_sizes()[:2] == (7, 3)
+
+
+def test_recheck_refuses_a_waiting_login_once_failures_have_emptied_its_bucket():
+    clock = Clock()
+    g = guard(clock, queue=100, peer=BucketPolicy(2, 1.0))
+    waiting = [g.admit(f"guess{i}", "10.0.0.66") for i in range(5)]  # all admitted before any failure
+    assert g.recheck(waiting[2]) is None
+    g.finish(waiting[0], failed=True)
+    g.finish(waiting[1], failed=True)
+    refusal = g.recheck(waiting[2])
+    assert (refusal.message, refusal.retry_after) == (contract.LOGIN_THROTTLED, pytest.approx(1.0))
+    assert g.recheck(g.admit("alice", "10.0.0.7")) is None  # another address, another username
+    clock.now += 1.0
+    assert g.recheck(waiting[2]) is None

@@ -140,3 +140,21 @@ async def test_workers_run_at_the_lowered_priority_and_errors_reach_the_caller()
         assert pool.running == 0
     finally:
         pool.close()
+
+
+async def test_a_job_refused_when_its_turn_comes_never_runs():
+    pool = HashPool(workers=1, nice=0)
+    gate, ended = Gate(), []
+    try:
+        first = pool.start(gate.job, "first", on_end=lambda done: ended.append(("first", done is not None)))
+        refused = pool.start(gate.job, "refused", on_end=lambda done: ended.append(("refused", done is not None)),
+                             refused=lambda: ValueError("throttled meanwhile"))
+        await until(lambda: gate.ran == ["first"])
+        gate.release.set()
+        assert (await first)[0] == "first"
+        with pytest.raises(ValueError, match="throttled meanwhile"):
+            await refused
+        assert gate.ran == ["first"] and ended == [("first", True), ("refused", False)]
+    finally:
+        gate.release.set()
+        pool.close()
