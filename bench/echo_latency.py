@@ -275,6 +275,27 @@ class BenchError(RuntimeError):
     pass
 
 
+@contextlib.contextmanager
+def bench_errors():
+    """How a bench ends early: Ctrl-C says 'interrupted' (exit 130), a BenchError says
+    what went wrong (exit 1); `finally` blocks inside still run."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        say("interrupted")
+        raise SystemExit(130) from None
+    except BenchError as e:
+        say(f"error: {e}")
+        raise SystemExit(1) from None
+
+
+def rotated(items: list, run: int) -> list:
+    """`items` starting at `run`: interleaved runs, so that a burst of noise from
+    another job hits every scenario alike."""
+    k = run % len(items)
+    return items[k:] + items[:k]
+
+
 def _die_with_parent() -> None:
     """In the child between fork and exec: SIGTERM when the bench process dies.
     (Safe here: the orchestrator runs no threads.)"""

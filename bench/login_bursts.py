@@ -220,19 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list[dict]] = {s: [] for s in args.scenarios}
     with tempfile.TemporaryDirectory(prefix="login-bursts-") as tmp:
         users_file = write_users(Path(tmp), args.burst)
-        try:
+        with common.bench_errors():
             for run in range(args.runs):
-                order = args.scenarios[run % len(args.scenarios):] + args.scenarios[:run % len(args.scenarios)]
-                for scenario in order:
+                for scenario in common.rotated(args.scenarios, run):
                     row = one_run(scenario, args, Path(tmp), users_file)
                     rows[scenario].append(row)
                     common.say(f"run {run + 1} {scenario}: {json.dumps(row)}")
-        except KeyboardInterrupt:
-            common.say("interrupted")
-            return 130
-        except common.BenchError as e:
-            common.say(f"error: {e}")
-            return 1
     info["loadavg_end"] = os.getloadavg()
     print(f"Honest Login bursts, medians of {args.runs} runs; {info['cpus']} CPUs, load average "
           f"{info['loadavg_start'][0]:.1f} -> {info['loadavg_end'][0]:.1f}")

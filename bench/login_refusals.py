@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     common.say(f"{info['cpus']} CPU(s), load average {info['loadavg_start'][0]:.2f}; {args.rounds} rounds")
     processes = common.Processes()
     try:
-        with tempfile.TemporaryDirectory(prefix="login-refusals-") as tmp_name:
+        with common.bench_errors(), tempfile.TemporaryDirectory(prefix="login-refusals-") as tmp_name:
             tmp = Path(tmp_name)
             users_file = write_users(tmp)
             # Every gateway starts before this process makes a gRPC thread (fork + exec only then).
@@ -219,12 +219,6 @@ def main(argv: list[str] | None = None) -> int:
                     processes, f"baseline {args.baseline_rev}", users_file, tmp, args,
                     pythonpath=extract_baseline(args.baseline_rev, tmp / "baseline"))
             times, cpu = measure(gateways, args.rounds)
-    except KeyboardInterrupt:
-        common.say("interrupted")
-        return 130
-    except common.BenchError as e:
-        common.say(f"error: {e}")
-        return 1
     finally:
         processes.stop_all()
     info["loadavg_end"] = os.getloadavg()

@@ -386,22 +386,14 @@ def main(argv: list[str] | None = None) -> int:
         users_file = write_users(Path(tmp))
         if args.baseline_rev:
             args.baseline_dir = extract_baseline(args.baseline_rev, Path(tmp) / "baseline")
-        try:
+        with common.bench_errors():
             for run in range(args.runs):
-                # Rotate the order, so that a burst of noise from another job hits every scenario alike.
-                order = args.scenarios[run % len(args.scenarios):] + args.scenarios[:run % len(args.scenarios)]
-                for scenario in order:
+                for scenario in common.rotated(args.scenarios, run):
                     row = one_run(scenario, args, Path(tmp), users_file)
                     rows[scenario].append(row)
                     common.say(f"run {run + 1} {scenario}: valid Login {row['valid_seconds'] * 1e3:.0f} ms "
                                f"{row['valid_code']}; Echo p99 {row['quiet_p99_ms']:.2f} -> {row['storm_p99_ms']:.2f} ms; "
                                f"RSS {row['rss_before_mb']:.0f} -> peak {row['rss_peak_mb']:.0f} MB")
-        except KeyboardInterrupt:
-            common.say("interrupted")
-            return 130
-        except common.BenchError as e:
-            common.say(f"error: {e}")
-            return 1
     info["loadavg_end"] = os.getloadavg()
     print(f"Login storm: {args.storm} Logins at once (half unknown users, half wrong passwords) from 127.0.0.1, "
           f"a valid Login {args.valid_after:g} s in from [::1], one Echo session calling back to back; medians of "
