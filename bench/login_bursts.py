@@ -119,6 +119,8 @@ async def drive(address: str, scenario: str, args: argparse.Namespace, gateway_p
             storm_task = asyncio.ensure_future(asyncio.gather(*(
                 login(storm_stub, pb, f"victim{i % 10}" if i % 2 else f"nobody{i}", f"guess{i}", f"storm{i}",
                       forwarded_for=f"127.0.1.{1 + i % args.storm_addresses}") for i in range(args.storm))))
+            # Interrupted (Ctrl-C), the storm's outcome is never read: say nothing of it.
+            storm_task.add_done_callback(lambda done: done.cancelled() or done.exception())
             await asyncio.sleep(STORM_LEAD)
         one_user = scenario.endswith("1-user")
         burst_start = time.monotonic()
