@@ -14,7 +14,8 @@ about 0.1-0.2 s of a core and 64 MiB per hash). Every Login asks
      attempt takes a token from both, the bucket refills at a steady rate, so
      repeated failures are slowed down while successes cost nothing. Attempts
      already admitted may overdraw a bucket (at most by the number in flight); the
-     debt is then waited off. "too many login attempts" means exactly this;
+     debt is then waited off. "too many login attempts" means exactly this, and
+     `recheck` asks it again when a waiting Login's turn to hash comes;
   2. `hash_workers + queue` Logins are already hashing or waiting: "too many logins
      in progress" (capacity, nothing else).
 
