@@ -289,6 +289,17 @@ def bench_errors():
         raise SystemExit(1) from None
 
 
+def gateway_env(*layers: dict[str, str], **settings: str) -> dict[str, str]:
+    """This process's environment for a gateway under test: none of our own MYSERVICE_*
+    variables (a developer's shell must not change the figures), then `layers` and
+    `settings` in that order."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MYSERVICE_")}
+    for layer in layers:
+        env.update(layer)
+    env.update(settings)
+    return env
+
+
 def rotated(items: list, run: int) -> list:
     """`items` starting at `run`: interleaved runs, so that a burst of noise from
     another job hits every scenario alike."""

@@ -143,9 +143,8 @@ def one_run(scenario: str, args: argparse.Namespace, tmp: Path, users_file: Path
     try:
         port = common._free_port()
         log_path = tmp / f"gateway-{scenario}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MYSERVICE_")}
-        env.update(MYSERVICE_USERS_FILE=str(users_file), MYSERVICE_TRUSTED_PROXIES="127.0.0.1/32")
-        env.update(args.gateway_env)
+        env = common.gateway_env({"MYSERVICE_USERS_FILE": str(users_file),
+                                  "MYSERVICE_TRUSTED_PROXIES": "127.0.0.1/32"}, args.gateway_env)
         gateway = processes.start("gateway", [str(BIN / "myservice"), "up", "--host", "127.0.0.1", "--port", str(port),
                                               "--log-level", "WARNING"],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_path.open("wb"),

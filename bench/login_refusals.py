@@ -110,8 +110,7 @@ def start_gateway(processes: common.Processes, name: str, users_file: Path, tmp:
                   pythonpath: Path | None = None) -> tuple[int, int]:
     port = common._free_port()
     log_path = tmp / f"gateway-{name}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MYSERVICE_")}
-    env.update(GATEWAY_ENV, MYSERVICE_USERS_FILE=str(users_file))
+    env = common.gateway_env(GATEWAY_ENV, MYSERVICE_USERS_FILE=str(users_file))
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
     pinned = ["taskset", "-c", args.gateway_cpus] if args.gateway_cpus else []

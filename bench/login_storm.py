@@ -230,9 +230,7 @@ def one_run(scenario: str, args: argparse.Namespace, tmp: Path, users_file: Path
     try:
         port = common._free_port()
         log_path = tmp / f"gateway-{scenario}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MYSERVICE_")}
-        env.update(SCENARIO_ENV[scenario], MYSERVICE_USERS_FILE=str(users_file))
-        env.update(args.gateway_env)
+        env = common.gateway_env(SCENARIO_ENV[scenario], {"MYSERVICE_USERS_FILE": str(users_file)}, args.gateway_env)
         if scenario == "baseline":  # the old gateway package first on the path (the rest is this tree's)
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.baseline_dir), env.get("PYTHONPATH")]))
         # [::]: both 127.0.0.1 (the storm, the Echo session) and [::1] (the valid user) reach it.

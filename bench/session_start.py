@@ -147,8 +147,8 @@ class Gateway:
                  users_file: Path, log_path: Path) -> None:
         self.name, self.pool = name, pool
         self.port, self.metrics_port = common._free_port(), common._free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MYSERVICE_")}
-        env.update(GATEWAY_ENV, MYSERVICE_USERS_FILE=str(users_file), MYSERVICE_METRICS_PORT=str(self.metrics_port))
+        env = common.gateway_env(GATEWAY_ENV, MYSERVICE_USERS_FILE=str(users_file),
+                                 MYSERVICE_METRICS_PORT=str(self.metrics_port))
         self.proc = processes.start(name, [str(BIN / "myservice"), "gateway", "--host", "127.0.0.1",
                                            "--port", str(self.port), "--max-instances", str(max_instances),
                                            "--warm-pool", str(pool)],

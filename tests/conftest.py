@@ -1,6 +1,8 @@
 """Shared fixtures: real gateways and instances on loopback, real processes."""
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -130,6 +132,34 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool
             return True
         time.sleep(interval)
     return predicate()
+
+
+async def eventually(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """wait_until for async tests: the event loop runs while it waits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(interval)
+    return predicate()
+
+
+def write_users_file(path: Path, passwords: dict[str, str]) -> str:
+    """A users file of these users (argon2id hashes, role user); its path as a string."""
+    from myservice_gateway.users import hash_password
+
+    path.write_text(json.dumps({"users": {
+        name: {"password_hash": hash_password(password), "role": "user"} for name, password in passwords.items()}}))
+    return str(path)
+
+
+async def login_outcome(gw, username, password, session_id="s"):
+    """A Login's role, or (code, details) of its refusal."""
+    try:
+        reply = await gw.stub.Login(pb.LoginRequest(username=username, password=password, session_id=session_id))
+    except grpc.aio.AioRpcError as e:
+        return e.code(), e.details()
+    return reply.role
 
 
 class UpProcess:

@@ -463,7 +463,9 @@ async def knee_sweep(stub, custom, core, args, watch: SessionWatch, users: list[
     return rows
 
 
-async def run(args: argparse.Namespace) -> dict:
+def observe(args: argparse.Namespace):
+    """What both modes watch and sample: the API clients, the sessions' and the pods'
+    watches (started), the sampler (not started), the load's usernames."""
     kubernetes.config.load_kube_config()
     api = kubernetes.client.ApiClient()
     custom, core = kubernetes.client.CustomObjectsApi(api), kubernetes.client.CoreV1Api(api)
@@ -473,9 +475,13 @@ async def run(args: argparse.Namespace) -> dict:
     pods.reflector.start()
     processes = {c: ContainerProcesses(container_ids_finder(core, args.namespace, args.release, c))
                  for c in COMPONENTS}
-    flow_schemas = {c: f"{args.run}-{c}" for c in COMPONENTS}
-    sampler = Sampler(api, flow_schemas, watch, processes, args.sample_seconds)
+    sampler = Sampler(api, {c: f"{args.run}-{c}" for c in COMPONENTS}, watch, processes, args.sample_seconds)
     users = [f"scale-user-{i}" for i in range(args.users)]
+    return api, custom, core, watch, pods, sampler, users
+
+
+async def run(args: argparse.Namespace) -> dict:
+    _api, custom, core, watch, pods, sampler, users = observe(args)
     phases: dict[str, list[float]] = {}
     errors: dict[str, int] = {}
     async with grpc.aio.insecure_channel(args.gateway) as channel:
@@ -531,17 +537,7 @@ async def run(args: argparse.Namespace) -> dict:
 
 async def run_claim_burst(args: argparse.Namespace) -> dict:
     """The claim burst: a full warm pool, then --sessions Logins at --rate (see the module's doc)."""
-    kubernetes.config.load_kube_config()
-    api = kubernetes.client.ApiClient()
-    custom, core = kubernetes.client.CustomObjectsApi(api), kubernetes.client.CoreV1Api(api)
-    watch = SessionWatch(custom, args.namespace)
-    watch.reflector.start()
-    pods = PodWatch(core, args.namespace)
-    pods.reflector.start()
-    processes = {c: ContainerProcesses(container_ids_finder(core, args.namespace, args.release, c))
-                 for c in COMPONENTS}
-    sampler = Sampler(api, {c: f"{args.run}-{c}" for c in COMPONENTS}, watch, processes, args.sample_seconds)
-    users = [f"scale-user-{i}" for i in range(args.users)]
+    api, custom, core, watch, pods, sampler, users = observe(args)
     phases: dict[str, list[float]] = {}
     errors: dict[str, int] = {}
     pool = args.claim_burst_pool

@@ -16,20 +16,10 @@ from myservice.v1 import myservice_pb2 as pb
 from myservice.v1 import myservice_pb2_grpc as pb_grpc
 from myservice_instance import app as myservice_instance_app
 
-from ..conftest import children_of, echo, error_of, md, pid_alive
+from ..conftest import children_of, echo, error_of, eventually, md, pid_alive
 from .test_routing import StaticBackend, instance_stand_in
 
 NOT_FOUND = (grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
-
-
-async def until(predicate, timeout: float):
-    """True as soon as predicate() is, False if not within timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.02)
-    return predicate()
 
 
 # ---------------------------------------------------------------- methods that are not forwarded
@@ -113,7 +103,7 @@ async def test_a_cancelled_stream_is_cancelled_at_the_instance_within_a_second(m
     assert pid_alive(pid)
     call.cancel()
     cancelled = time.monotonic()
-    assert await until(lambda: not pid_alive(pid), IDLE + 1.0 + 1.0), "the instance still counts the stream"
+    assert await eventually(lambda: not pid_alive(pid), IDLE + 1.0 + 1.0), "the instance still counts the stream"
     # its idle clock started when the cancel reached it: within 1 s (+ the exit itself)
     assert time.monotonic() - cancelled <= IDLE + 1.0 + 0.5
 
@@ -131,7 +121,7 @@ async def test_a_client_that_goes_away_ends_its_stream_at_the_instance(make_gate
     await call.read()
     await gw.channel.close()  # no cancel: the client's connection is simply gone
     gone = time.monotonic()
-    assert await until(lambda: not pid_alive(pid), IDLE + 2.0)
+    assert await eventually(lambda: not pid_alive(pid), IDLE + 2.0)
     assert time.monotonic() - gone <= IDLE + 1.5
 
 
@@ -160,7 +150,7 @@ async def test_a_cancelled_unary_call_is_cancelled_at_the_instance(make_gateway)
         await asyncio.wait_for(servicer.started.wait(), 5)
         call.cancel()
         cancelled = time.monotonic()
-        assert await until(lambda: servicer.cancelled_at is not None, 1.0)
+        assert await eventually(lambda: servicer.cancelled_at is not None, 1.0)
         assert servicer.cancelled_at - cancelled <= 1.0
 
 

@@ -5,7 +5,6 @@ processes over loopback TCP."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import shlex
@@ -21,9 +20,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from myservice.v1 import myservice_pb2 as pb
 from myservice_gateway.backends import commands
-from myservice_gateway.users import hash_password
 
-from ..conftest import BIN, error_of, md, pid_alive
+from ..conftest import BIN, error_of, md, pid_alive, write_users_file
 
 HERE = Path(__file__).parent / "foreignservice"
 SERVICE = "foreignkv.v1.KeyValue"
@@ -50,10 +48,7 @@ def kv(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def users_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("users") / "users.json"
-    path.write_text(json.dumps({"users": {
-        name: {"password_hash": hash_password(password), "role": "user"} for name, password in PASSWORDS.items()}}))
-    return str(path)
+    return write_users_file(tmp_path_factory.mktemp("users") / "users.json", PASSWORDS)
 
 
 class KV:

@@ -9,6 +9,8 @@ import pytest
 
 from myservice_gateway.hashpool import HashPool, LoginQueueTimeout, Waiting, WaitingLine
 
+from ..conftest import eventually
+
 
 class Clock:
     def __init__(self) -> None:
@@ -55,14 +57,6 @@ class Gate:
         return name
 
 
-async def until(predicate, timeout=10.0):
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
-
-
 async def test_workers_bound_the_running_jobs_and_the_waiting_go_in_rank_order():
     pool = HashPool(workers=1, nice=0)
     gate, ended, started = Gate(), [], []
@@ -71,7 +65,7 @@ async def test_workers_bound_the_running_jobs_and_the_waiting_go_in_rank_order()
         results = [pool.start(gate.job, name, on_end=lambda done, n=name: ended.append((n, done is not None)),
                               rank=lambda n=name: ranks[n], on_start=lambda n=name: started.append(n))
                    for name in ("first", "old", "middle", "new")]
-        await until(lambda: gate.ran == ["first"])
+        assert await eventually(lambda: gate.ran == ["first"])
         assert (pool.running, pool.waiting, started) == (1, 3, ["first"])
         gate.release.set()
         values = [await r for r in results]
@@ -89,13 +83,13 @@ async def test_a_caller_that_leaves_while_waiting_is_dropped_at_once():
     try:
         running = pool.start(gate.job, "running", on_end=lambda done: ended.append(("running", done is not None)))
         waiting = pool.start(gate.job, "waiting", on_end=lambda done: ended.append(("waiting", done is not None)))
-        await until(lambda: gate.ran == ["running"])
+        assert await eventually(lambda: gate.ran == ["running"])
         waiting.cancel()
         await asyncio.sleep(0)
         assert (pool.waiting, ended) == (0, [("waiting", False)])  # never ran: on_end(None)
         running.cancel()  # a running job runs on; its end is still reported
         gate.release.set()
-        await until(lambda: len(ended) == 2)
+        assert await eventually(lambda: len(ended) == 2)
         assert ended[1] == ("running", True) and gate.ran == ["running"] and pool.running == 0
     finally:
         gate.release.set()
@@ -149,7 +143,7 @@ async def test_a_job_refused_when_its_turn_comes_never_runs():
         first = pool.start(gate.job, "first", on_end=lambda done: ended.append(("first", done is not None)))
         refused = pool.start(gate.job, "refused", on_end=lambda done: ended.append(("refused", done is not None)),
                              refused=lambda: ValueError("throttled meanwhile"))
-        await until(lambda: gate.ran == ["first"])
+        assert await eventually(lambda: gate.ran == ["first"])
         gate.release.set()
         assert (await first)[0] == "first"
         with pytest.raises(ValueError, match="throttled meanwhile"):

@@ -9,7 +9,8 @@ import grpc
 import pytest
 
 from myservice import errors
-from myservice.v1 import myservice_pb2 as pb
+
+from ..conftest import login_outcome
 
 REFUSED = (errors.invalid_credentials().code, errors.invalid_credentials().message)
 
@@ -34,20 +35,12 @@ def users_file(tmp_path):
     return str(path)
 
 
-async def outcome(gw, username, password, session_id="s1"):
-    try:
-        reply = await gw.stub.Login(pb.LoginRequest(username=username, password=password, session_id=session_id))
-    except grpc.aio.AioRpcError as e:
-        return e.code(), e.details()
-    return reply.role
-
-
 async def test_every_refusal_path_gets_the_same_code_and_text(make_gateway, users_file):
     # failure buckets off: seven refusals in a row must not be throttled here
     gw = await make_gateway(users_file=users_file, dev_user=False,
                             login_user_failure_burst=0, login_peer_failure_burst=0)
-    answers = {path: await outcome(gw, *REFUSALS[path]) for path in REFUSALS}
+    answers = {path: await login_outcome(gw, *REFUSALS[path]) for path in REFUSALS}
     assert answers == {path: REFUSED for path in REFUSALS}
     assert REFUSED[0] == grpc.StatusCode.PERMISSION_DENIED and REFUSED[1] == "invalid username or password"
-    assert await outcome(gw, "alice", "a-pass", "s2") == "user"
-    assert await outcome(gw, "bob", "b" * 72, "s3") == "user"
+    assert await login_outcome(gw, "alice", "a-pass", "s2") == "user"
+    assert await login_outcome(gw, "bob", "b" * 72, "s3") == "user"

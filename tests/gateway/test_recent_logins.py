@@ -5,9 +5,10 @@ import json
 import grpc
 import pytest
 
-from myservice.v1 import myservice_pb2 as pb
 from myservice_gateway import users
 from myservice_gateway.recentlogins import RecentLogins
+
+from ..conftest import login_outcome
 
 DENIED = (grpc.StatusCode.PERMISSION_DENIED, "invalid username or password")
 THROTTLED = (grpc.StatusCode.RESOURCE_EXHAUSTED, "too many login attempts, retry later")
@@ -88,38 +89,30 @@ def checks(monkeypatch):
     return made
 
 
-async def outcome(gw, username, password, session_id="s"):
-    try:
-        reply = await gw.stub.Login(pb.LoginRequest(username=username, password=password, session_id=session_id))
-    except grpc.aio.AioRpcError as e:
-        return e.code(), e.details()
-    return reply.role
-
-
 async def test_a_returning_user_is_answered_without_a_hash(make_gateway, users_file, checks):
     gw = await make_gateway(users_file=str(users_file), dev_user=False)
-    assert [await outcome(gw, "alice", "a-pass", f"s{i}") for i in range(5)] == ["user"] * 5
+    assert [await login_outcome(gw, "alice", "a-pass", f"s{i}") for i in range(5)] == ["user"] * 5
     assert checks == ["a-pass"]  # one real check, four answered from memory
     assert gw.gateway.login.guard.in_flight == 0
 
 
 async def test_a_wrong_password_is_always_checked_for_real(make_gateway, users_file, checks):
     gw = await make_gateway(users_file=str(users_file), dev_user=False)
-    assert await outcome(gw, "alice", "a-pass") == "user"
-    assert await outcome(gw, "alice", "wrong") == DENIED
+    assert await login_outcome(gw, "alice", "a-pass") == "user"
+    assert await login_outcome(gw, "alice", "wrong") == DENIED
     assert checks == ["a-pass", "wrong"]
-    assert await outcome(gw, "alice", "a-pass") == "user"  # still remembered
+    assert await login_outcome(gw, "alice", "a-pass") == "user"  # still remembered
     assert checks == ["a-pass", "wrong"]
 
 
 async def test_a_changed_users_file_is_checked_for_real(make_gateway, users_file, checks):
     gw = await make_gateway(users_file=str(users_file), dev_user=False)
-    assert await outcome(gw, "alice", "a-pass") == "user"
+    assert await login_outcome(gw, "alice", "a-pass") == "user"
     users_file.write_text(json.dumps({"users": {"alice": {"password_hash": users.hash_password("new-pass")}}}))
-    assert await outcome(gw, "alice", "a-pass") == DENIED  # her old password, remembered, no longer works
-    assert await outcome(gw, "alice", "new-pass") == "user"
+    assert await login_outcome(gw, "alice", "a-pass") == DENIED  # her old password, remembered, no longer works
+    assert await login_outcome(gw, "alice", "new-pass") == "user"
     users_file.write_text(json.dumps({"users": {}}))  # removed
-    assert await outcome(gw, "alice", "new-pass") == DENIED
+    assert await login_outcome(gw, "alice", "new-pass") == DENIED
     assert checks == ["a-pass", "a-pass", "new-pass", "new-pass"]  # the last: the unknown user's dummy hash
 
 
@@ -127,13 +120,13 @@ async def test_a_throttled_username_gets_no_answer_from_memory(make_gateway, use
     """Else a throttled guesser would learn a right guess at once: refused like any other Login."""
     gw = await make_gateway(users_file=str(users_file), dev_user=False, login_user_failure_burst=1,
                             login_user_failures_per_minute=0.01)
-    assert await outcome(gw, "alice", "a-pass") == "user"
-    assert await outcome(gw, "alice", "guess") == DENIED
-    assert await outcome(gw, "alice", "a-pass") == THROTTLED
+    assert await login_outcome(gw, "alice", "a-pass") == "user"
+    assert await login_outcome(gw, "alice", "guess") == DENIED
+    assert await login_outcome(gw, "alice", "a-pass") == THROTTLED
     assert checks == ["a-pass", "guess"]
 
 
 async def test_off_hashes_every_time(make_gateway, users_file, checks):
     gw = await make_gateway(users_file=str(users_file), dev_user=False, login_cache_seconds=0)
-    assert [await outcome(gw, "alice", "a-pass", f"s{i}") for i in range(3)] == ["user"] * 3
+    assert [await login_outcome(gw, "alice", "a-pass", f"s{i}") for i in range(3)] == ["user"] * 3
     assert checks == ["a-pass"] * 3

@@ -11,7 +11,7 @@ from myservice import contract
 from myservice_gateway import userwatch
 from myservice_gateway.users import hash_password
 
-from ..conftest import echo, error_of, md, pid_alive
+from ..conftest import echo, error_of, eventually, md, pid_alive
 
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw"}
 
@@ -30,14 +30,6 @@ def users_path(tmp_path):
     return path
 
 
-async def until(predicate, timeout=10.0):
-    for _ in range(int(timeout / 0.05)):
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached")
-
-
 def test_removed_is_the_difference():
     assert userwatch.removed(frozenset({"a", "b", "c"}), frozenset({"b", "d"})) == ["a", "c"]
 
@@ -53,11 +45,11 @@ async def test_a_removed_user_is_refused_and_their_sessions_end(make_gateway, us
     assert len(bob_pids) == 2 and all(pid_alive(p) for p in bob_pids)
 
     write_users(users_path, ["alice"])
-    await until(lambda: not gw.gateway.user_watch.exists("bob"))
+    assert await eventually(lambda: not gw.gateway.user_watch.exists("bob"))
     for sid in ("b1", "b2"):
         assert await error_of(echo(gw, sessions[sid])) == (grpc.StatusCode.UNAUTHENTICATED, contract.INVALID_TOKEN)
-    await until(lambda: not any(pid_alive(p) for p in bob_pids))
-    await until(lambda: gw.backend.sessions.slots.count("bob") == 0)
+    assert await eventually(lambda: not any(pid_alive(p) for p in bob_pids))
+    assert await eventually(lambda: gw.backend.sessions.slots.count("bob") == 0)
     assert (await echo(gw, sessions["a1"])).server_session_id == "a1"  # alice goes on
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await gw.login("b3", username="bob", password=PASSWORDS["bob"])
@@ -65,7 +57,7 @@ async def test_a_removed_user_is_refused_and_their_sessions_end(make_gateway, us
 
     # Put back: bob logs in again; his old sessions stay ended.
     write_users(users_path, ["alice", "bob"])
-    await until(lambda: gw.gateway.user_watch.exists("bob"))
+    assert await eventually(lambda: gw.gateway.user_watch.exists("bob"))
     fresh = await gw.login("b4", username="bob", password=PASSWORDS["bob"])
     assert (await echo(gw, md(fresh.token, "b4"))).server_session_id == "b4"
     code, message = await error_of(echo(gw, sessions["b1"]))

@@ -1,25 +1,20 @@
 """A session is (user, session_id): attacks of one user on another's session, through a
 real gateway with real instance processes (local backend)."""
 import asyncio
-import json
 
 import grpc
 import pytest
 
 from myservice.v1 import myservice_pb2 as pb
-from myservice_gateway.users import hash_password
 
-from ..conftest import echo, error_of, md, pid_alive
+from ..conftest import echo, error_of, md, pid_alive, write_users_file
 
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw"}
 
 
 @pytest.fixture(scope="module")
 def users_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("users") / "users.json"
-    path.write_text(json.dumps({"users": {
-        name: {"password_hash": hash_password(password), "role": "user"} for name, password in PASSWORDS.items()}}))
-    return str(path)
+    return write_users_file(tmp_path_factory.mktemp("users") / "users.json", PASSWORDS)
 
 
 @pytest.fixture
