@@ -91,23 +91,34 @@ def token_config(settings: GatewaySettings) -> tokens.TokenConfig:
     return tokens.TokenConfig(settings.jwt_key, settings.jwt_issuer, settings.jwt_audience, settings.token_ttl_seconds)
 
 
-def tls_credentials(settings: GatewaySettings) -> grpc.ServerCredentials | None:
-    """None for plaintext; raises tls.TlsConfigError (a SettingsError) if the files do not check out."""
+def tls_files(settings: GatewaySettings) -> tls.TlsFiles | None:
+    """None for plaintext."""
     if not settings.tls_cert_file or not settings.tls_key_file:
         return None
-    files = tls.TlsFiles(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
-    credentials = tls.server_credentials(files)
-    log.info("TLS on: certificate %s, key %s, %s (re-read when they change)", files.cert_file, files.key_file,
+    return tls.TlsFiles(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+
+
+def log_tls(files: tls.TlsFiles, front: fronts.Front | None) -> None:
+    log.info("TLS on: certificate %s, key %s, %s (re-read when they change)%s", files.cert_file, files.key_file,
              f"client certificates required, signed by {files.client_ca_file}" if files.client_ca_file
-             else "no client certificates")
+             else "no client certificates", "; served by HAProxy, the gateway plain behind it" if front else "")
+
+
+def tls_credentials(settings: GatewaySettings) -> grpc.ServerCredentials | None:
+    """None for plaintext; raises tls.TlsConfigError (a SettingsError) if the files do not check out."""
+    files = tls_files(settings)
+    if files is None:
+        return None
+    credentials = tls.server_credentials(files)
+    log_tls(files, None)
     return credentials
 
 
 def make_front(settings: GatewaySettings) -> fronts.Front | None:
-    """HAProxy in front of this gateway, or None (MYSERVICE_FRONT, and what can run here)."""
+    """HAProxy in front of this gateway, or None (MYSERVICE_FRONT, and what can run here).
+    With TLS, HAProxy serves it; raises tls.TlsConfigError if the files do not check out."""
     try:
-        choice = fronts.choose(settings.front, tls=bool(settings.tls_cert_file), backend=settings.backend,
-                               key=settings.jwt_key)
+        choice = fronts.choose(settings.front, backend=settings.backend, key=settings.jwt_key)
     except ValueError as e:
         raise SettingsError(str(e)) from None
     log.info("front: %s (%s)", choice.front, choice.why)
@@ -115,8 +126,12 @@ def make_front(settings: GatewaySettings) -> fronts.Front | None:
         return None
     # The forwarded services: MYSERVICE_SERVICES once that setting exists, else ours.
     services = getattr(settings, "services", (contract.SERVICE,))
-    return fronts.Front(haproxy=choice.haproxy, host=settings.host, port=settings.port, jwt_key=settings.jwt_key,
-                        issuer=settings.jwt_issuer, audience=settings.jwt_audience, services=services)
+    front = fronts.Front(haproxy=choice.haproxy, host=settings.host, port=settings.port, jwt_key=settings.jwt_key,
+                         issuer=settings.jwt_issuer, audience=settings.jwt_audience, services=services,
+                         tls_files=tls_files(settings))
+    if front.tls:
+        log_tls(front.tls.files, front)
+    return front
 
 
 async def start_gateway(settings: GatewaySettings, backend: Backend | None = None) -> Gateway:
@@ -149,7 +164,7 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
                                            metrics=metrics),))
     backend.sessions.on_session_start = metrics.session_started
     try:
-        credentials = tls_credentials(settings)
+        credentials = None if front else tls_credentials(settings)  # the front serves TLS itself
         address = front.gateway_address if front else f"{settings.host}:{settings.port}"
         port = (server.add_secure_port(address, credentials) if credentials
                 else server.add_insecure_port(address))

@@ -107,7 +107,7 @@ class GatewaySettings:
         default_text="none (haproxy: opt in)",
         help="haproxy: HAProxy owns the port, checks tokens and sends a Ready session's calls "
              "straight to its instance, the Python gateway behind it on a private socket; none: "
-             "the Python gateway serves the port alone (local backend, no TLS: front/front.py)")
+             "the Python gateway serves the port alone (local backend only, for now: front/front.py)")
     # local backend
     max_instances: int = declare(
         16, env="MYSERVICE_MAX_INSTANCES", flag="--max-instances", minimum=0,
@@ -187,7 +187,8 @@ class GatewaySettings:
     # TLS (tls.py): plaintext unless a certificate and key are given
     tls_cert_file: str | None = declare(
         None, env="MYSERVICE_TLS_CERT_FILE", flag="--tls-cert", metavar="FILE", default_text="plaintext",
-        help="serve TLS with this PEM certificate chain, re-read when it changes")
+        help="serve TLS with this PEM certificate chain, re-read when it changes (with the front, HAProxy "
+             "serves it)")
     tls_key_file: str | None = declare(
         None, env="MYSERVICE_TLS_KEY_FILE", flag="--tls-key", metavar="FILE",
         help="the PEM private key of --tls-cert")

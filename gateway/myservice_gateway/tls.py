@@ -148,7 +148,10 @@ def certificate_configuration(material: TlsMaterial) -> grpc.ServerCertificateCo
 class CertificateReloader:
     """The `certificate_configuration_fetcher` of grpc.dynamic_ssl_server_credentials:
     called on a gRPC thread before each new handshake; returns a new configuration
-    when the files changed and check out, else None (keep the current one)."""
+    when the files changed and check out, else None (keep the current one).
+
+    `check()` is the same decision without gRPC: the HAProxy front asks it once a
+    period (front/fronttls.py) and hands the new material to HAProxy."""
 
     def __init__(self, files: TlsFiles, loaded: TlsMaterial) -> None:
         self._files = files
@@ -158,6 +161,11 @@ class CertificateReloader:
         self.reloads = 0  # configurations handed to gRPC after the first
 
     def __call__(self) -> grpc.ServerCertificateConfiguration | None:
+        material = self.check()
+        return None if material is None else certificate_configuration(material)
+
+    def check(self) -> TlsMaterial | None:
+        """The files' new content when they changed and check out, else None."""
         try:
             now = signatures(self._files)
         except TlsConfigError as e:
@@ -184,7 +192,7 @@ class CertificateReloader:
             self._last_problem = ""
             self.reloads += 1
         log.info("TLS certificate reloaded from %s", ", ".join(self._files.paths))
-        return certificate_configuration(material)
+        return material
 
     def _report(self, problem: str) -> None:
         if problem != self._last_problem:  # once per distinct problem, not once per handshake

@@ -128,25 +128,24 @@ def test_runtime_batches_stay_under_the_limit():
     assert runtime.batches([]) == []
 
 
-@pytest.mark.parametrize("wanted,tls,backend,found,key,expected", [
-    (None, False, "local", "/usr/sbin/haproxy", b"k", ("none", front.OPT_IN_WHY)),
-    ("haproxy", False, "local", "/usr/sbin/haproxy", b"k", ("haproxy", "/usr/sbin/haproxy")),
-    ("none", False, "local", "/usr/sbin/haproxy", b"k", ("none", "MYSERVICE_FRONT=none")),
+@pytest.mark.parametrize("wanted,backend,found,key,expected", [
+    (None, "local", "/usr/sbin/haproxy", b"k", ("none", front.OPT_IN_WHY)),
+    ("haproxy", "local", "/usr/sbin/haproxy", b"k", ("haproxy", "/usr/sbin/haproxy")),
+    ("none", "local", "/usr/sbin/haproxy", b"k", ("none", "MYSERVICE_FRONT=none")),
 ])
-def test_choice_of_front(wanted, tls, backend, found, key, expected):
-    choice = front.choose(wanted, tls=tls, backend=backend, which=lambda name: found, key=key)
+def test_choice_of_front(wanted, backend, found, key, expected):
+    choice = front.choose(wanted, backend=backend, which=lambda name: found, key=key)
     assert (choice.front, choice.why) == expected
 
 
-@pytest.mark.parametrize("tls,backend,found,key,problem", [
-    (False, "local", None, b"k", "the haproxy binary is not found"),
-    (True, "local", "/usr/sbin/haproxy", b"k", "TLS at the front is not built yet: the Python gateway serves it"),
-    (False, "kubernetes", "/usr/sbin/haproxy", b"k", "on Kubernetes the front is its own container"),
-    (False, "local", "/usr/sbin/haproxy", b"k\0", "the JWT key holds a NUL byte, which HAProxy's jwt_verify cannot take"),
+@pytest.mark.parametrize("backend,found,key,problem", [
+    ("local", None, b"k", "the haproxy binary is not found"),
+    ("kubernetes", "/usr/sbin/haproxy", b"k", "on Kubernetes the front is its own container"),
+    ("local", "/usr/sbin/haproxy", b"k\0", "the JWT key holds a NUL byte, which HAProxy's jwt_verify cannot take"),
 ])
-def test_haproxy_asked_for_but_impossible_is_refused(tls, backend, found, key, problem):
+def test_haproxy_asked_for_but_impossible_is_refused(backend, found, key, problem):
     with pytest.raises(ValueError, match=f"^MYSERVICE_FRONT=haproxy: {re.escape(problem)}$"):
-        front.choose("haproxy", tls=tls, backend=backend, which=lambda name: found, key=key)
+        front.choose("haproxy", backend=backend, which=lambda name: found, key=key)
 
 
 def test_forwarded_methods_are_the_services_but_login():

@@ -3,12 +3,14 @@ here, client certificates, rotation of the files without a restart, and the
 configuration errors of `myservice gateway` as a subprocess."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import ipaddress
 import json
 import logging
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from myservice_client import tls as client_tls
 from myservice_gateway import tls
 from myservice_gateway.users import hash_password
 
-from ..conftest import BIN, md
+from ..conftest import BIN, eventually, md
 
 LOCAL_NAMES = ("localhost", "127.0.0.1")
 
@@ -157,9 +159,27 @@ async def login_error(channel: grpc.aio.Channel) -> grpc.aio.AioRpcError:
     return caught.value
 
 
-async def tls_gateway(make_gateway, files: ServerFiles, client_ca: Path | None = None):
+async def tls_gateway(make_gateway, files: ServerFiles, client_ca: Path | None = None, **overrides):
     return await make_gateway(tls_cert_file=str(files.cert), tls_key_file=str(files.key),
-                              tls_client_ca_file=str(client_ca) if client_ca else None)
+                              tls_client_ca_file=str(client_ca) if client_ca else None, **overrides)
+
+
+# The Python gateway looks at the files before each handshake; the HAProxy front once a
+# second (front/fronttls.py). A rotation is awaited this long, on both.
+ROTATION_SECONDS = 10.0
+
+
+async def logs_in_once_rotated(port: int, ca: Issued, client: Issued | None = None, session_id: str = "rotated"):
+    """Login on fresh connections (fresh handshakes) until one trusting `ca` succeeds."""
+    last = None
+    for _ in range(int(ROTATION_SECONDS / 0.1)):
+        async with secure_channel(port, ca, client=client) as channel:
+            try:
+                return await login(channel, session_id)
+            except grpc.aio.AioRpcError as e:
+                last = e
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the rotated files were not served within {ROTATION_SECONDS:g}s: {last}")
 
 
 # --- handshakes ------------------------------------------------------------------
@@ -228,8 +248,7 @@ async def test_rotated_files_serve_new_connections_without_a_restart(make_gatewa
     try:
         assert (await login(before, "rot-1")).token  # connected on the first certificate
         files.write(issue(ca2, "gateway, rotated"))
-        async with secure_channel(port, ca2) as channel:
-            assert (await login(channel, "rot-2")).token
+        assert (await logs_in_once_rotated(port, ca2, session_id="rot-2")).token
         async with secure_channel(port, ca1) as channel:
             err = await login_error(channel)
         assert err.code() == grpc.StatusCode.UNAVAILABLE
@@ -240,6 +259,45 @@ async def test_rotated_files_serve_new_connections_without_a_restart(make_gatewa
         await before.close()
 
 
+@pytest.mark.parametrize("front", ["none", pytest.param("haproxy", marks=pytest.mark.skipif(
+    shutil.which("haproxy") is None, reason="haproxy is not installed (make test installs it: apt-get install -y haproxy)"))])
+async def test_an_established_stream_keeps_going_across_a_rotation(make_gateway, files, ca1, ca2, front):
+    # A Chat open on the first certificate goes on after the files changed and were taken
+    # (HAProxy: through its runtime API, no restart); a new connection sees the new one.
+    gw = await tls_gateway(make_gateway, files, front=front)
+    port = gw.gateway.port
+    async with secure_channel(port, ca1) as before:
+        stub = pb_grpc.MyServiceStub(before)
+        metadata = md((await login(before, "rot-stream")).token, "rot-stream")
+        first = await stub.MyServiceEcho(pb.EchoRequest(value="x"), metadata=metadata, timeout=30)
+        if gw.gateway.front:
+            await gw.gateway.front.map.settled()  # the Chat below goes the front's fast path
+            haproxy_pid = gw.gateway.front.supervisor.process.pid
+        chat = stub.MyServiceChat(metadata=metadata, timeout=60)
+        await chat.write(pb.EchoRequest(value="c0"))
+        assert ((await chat.read()).client_value, first.index) == ("c0", 0)
+        files.write(issue(ca2, "gateway, rotated"))
+        assert (await logs_in_once_rotated(port, ca2, session_id="rot-stream-new")).token
+        async with secure_channel(port, ca1) as channel:
+            err = await login_error(channel)
+        assert err.code() == grpc.StatusCode.UNAVAILABLE
+        assert "CERTIFICATE_VERIFY_FAILED" in err.details(), err.details()
+        for i in range(1, 4):
+            await chat.write(pb.EchoRequest(value=f"c{i}"))
+            reply = await chat.read()
+            assert (reply.client_value, reply.pod_name, reply.server_session_id) == (
+                f"c{i}", first.pod_name, "rot-stream")
+        await chat.done_writing()
+        assert await chat.read() == grpc.aio.EOF
+        assert await chat.code() == grpc.StatusCode.OK
+        # The established connection takes new calls too, on the certificate it was made with.
+        assert (await stub.MyServiceEcho(pb.EchoRequest(value="y"), metadata=metadata, timeout=30)).pod_name == (
+            first.pod_name)
+    if gw.gateway.front:
+        assert gw.gateway.front.supervisor.process.pid == haproxy_pid  # taken live, not by a restart
+        assert gw.gateway.front.tls.commits == 1
+
+
 async def test_a_bad_rotation_keeps_the_current_certificate(make_gateway, files, ca1, ca2, caplog):
     gw = await tls_gateway(make_gateway, files)
     port = gw.gateway.port
@@ -247,12 +305,15 @@ async def test_a_bad_rotation_keeps_the_current_certificate(make_gateway, files,
     files.cert.write_bytes(b"not a certificate\n")
     async with secure_channel(port, ca1) as channel:
         assert (await login(channel, "bad-rot")).token
+    # Seen at the next handshake (Python) or the next look of the front's watch (HAProxy).
+    assert await eventually(lambda: caplog.records, timeout=ROTATION_SECONDS)
+    async with secure_channel(port, ca1) as channel:
+        assert (await login(channel, "bad-rot-2")).token
     assert [r.getMessage() for r in caplog.records] == [
         "TLS files not reloaded, the current certificate stays in use: MYSERVICE_TLS_CERT_FILE (--tls-cert): "
         f"{files.cert} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"]
     files.write(issue(ca2, "gateway, fixed"))
-    async with secure_channel(port, ca2) as channel:
-        assert (await login(channel, "fixed-rot")).token
+    assert (await logs_in_once_rotated(port, ca2, session_id="fixed-rot")).token
 
 
 async def test_the_client_ca_is_rotated_too(make_gateway, files, tmp_path, ca1):
@@ -265,25 +326,30 @@ async def test_the_client_ca_is_rotated_too(make_gateway, files, tmp_path, ca1):
     tmp = tmp_path / "clients-ca.tmp"
     write_pem(tmp, new_clients)
     os.replace(tmp, client_ca)
-    async with secure_channel(gw.gateway.port, ca1, client=new_client) as channel:
-        assert (await login(channel, "mtls-rot")).token
+    assert (await logs_in_once_rotated(gw.gateway.port, ca1, client=new_client, session_id="mtls-rot")).token
 
 
 async def test_files_are_looked_at_per_handshake_not_per_call(make_gateway, files, ca1, monkeypatch):
     asked = []
-    real_call = tls.CertificateReloader.__call__
-    monkeypatch.setattr(tls.CertificateReloader, "__call__", lambda self: asked.append(1) or real_call(self))
+    real_check = tls.CertificateReloader.check
+    monkeypatch.setattr(tls.CertificateReloader, "check", lambda self: asked.append(1) or real_check(self))
     gw = await tls_gateway(make_gateway, files)
+    front = gw.gateway.front
+    started = asyncio.get_running_loop().time()
     async with secure_channel(gw.gateway.port, ca1) as channel:
         stub = pb_grpc.MyServiceStub(channel)
         token = (await login(channel, "per-handshake")).token
         for _ in range(50):
             await stub.MyServiceEcho(pb.EchoRequest(value="x"), metadata=md(token, "per-handshake"), timeout=30)
         await stub.MyServiceShutdown(pb.ShutdownRequest(), metadata=md(token, "per-handshake"), timeout=30)
-    assert len(asked) == 1, "one connection, one handshake, one look at the files"
-    async with secure_channel(gw.gateway.port, ca1) as channel:
-        await login(channel, "second-connection")
-    assert len(asked) == 2
+    if front is None:
+        assert len(asked) == 1, "one connection, one handshake, one look at the files"
+        async with secure_channel(gw.gateway.port, ca1) as channel:
+            await login(channel, "second-connection")
+        assert len(asked) == 2
+    else:  # HAProxy handshakes: the front's watch looks once a period, whatever the calls
+        elapsed = asyncio.get_running_loop().time() - started
+        assert len(asked) <= elapsed / front.tls.period + 1, (len(asked), elapsed)
 
 
 # --- the reloader on its own ---------------------------------------------------------------

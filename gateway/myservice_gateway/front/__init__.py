@@ -13,5 +13,6 @@ One concern per module:
 - mapkeeper.py: the map's wanted content and the commands that make it so (pure);
 - mapsync.py: applies those commands in order and rebuilds the map when asked;
 - supervisor.py: the haproxy child process (dies with the gateway, restarted if it dies);
+- fronttls.py: TLS at the front (HAProxy's private PEM, rotations through the runtime API);
 - front.py: assembles them for server.py.
 """

@@ -59,6 +59,10 @@ class FrontConfig:
     # machine serve, and one thread keeps each backend connection's streams on it (no
     # hand-off between threads); the figures of issue 18 were taken so.
     threads: int = 1
+    # TLS (fronttls.py): HAProxy's combined PEM (chain and key, mode 0600, private directory)
+    # and the client CA file (set: a client certificate signed by it is required).
+    tls_cert_file: str | None = None
+    tls_client_ca_file: str | None = None
 
 
 def quoted(text: str) -> str:
@@ -125,6 +129,18 @@ def _unavailable_errors(error: errors.ContractError) -> list[str]:
             "    http-after-response set-status 200 if { status 502:504 }"]
 
 
+def bind_line(config: FrontConfig) -> str:
+    """The public bind: HTTP/2 always (gRPC), TLS when a certificate is given (ALPN h2),
+    client certificates required when a client CA is."""
+    words = [f"    bind {config.bind}"]
+    if config.tls_cert_file:
+        words.append(f"ssl crt {config.tls_cert_file} alpn h2")
+        if config.tls_client_ca_file:
+            words.append(f"ca-file {config.tls_client_ca_file} verify required")
+    words.append("proto h2")
+    return " ".join(words)
+
+
 def render(config: FrontConfig) -> str:
     """The whole haproxy.cfg. The key travels as hex in this file only (never in a
     process argument or a log); the file is written mode 0600 in a private directory."""
@@ -138,6 +154,8 @@ def render(config: FrontConfig) -> str:
         # The signing key as a process variable: jwt_verify reads it by name, binary-safe
         # but for NUL (the front refuses such a key: front.py).
         f"    set-var proc.jwt_key bin({config.jwt_key.hex()})",
+        # The TLS files are the front's own (no .key/.ocsp/.issuer beside them to look for).
+        *(["    ssl-load-extra-files none"] if config.tls_cert_file else []),
         "",
         "defaults",
         "    mode http",
@@ -147,7 +165,7 @@ def render(config: FrontConfig) -> str:
         f"    timeout http-request {HEADERS_TIMEOUT}",
         "",
         f"frontend {FRONTEND}",
-        f"    bind {config.bind} proto h2",
+        bind_line(config),
         "    http-request del-header x-forwarded-for",
         "    http-request set-header x-forwarded-for %[src]",
         f"    acl fwd path -m str {methods}",

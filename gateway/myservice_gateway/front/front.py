@@ -21,8 +21,10 @@ from google.protobuf import descriptor_pool
 
 from myservice import contract
 
+from .. import tls
 from ..backends.base import Backend, Endpoint, SessionKey
 from . import supervisor as supervisors
+from .fronttls import FrontTls
 from .mapsync import MapSync
 
 log = logging.getLogger("myservice.gateway.front")
@@ -32,8 +34,8 @@ NONE = "none"
 # Why the front is not the default yet: behind HAProxy 2.6 a stream answered while its
 # client still sends (a Chat the instance ends, a call racing a Shutdown) can reach the
 # client as CANCELLED instead of its status (haproxy/haproxy#1219), against the contract;
-# and it is local-only, without TLS. It becomes the default once the gateway's own suite
-# passes behind it (issue 18).
+# and it is local-only. It becomes the default once the gateway's own suite passes behind
+# it (issue 18).
 OPT_IN_WHY = "the default until it keeps every contract rule (--front haproxy to use it)"
 
 
@@ -44,7 +46,7 @@ class Choice:
     why: str  # for the one log line
 
 
-def choose(wanted: str | None, *, tls: bool, backend: str, which: Callable[[str], str | None] = shutil.which,
+def choose(wanted: str | None, *, backend: str, which: Callable[[str], str | None] = shutil.which,
            key: bytes = b"") -> Choice:
     """The front to run: `wanted` (MYSERVICE_FRONT); unset is none for now (OPT_IN_WHY).
     Raises ValueError when haproxy is asked for and cannot serve."""
@@ -54,7 +56,6 @@ def choose(wanted: str | None, *, tls: bool, backend: str, which: Callable[[str]
         return Choice(NONE, None, OPT_IN_WHY)
     binary = which(HAPROXY)
     problem = (None if binary else "the haproxy binary is not found"
-               ) or ("TLS at the front is not built yet: the Python gateway serves it" if tls else None
                ) or ("on Kubernetes the front is its own container" if backend != "local" else None
                ) or ("the JWT key holds a NUL byte, which HAProxy's jwt_verify cannot take" if b"\0" in key else None)
     if problem is None:
@@ -103,18 +104,26 @@ class ObservedBackend:
 
 
 class Front:
-    """HAProxy in front of a Python gateway listening on `gateway_socket`."""
+    """HAProxy in front of a Python gateway listening on `gateway_socket`; with `tls_files`,
+    HAProxy serves TLS (the Python gateway stays plain behind it: fronttls.py)."""
 
     def __init__(self, *, haproxy: str, host: str, port: int, jwt_key: bytes, issuer: str, audience: str,
                  services: tuple[str, ...] = (contract.SERVICE,),
-                 table_key: Callable[[SessionKey], Hashable] = lambda key: key) -> None:
-        self.directory = tempfile.mkdtemp(prefix="myservice-front-")  # 0700: sockets, config, map
+                 table_key: Callable[[SessionKey], Hashable] = lambda key: key,
+                 tls_files: tls.TlsFiles | None = None) -> None:
+        self.directory = tempfile.mkdtemp(prefix="myservice-front-")  # 0700: sockets, config, map, TLS
+        try:
+            # First: files that do not check out stop the start before any socket is bound.
+            self.tls = FrontTls.load(tls_files, self.directory) if tls_files else None
+            listener = supervisors.listening_socket(host, port)
+        except BaseException:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise
         self.gateway_socket = os.path.join(self.directory, "gateway.sock")
-        listener = supervisors.listening_socket(host, port)
         self.supervisor = supervisors.HaproxySupervisor(
             haproxy=haproxy, listener=listener, gateway_socket=self.gateway_socket, jwt_key=jwt_key,
             issuer=issuer, audience=audience, methods=forwarded_methods(services), directory=self.directory,
-            on_start=self._haproxy_started)
+            on_start=self._haproxy_started, tls=self.tls)
         self.map = MapSync(self.supervisor.client, self.supervisor.map_file)
         self._table_key = table_key
         self._ended: Callable[[Hashable], bool] = lambda key: False
@@ -152,7 +161,11 @@ class Front:
     async def start(self) -> None:
         self.map.start()
         await self.supervisor.start()
+        if self.tls:
+            self.tls.start(self.supervisor.client)
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.tls:
+            await self.tls.stop()
         await self.supervisor.stop(grace)
         await self.map.close()

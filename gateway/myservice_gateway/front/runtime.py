@@ -9,10 +9,18 @@ import re
 
 BATCH_BYTES = 8192
 TIMEOUT_SECONDS = 5.0
+# HAProxy 2.6 holds a command and its payload in one buffer (tune.bufsize, 16 KiB): a
+# larger one is never answered. The TLS files bigger than this (a long chain and a big
+# RSA key) are loaded from the file at HAProxy's next start instead.
+PAYLOAD_BYTES = 15 * 1024
 
 
 class RuntimeApiError(Exception):
     """HAProxy refused a command or could not be reached."""
+
+
+class PayloadTooLarge(RuntimeApiError):
+    """A payload HAProxy's runtime API cannot take at once (PAYLOAD_BYTES)."""
 
 
 class RuntimeClient:
@@ -57,6 +65,25 @@ class RuntimeClient:
         if answer.strip():
             raise RuntimeApiError(f"commit map @{version} {map_name}: {answer.strip()}")
 
+    async def set_ssl(self, kind: str, name: str, pem: str) -> None:
+        """Replace the TLS file `name` (kind "cert": a `crt` file, chain and key; "ca-file":
+        a CA file) HAProxy loaded at start with `pem`, in one transaction: `set ssl <kind>
+        <name> <<` then `commit ssl <kind> <name>`. New handshakes use it; established
+        connections keep theirs. `pem` holds no empty line (it would end the payload).
+        Errors never quote the payload (it holds a private key)."""
+        command = f"set ssl {kind} {name} <<\n{pem.rstrip()}\n"
+        if len(command) > PAYLOAD_BYTES:
+            raise PayloadTooLarge(f"set ssl {kind} {name}: {len(pem)} bytes of PEM, more than HAProxy's "
+                                  f"runtime API takes at once ({PAYLOAD_BYTES})")
+        answer = await self.run(command)
+        if "transaction created" not in answer.lower() and "transaction updated" not in answer.lower():
+            await self.run(f"abort ssl {kind} {name}")
+            raise RuntimeApiError(f"set ssl {kind} {name}: {_first_lines(answer)}")
+        answer = await self.run(f"commit ssl {kind} {name}")
+        if "Success!" not in answer:
+            await self.run(f"abort ssl {kind} {name}")
+            raise RuntimeApiError(f"commit ssl {kind} {name}: {_first_lines(answer)}")
+
     async def show_map(self, map_name: str) -> dict[str, str]:
         """The map's current entries (key -> value)."""
         entries = {}
@@ -78,6 +105,12 @@ class RuntimeClient:
                 row = dict(zip(columns, line.split(",")))
                 table[(row["pxname"], row["svname"])] = row
         return table
+
+
+def _first_lines(answer: str, count: int = 3) -> str:
+    """HAProxy's own words (never a PEM line, should one come back)."""
+    lines = [line.strip() for line in answer.splitlines() if line.strip() and "-----" not in line]
+    return " / ".join(lines[:count]) or "no answer"
 
 
 def batches(commands: list[str], limit: int = BATCH_BYTES) -> list[list[str]]:

@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 
 from . import config as front_config
+from .fronttls import FrontTls
 from .runtime import RuntimeApiError, RuntimeClient
 
 log = logging.getLogger("myservice.gateway.front")
@@ -59,7 +60,8 @@ class HaproxySupervisor:
 
     def __init__(self, *, haproxy: str, listener: socket.socket, gateway_socket: str, jwt_key: bytes,
                  issuer: str, audience: str, methods: tuple[str, ...], directory: str | None = None,
-                 on_start: Callable[[], Awaitable[None] | None] = lambda: None) -> None:
+                 on_start: Callable[[], Awaitable[None] | None] = lambda: None,
+                 tls: FrontTls | None = None) -> None:
         self.haproxy = haproxy
         self.listener = listener
         self.directory = directory or tempfile.mkdtemp(prefix="myservice-front-")  # mode 0700
@@ -69,7 +71,9 @@ class HaproxySupervisor:
         self.config = front_config.FrontConfig(
             bind=f"fd@{listener.fileno()}", gateway_socket=gateway_socket,
             runtime_socket=self.runtime_socket, map_file=self.map_file, jwt_key=jwt_key,
-            issuer=issuer, audience=audience, methods=methods)
+            issuer=issuer, audience=audience, methods=methods,
+            tls_cert_file=tls.cert_file if tls else None, tls_client_ca_file=tls.client_ca_file if tls else None)
+        self.tls = tls
         self.client = RuntimeClient(self.runtime_socket)
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
@@ -82,6 +86,8 @@ class HaproxySupervisor:
         return self.listener.getsockname()[1]
 
     def write_files(self) -> None:
+        if self.tls:
+            self.tls.write_files()
         _write_private(self.config_file, front_config.render(self.config))
         if not os.path.exists(self.map_file):
             _write_private(self.map_file, "")  # empty: the runtime API fills it
