@@ -123,12 +123,16 @@ def make_front(settings: GatewaySettings) -> fronts.Front | None:
         raise SettingsError(str(e)) from None
     log.info("front: %s (%s)", choice.front, choice.why)
     if choice.front != fronts.HAPROXY:
+        if settings.front_proxy_protocol:  # the Python gateway cannot read it: every call would fail
+            raise SettingsError("MYSERVICE_FRONT_PROXY_PROTOCOL (--front-proxy-protocol) needs the HAProxy "
+                                f"front (MYSERVICE_FRONT=haproxy); the front is none: {choice.why}")
         return None
     # The forwarded services: MYSERVICE_SERVICES once that setting exists, else ours.
     services = getattr(settings, "services", (contract.SERVICE,))
     front = fronts.Front(haproxy=choice.haproxy, host=settings.host, port=settings.port, jwt_key=settings.jwt_key,
                          issuer=settings.jwt_issuer, audience=settings.jwt_audience, services=services,
-                         tls_files=tls_files(settings))
+                         tls_files=tls_files(settings), trusted_proxies=settings.trusted_proxies,
+                         proxy_protocol=settings.front_proxy_protocol)
     if front.tls:
         log_tls(front.tls.files, front)
     return front

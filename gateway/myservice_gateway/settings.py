@@ -108,6 +108,11 @@ class GatewaySettings:
         help="haproxy: HAProxy owns the port, checks tokens and sends a Ready session's calls "
              "straight to its instance, the Python gateway behind it on a private socket; none: "
              "the Python gateway serves the port alone (local backend only, for now: front/front.py)")
+    front_proxy_protocol: bool = declare(
+        False, env="MYSERVICE_FRONT_PROXY_PROTOCOL", flag="--front-proxy-protocol",
+        help="the front's public port expects a PROXY protocol header (v1 or v2, HAProxy's accept-proxy) "
+             "on every connection, from a load balancer that sends it: its source address is the client's "
+             "(Login's limits, x-forwarded-for); a connection without one is refused. Needs --front haproxy")
     # local backend
     max_instances: int = declare(
         16, env="MYSERVICE_MAX_INSTANCES", flag="--max-instances", minimum=0,

@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import signal
+import subprocess
 import time
 
 import grpc
@@ -15,6 +16,7 @@ import pytest
 
 from myservice import errors
 from myservice.v1 import myservice_pb2 as pb
+from myservice.v1 import myservice_pb2_grpc as pb_grpc
 from myservice_gateway import clientaddress
 
 from ..conftest import KEY, children_of, echo, error_of, md, pid_alive, wait_until
@@ -249,23 +251,118 @@ async def test_the_map_is_rebuilt_after_haproxy_restarts(hgw):
     assert python_calls(hgw) == before  # through the rebuilt map, not Python
 
 
-@needs_haproxy
-async def test_x_forwarded_for_is_the_fronts_own(make_gateway, monkeypatch):
-    # Login's limits count the address HAProxy says the call came from: a client's own
-    # x-forwarded-for is dropped, HAProxy's one value is the TCP peer's; the gateway sees the
-    # front as a Unix socket peer (which clientaddress.py trusts).
+# trusted proxies, the client's x-forwarded-for -> the address Login's limits count (the same
+# on both fronts: clientaddress.py's right-to-left walk), and the value the Python gateway reads
+# behind HAProxy (HAProxy's peer, 127.0.0.1 here, always last).
+XFF_CASES = {
+    "untrusted peer: its value dropped": ("", "6.6.6.6", "127.0.0.1", "127.0.0.1"),
+    "another network trusted": ("10.0.0.0/8", "203.0.113.5", "127.0.0.1", "127.0.0.1"),
+    "trusted peer: the rightmost it sent": (
+        "127.0.0.0/8", "198.51.100.1, 203.0.113.5", "203.0.113.5", "198.51.100.1, 203.0.113.5, 127.0.0.1"),
+    "trusted peer, a trusted hop skipped": (
+        "127.0.0.0/8,10.0.0.0/8", "203.0.113.5, 10.1.1.1", "203.0.113.5", "203.0.113.5, 10.1.1.1, 127.0.0.1"),
+    "trusted peer, garbage stops the walk": (
+        "127.0.0.0/8", "203.0.113.5, unknown", "127.0.0.1", "203.0.113.5, unknown, 127.0.0.1"),
+    "trusted peer, no header": ("127.0.0.0/8", None, "127.0.0.1", "127.0.0.1"),
+}
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("case", XFF_CASES)
+async def test_the_client_address_logins_limits_count(make_gateway, monkeypatch, front, case):
+    # HAProxy appends its peer to a trusted proxy's x-forwarded-for and replaces anyone else's;
+    # the gateway behind it (a Unix socket peer, trusted) then counts what it would count with
+    # no front at all.
+    trusted, sent, key, behind_front = XFF_CASES[case]
     seen = []
     real = clientaddress.client_key
 
-    def spy(peer, metadata, trusted):
-        seen.append((peer, [v for k, v in metadata if k == clientaddress.FORWARDED_FOR]))
-        return real(peer, metadata, trusted)
+    def spy(peer, metadata, trusted_networks):
+        counted = real(peer, metadata, trusted_networks)
+        seen.append((peer.split(":")[0], [v for k, v in metadata if k == clientaddress.FORWARDED_FOR], counted))
+        return counted
     monkeypatch.setattr(clientaddress, "client_key", spy)
-    gw = await make_gateway(front="haproxy")
+    gw = await make_gateway(front=front, trusted_proxies=clientaddress.parse_networks(trusted))
     reply = await gw.stub.Login(pb.LoginRequest(username="TestUser", password="TestPassword", session_id="x"),
-                                metadata=(("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "7.7.7.7")))
-    assert reply.token
-    assert [(peer.startswith("unix:"), values) for peer, values in seen] == [(True, ["127.0.0.1"])]
+                                metadata=((clientaddress.FORWARDED_FOR, sent),) if sent else None)
+    assert reply.role == "user"
+    if front == "haproxy":
+        assert seen == [("unix", [behind_front], key)]
+    else:
+        assert seen == [("ipv4", [sent] if sent else [], key)]
+
+
+class ProxyProtocolRelay:
+    """A load balancer that speaks the PROXY protocol (v1): each connection it accepts goes
+    to `port` after the header `PROXY TCP4 <source> ...` naming `source` as the client."""
+
+    def __init__(self, port: int, source: str) -> None:
+        self.port, self.source = port, source
+        self.server = None
+        self.tasks = set()
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _relay(self, client_reader, client_writer):
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(f"PROXY TCP4 {self.source} 127.0.0.1 40000 {self.port}\r\n".encode())
+
+        async def pipe(src, dst):
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            finally:
+                dst.close()
+        for task in (pipe(client_reader, writer), pipe(reader, client_writer)):
+            self.tasks.add(asyncio.ensure_future(task))
+
+
+@needs_haproxy
+async def test_the_proxy_protocol_source_reaches_logins_limits(make_gateway, tmp_path):
+    from ..conftest import login_outcome, write_users_file
+    users = write_users_file(tmp_path / "users.json", {"bob": "b-pass"})
+    gw = await make_gateway(front="haproxy", front_proxy_protocol=True, users_file=users, dev_user=False,
+                            login_peer_failure_burst=2, login_peer_failures_per_minute=1, login_user_failure_burst=0)
+    throttled, denied = errors.login_throttled(), errors.invalid_credentials()
+    async with ProxyProtocolRelay(gw.gateway.port, "192.0.2.77") as first, \
+            ProxyProtocolRelay(gw.gateway.port, "192.0.2.78") as second:
+        async with grpc.aio.insecure_channel(first.address) as channel:
+            via_first = type("Client", (), {"stub": pb_grpc.MyServiceStub(channel)})
+            for name in ("nobody", "bob"):
+                assert await login_outcome(via_first, name, "guess") == (denied.code, denied.message)
+            # 192.0.2.77's failures are spent: refused whatever the password.
+            assert await login_outcome(via_first, "bob", "b-pass") == (throttled.code, throttled.message)
+        async with grpc.aio.insecure_channel(second.address) as channel:
+            # Another client behind the same balancer (same TCP peer): its own bucket.
+            assert await login_outcome(type("Client", (), {"stub": pb_grpc.MyServiceStub(channel)}),
+                                       "bob", "b-pass") == "user"
+    # Without the header the connection is refused: nobody reaches Login around the balancer.
+    code, _details = await error_of(gw.login("direct"))
+    assert code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_proxy_protocol_needs_the_haproxy_front(tmp_path):
+    from ..conftest import BIN
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MYSERVICE_")}
+    result = subprocess.run([str(BIN / "myservice"), "up", "--host", "127.0.0.1", "--port", "0", "--front", "none",
+                             "--front-proxy-protocol"], env=clean, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "myservice: configuration error: MYSERVICE_FRONT_PROXY_PROTOCOL (--front-proxy-protocol) needs the "
+        "HAProxy front (MYSERVICE_FRONT=haproxy); the front is none: MYSERVICE_FRONT=none")
 
 
 @needs_haproxy

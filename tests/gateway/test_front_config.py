@@ -70,8 +70,9 @@ def test_only_the_forwarded_methods_are_checked_and_routed():
 
 
 def test_forwarded_headers_are_the_fronts():
-    assert lines()[lines().index("    http-request del-header x-forwarded-for") + 1] == (
-        "    http-request set-header x-forwarded-for %[src]")
+    assert [line for line in lines() if "x-forwarded-for" in line] == [
+        "    http-request set-header x-forwarded-for %[src]"]  # a client's own value is replaced
+    assert not [line for line in lines() if "trusted_peer" in line or "accept-proxy" in line]
     assert "    http-request del-header authorization if { var(txn.addr) -m found }" in lines()
     assert "    http-request set-header session-id %[var(txn.sid)] if { var(txn.addr) -m found }" in lines()
     assert "    http-request set-header myservice-user %[var(txn.sub)] if { var(txn.addr) -m found }" in lines()
@@ -165,14 +166,35 @@ def test_a_removed_users_entries_all_go():
 
 
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (make test installs it)")
-def test_haproxy_accepts_the_configuration(tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"trusted_proxies": ("10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"),
+                                       "proxy_protocol": True}])
+def test_haproxy_accepts_the_configuration(tmp_path, extra):
     methods = front.forwarded_methods(("myservice.v1.MyService",))
     rendered = config.render(config.FrontConfig(
         bind="127.0.0.1:65000", gateway_socket=str(tmp_path / "g.sock"), runtime_socket=str(tmp_path / "r.sock"),
-        map_file=str(tmp_path / "m.map"), jwt_key=KEY, issuer='i "$x', audience="a b", methods=methods))
+        map_file=str(tmp_path / "m.map"), jwt_key=KEY, issuer='i "$x', audience="a b", methods=methods, **extra))
     (tmp_path / "m.map").write_text("")
     (tmp_path / "haproxy.cfg").write_text(rendered)
     checked = subprocess.run([shutil.which("haproxy"), "-c", "-f", str(tmp_path / "haproxy.cfg")],
                              capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "WARNING" not in checked.stdout + checked.stderr
+
+
+def test_a_trusted_proxys_x_forwarded_for_is_kept_and_the_peer_appended():
+    trusted = config.FrontConfig(**{**CONFIG.__dict__, "trusted_proxies": ("10.0.0.0/8", "2001:db8::/32")})
+    assert config.forwarded_for(trusted) == [
+        "    acl trusted_peer src 10.0.0.0/8 2001:db8::/32",
+        "    http-request set-var(txn.xff) req.fhdr(x-forwarded-for) if trusted_peer",
+        '    http-request set-header x-forwarded-for "%[var(txn.xff)], %[src]" if { var(txn.xff) -m found }',
+        "    http-request set-header x-forwarded-for %[src] if !{ var(txn.xff) -m found }"]
+    rendered = config.render(trusted).splitlines()
+    assert rendered[rendered.index("    acl trusted_peer src 10.0.0.0/8 2001:db8::/32"):][:4] == (
+        config.forwarded_for(trusted))
+
+
+def test_the_proxy_protocol_is_accepted_on_the_public_bind_only():
+    proxied = config.FrontConfig(**{**CONFIG.__dict__, "proxy_protocol": True})
+    assert config.bind_line(proxied) == "    bind 127.0.0.1:10000 accept-proxy proto h2"
+    assert [line for line in config.render(proxied).splitlines() if "accept-proxy" in line] == [
+        "    bind 127.0.0.1:10000 accept-proxy proto h2"]

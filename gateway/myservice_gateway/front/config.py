@@ -4,9 +4,12 @@ What HAProxy does per call, in the order auth.py does it (the tests hold both
 fronts to the same code and text for every rule):
 
 1. Not a forwarded method (Login, reflection, health, a method the service does
-   not have): to the Python gateway untouched, but for x-forwarded-for, which is
-   always HAProxy's own (a client's value is dropped), so that Login's per-address
-   limits can trust it from the front.
+   not have): to the Python gateway untouched, but for x-forwarded-for, which ends
+   with HAProxy's peer (so that Login's per-address limits can trust it from the
+   front): appended to the peer's own value when the peer is a trusted proxy
+   (MYSERVICE_TRUSTED_PROXIES), the only value otherwise (a client's is dropped).
+   With the PROXY protocol on the bind, the peer is the address the load balancer
+   says it received the connection from.
 2. A second `authorization` or `session-id`: UNAUTHENTICATED "more than one ...".
 3. None (or empty): "missing authorization token", then "missing session-id".
 4. The token (`Bearer ` optional, any case): HS256 only (header `alg` and the
@@ -63,6 +66,10 @@ class FrontConfig:
     # and the client CA file (set: a client certificate signed by it is required).
     tls_cert_file: str | None = None
     tls_client_ca_file: str | None = None
+    # The peers whose x-forwarded-for is kept (CIDRs, MYSERVICE_TRUSTED_PROXIES), and whether
+    # the public bind expects a PROXY protocol header (v1 or v2) first on every connection.
+    trusted_proxies: tuple[str, ...] = ()
+    proxy_protocol: bool = False
 
 
 def quoted(text: str) -> str:
@@ -137,8 +144,24 @@ def bind_line(config: FrontConfig) -> str:
         words.append(f"ssl crt {config.tls_cert_file} alpn h2")
         if config.tls_client_ca_file:
             words.append(f"ca-file {config.tls_client_ca_file} verify required")
+    if config.proxy_protocol:
+        words.append("accept-proxy")
     words.append("proto h2")
     return " ".join(words)
+
+
+def forwarded_for(config: FrontConfig) -> list[str]:
+    """x-forwarded-for as clientaddress.py reads it (right to left, skipping trusted
+    proxies): HAProxy's peer always last. A trusted proxy's own value stays before it;
+    anyone else's is dropped, so a client cannot choose the address Login's limits count
+    it as. One line (the gRPC server keeps only the last line of a repeated header): a
+    trusted proxy's last line, then the peer."""
+    if not config.trusted_proxies:
+        return ["    http-request set-header x-forwarded-for %[src]"]
+    return [f"    acl trusted_peer src {' '.join(config.trusted_proxies)}",
+            "    http-request set-var(txn.xff) req.fhdr(x-forwarded-for) if trusted_peer",
+            '    http-request set-header x-forwarded-for "%[var(txn.xff)], %[src]" if { var(txn.xff) -m found }',
+            "    http-request set-header x-forwarded-for %[src] if !{ var(txn.xff) -m found }"]
 
 
 def render(config: FrontConfig) -> str:
@@ -166,8 +189,7 @@ def render(config: FrontConfig) -> str:
         "",
         f"frontend {FRONTEND}",
         bind_line(config),
-        "    http-request del-header x-forwarded-for",
-        "    http-request set-header x-forwarded-for %[src]",
+        *forwarded_for(config),
         f"    acl fwd path -m str {methods}",
         "    acl failed var(txn.err) -m found",
         check(errors.repeated_credentials, "{ req.fhdr_cnt(authorization) gt 1 }", "{ req.fhdr_cnt(session-id) gt 1 }"),

@@ -105,12 +105,15 @@ class ObservedBackend:
 
 class Front:
     """HAProxy in front of a Python gateway listening on `gateway_socket`; with `tls_files`,
-    HAProxy serves TLS (the Python gateway stays plain behind it: fronttls.py)."""
+    HAProxy serves TLS (the Python gateway stays plain behind it: fronttls.py). The peers
+    in `trusted_proxies` (networks) keep their x-forwarded-for; `proxy_protocol`: the
+    public port expects a PROXY protocol header on every connection (config.py)."""
 
     def __init__(self, *, haproxy: str, host: str, port: int, jwt_key: bytes, issuer: str, audience: str,
                  services: tuple[str, ...] = (contract.SERVICE,),
                  table_key: Callable[[SessionKey], Hashable] = lambda key: key,
-                 tls_files: tls.TlsFiles | None = None) -> None:
+                 tls_files: tls.TlsFiles | None = None, trusted_proxies: tuple = (),
+                 proxy_protocol: bool = False) -> None:
         self.directory = tempfile.mkdtemp(prefix="myservice-front-")  # 0700: sockets, config, map, TLS
         try:
             # First: files that do not check out stop the start before any socket is bound.
@@ -123,7 +126,8 @@ class Front:
         self.supervisor = supervisors.HaproxySupervisor(
             haproxy=haproxy, listener=listener, gateway_socket=self.gateway_socket, jwt_key=jwt_key,
             issuer=issuer, audience=audience, methods=forwarded_methods(services), directory=self.directory,
-            on_start=self._haproxy_started, tls=self.tls)
+            on_start=self._haproxy_started, tls=self.tls,
+            trusted_proxies=tuple(str(network) for network in trusted_proxies), proxy_protocol=proxy_protocol)
         self.map = MapSync(self.supervisor.client, self.supervisor.map_file)
         self._table_key = table_key
         self._ended: Callable[[Hashable], bool] = lambda key: False

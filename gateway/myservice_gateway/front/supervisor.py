@@ -61,7 +61,8 @@ class HaproxySupervisor:
     def __init__(self, *, haproxy: str, listener: socket.socket, gateway_socket: str, jwt_key: bytes,
                  issuer: str, audience: str, methods: tuple[str, ...], directory: str | None = None,
                  on_start: Callable[[], Awaitable[None] | None] = lambda: None,
-                 tls: FrontTls | None = None) -> None:
+                 tls: FrontTls | None = None, trusted_proxies: tuple[str, ...] = (),
+                 proxy_protocol: bool = False) -> None:
         self.haproxy = haproxy
         self.listener = listener
         self.directory = directory or tempfile.mkdtemp(prefix="myservice-front-")  # mode 0700
@@ -72,7 +73,8 @@ class HaproxySupervisor:
             bind=f"fd@{listener.fileno()}", gateway_socket=gateway_socket,
             runtime_socket=self.runtime_socket, map_file=self.map_file, jwt_key=jwt_key,
             issuer=issuer, audience=audience, methods=methods,
-            tls_cert_file=tls.cert_file if tls else None, tls_client_ca_file=tls.client_ca_file if tls else None)
+            tls_cert_file=tls.cert_file if tls else None, tls_client_ca_file=tls.client_ca_file if tls else None,
+            trusted_proxies=trusted_proxies, proxy_protocol=proxy_protocol)
         self.tls = tls
         self.client = RuntimeClient(self.runtime_socket)
         self.process: asyncio.subprocess.Process | None = None
