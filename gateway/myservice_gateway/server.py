@@ -126,15 +126,21 @@ def make_front(settings: GatewaySettings) -> fronts.Front | None:
         if settings.front_proxy_protocol:  # the Python gateway cannot read it: every call would fail
             raise SettingsError("MYSERVICE_FRONT_PROXY_PROTOCOL (--front-proxy-protocol) needs the HAProxy "
                                 f"front (MYSERVICE_FRONT=haproxy); the front is none: {choice.why}")
+        if settings.front_metrics_port:  # nobody would answer on it: say so rather than be silent
+            raise SettingsError("MYSERVICE_FRONT_METRICS_PORT needs the HAProxy front (MYSERVICE_FRONT=haproxy); "
+                                f"the front is none: {choice.why}")
         return None
     # The forwarded services: MYSERVICE_SERVICES once that setting exists, else ours.
     services = getattr(settings, "services", (contract.SERVICE,))
     front = fronts.Front(haproxy=choice.haproxy, host=settings.host, port=settings.port, jwt_key=settings.jwt_key,
                          issuer=settings.jwt_issuer, audience=settings.jwt_audience, services=services,
                          tls_files=tls_files(settings), trusted_proxies=settings.trusted_proxies,
-                         proxy_protocol=settings.front_proxy_protocol)
+                         proxy_protocol=settings.front_proxy_protocol, metrics_host=settings.metrics_host,
+                         metrics_port=settings.front_metrics_port)
     if front.tls:
         log_tls(front.tls.files, front)
+    if front.metrics_port:
+        log.info("HAProxy's metrics on http://%s:%d/metrics", settings.metrics_host, front.metrics_port)
     return front
 
 

@@ -181,7 +181,11 @@ class GatewaySettings:
         help="port of the Prometheus /metrics over HTTP")
     metrics_host: str = declare(
         "127.0.0.1", env="MYSERVICE_METRICS_HOST",
-        help="address /metrics listens on")
+        help="address /metrics listens on (the gateway's, and the front's)")
+    front_metrics_port: int = declare(
+        0, env="MYSERVICE_FRONT_METRICS_PORT", minimum=0, maximum=65535, zero="off",
+        help="port of HAProxy's own Prometheus /metrics (its built-in exporter: the calls of Ready "
+             "sessions, which the gateway's /metrics no longer sees; docs/metrics.md). Needs --front haproxy")
     # kubernetes backend
     namespace: str = declare(
         "default", env="MYSERVICE_NAMESPACE",

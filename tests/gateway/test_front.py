@@ -365,6 +365,63 @@ def test_the_proxy_protocol_needs_the_haproxy_front(tmp_path):
         "HAProxy front (MYSERVICE_FRONT=haproxy); the front is none: MYSERVICE_FRONT=none")
 
 
+def _scrape(port: int, path: str = "/metrics") -> tuple[int, str, dict[str, float]]:
+    """(HTTP status, content type, {series with labels: value}) of a Prometheus endpoint."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            status, kind, text = answer.status, answer.headers["content-type"], answer.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["content-type"] or "", {}
+    series = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            series[name] = float(value)
+    return status, kind, series
+
+
+@needs_haproxy
+async def test_haproxys_own_metrics_count_the_fast_path(make_gateway):
+    from ..conftest import _free_port
+    gw = await make_gateway(front="haproxy", front_metrics_port=_free_port())
+    port = gw.gateway.front.metrics_port
+    metadata = await gw.session("counted")
+    await echo(gw, metadata)  # the first call: through Python
+    await settled(gw)
+    for _ in range(5):
+        await echo(gw, metadata)  # straight to the instance
+    status, kind, series = await asyncio.to_thread(_scrape, port)
+    assert (status, kind.split(";")[0]) == (200, "text/plain")
+    # HAProxy's figures: 5 calls to the instance, Login and the first Echo to Python, 7 in all.
+    assert series['haproxy_backend_http_requests_total{proxy="instances"}'] == 5
+    assert series['haproxy_backend_http_requests_total{proxy="gateway"}'] == 2
+    assert series['haproxy_frontend_http_requests_total{proxy="myservice"}'] == 7
+    # The gateway's own: the one Echo it proxied.
+    assert python_calls(gw, but="Login") == 1
+    assert (await asyncio.to_thread(_scrape, port, "/"))[0] == 404  # /metrics only
+    # A call whose instance is gone (a stale entry) is a connection error of the backend.
+    gone = await gw.session("gone")
+    gw.gateway.front.map.ready(("TestUser", "gone"), "TestUser", "gone", "127.0.0.1:1")
+    await settled(gw)
+    assert await error_of(echo(gw, gone)) == code_and_text(errors.backend_unavailable())
+    series = (await asyncio.to_thread(_scrape, port))[2]
+    assert series['haproxy_backend_connection_errors_total{proxy="instances"}'] == 1
+
+
+def test_the_front_metrics_port_needs_the_haproxy_front(tmp_path):
+    from ..conftest import BIN
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MYSERVICE_")}
+    result = subprocess.run([str(BIN / "myservice"), "up", "--host", "127.0.0.1", "--port", "0", "--front", "none"],
+                            env={**clean, "MYSERVICE_FRONT_METRICS_PORT": "9101"}, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "myservice: configuration error: MYSERVICE_FRONT_METRICS_PORT needs the HAProxy front "
+        "(MYSERVICE_FRONT=haproxy); the front is none: MYSERVICE_FRONT=none")
+
+
 @needs_haproxy
 def test_haproxy_dies_with_a_killed_gateway(up_process):
     up = up_process("--front", "haproxy")

@@ -167,7 +167,7 @@ def test_a_removed_users_entries_all_go():
 
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (make test installs it)")
 @pytest.mark.parametrize("extra", [{}, {"trusted_proxies": ("10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"),
-                                       "proxy_protocol": True}])
+                                       "proxy_protocol": True, "metrics_bind": "127.0.0.1:65001"}])
 def test_haproxy_accepts_the_configuration(tmp_path, extra):
     methods = front.forwarded_methods(("myservice.v1.MyService",))
     rendered = config.render(config.FrontConfig(
@@ -198,3 +198,16 @@ def test_the_proxy_protocol_is_accepted_on_the_public_bind_only():
     assert config.bind_line(proxied) == "    bind 127.0.0.1:10000 accept-proxy proto h2"
     assert [line for line in config.render(proxied).splitlines() if "accept-proxy" in line] == [
         "    bind 127.0.0.1:10000 accept-proxy proto h2"]
+
+
+def test_haproxys_exporter_has_a_bind_of_its_own():
+    assert "frontend metrics" not in config.render(CONFIG)
+    rendered = config.render(config.FrontConfig(**{**CONFIG.__dict__, "metrics_bind": "fd@7"})).splitlines()
+    start = rendered.index("frontend metrics")
+    assert rendered[start:start + 5] == [
+        "frontend metrics",
+        "    bind fd@7",
+        "    timeout client 30s",
+        "    http-request use-service prometheus-exporter if { path /metrics }",
+        "    http-request return status 404"]
+    assert start > rendered.index("backend gateway")  # after the public frontend's rules

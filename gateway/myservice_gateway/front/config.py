@@ -38,6 +38,7 @@ from . import mapkeeper
 FRONTEND = "myservice"
 INSTANCES_BACKEND = "instances"
 GATEWAY_BACKEND = "gateway"
+METRICS_FRONTEND = "metrics"
 
 # Long calls are the instances' business (their idle timeout and maximum lifetime
 # end sessions): the front must not cut a Chat stream that stays quiet for hours.
@@ -46,6 +47,7 @@ LONG_TIMEOUT = "25h"
 HEADERS_TIMEOUT = "10s"
 CONNECT_TIMEOUT = "5s"
 REFUSAL_BODY_WAIT = "1s"
+METRICS_TIMEOUT = "30s"  # a scrape, not a stream
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +72,8 @@ class FrontConfig:
     # the public bind expects a PROXY protocol header (v1 or v2) first on every connection.
     trusted_proxies: tuple[str, ...] = ()
     proxy_protocol: bool = False
+    # HAProxy's own Prometheus exporter (its PROMEX service) on a bind of its own, or None.
+    metrics_bind: str | None = None
 
 
 def quoted(text: str) -> str:
@@ -246,5 +250,19 @@ def render(config: FrontConfig) -> str:
         # The Python gateway away (restarting): calls fail fast, as the contract says it.
         *_unavailable_errors(unavailable),
         "",
+        *metrics_frontend(config),
     ]
     return "\n".join(lines)
+
+
+def metrics_frontend(config: FrontConfig) -> list[str]:
+    """HAProxy's Prometheus exporter (built in: USE_PROMEX) on its own plain HTTP bind:
+    /metrics only, never on the public port. Its figures are HAProxy's (docs/metrics.md)."""
+    if not config.metrics_bind:
+        return []
+    return [f"frontend {METRICS_FRONTEND}",
+            f"    bind {config.metrics_bind}",
+            f"    timeout client {METRICS_TIMEOUT}",
+            "    http-request use-service prometheus-exporter if { path /metrics }",
+            "    http-request return status 404",
+            ""]

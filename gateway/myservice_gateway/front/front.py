@@ -107,18 +107,25 @@ class Front:
     """HAProxy in front of a Python gateway listening on `gateway_socket`; with `tls_files`,
     HAProxy serves TLS (the Python gateway stays plain behind it: fronttls.py). The peers
     in `trusted_proxies` (networks) keep their x-forwarded-for; `proxy_protocol`: the
-    public port expects a PROXY protocol header on every connection (config.py)."""
+    public port expects a PROXY protocol header on every connection (config.py);
+    `metrics_port`: HAProxy's Prometheus exporter listens there (0: none)."""
 
     def __init__(self, *, haproxy: str, host: str, port: int, jwt_key: bytes, issuer: str, audience: str,
                  services: tuple[str, ...] = (contract.SERVICE,),
                  table_key: Callable[[SessionKey], Hashable] = lambda key: key,
                  tls_files: tls.TlsFiles | None = None, trusted_proxies: tuple = (),
-                 proxy_protocol: bool = False) -> None:
+                 proxy_protocol: bool = False, metrics_host: str = "127.0.0.1", metrics_port: int = 0) -> None:
         self.directory = tempfile.mkdtemp(prefix="myservice-front-")  # 0700: sockets, config, map, TLS
         try:
             # First: files that do not check out stop the start before any socket is bound.
             self.tls = FrontTls.load(tls_files, self.directory) if tls_files else None
-            listener = supervisors.listening_socket(host, port)
+            metrics = supervisors.listening_socket(metrics_host, metrics_port) if metrics_port else None
+            try:
+                listener = supervisors.listening_socket(host, port)
+            except BaseException:
+                if metrics:
+                    metrics.close()
+                raise
         except BaseException:
             shutil.rmtree(self.directory, ignore_errors=True)
             raise
@@ -127,7 +134,8 @@ class Front:
             haproxy=haproxy, listener=listener, gateway_socket=self.gateway_socket, jwt_key=jwt_key,
             issuer=issuer, audience=audience, methods=forwarded_methods(services), directory=self.directory,
             on_start=self._haproxy_started, tls=self.tls,
-            trusted_proxies=tuple(str(network) for network in trusted_proxies), proxy_protocol=proxy_protocol)
+            trusted_proxies=tuple(str(network) for network in trusted_proxies), proxy_protocol=proxy_protocol,
+            metrics_listener=metrics)
         self.map = MapSync(self.supervisor.client, self.supervisor.map_file)
         self._table_key = table_key
         self._ended: Callable[[Hashable], bool] = lambda key: False
@@ -135,6 +143,12 @@ class Front:
     @property
     def port(self) -> int:
         return self.supervisor.port
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port of HAProxy's Prometheus exporter, None when it has none."""
+        listener = self.supervisor.metrics_listener
+        return listener.getsockname()[1] if listener else None
 
     @property
     def gateway_address(self) -> str:

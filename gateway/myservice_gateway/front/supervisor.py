@@ -62,7 +62,7 @@ class HaproxySupervisor:
                  issuer: str, audience: str, methods: tuple[str, ...], directory: str | None = None,
                  on_start: Callable[[], Awaitable[None] | None] = lambda: None,
                  tls: FrontTls | None = None, trusted_proxies: tuple[str, ...] = (),
-                 proxy_protocol: bool = False) -> None:
+                 proxy_protocol: bool = False, metrics_listener: socket.socket | None = None) -> None:
         self.haproxy = haproxy
         self.listener = listener
         self.directory = directory or tempfile.mkdtemp(prefix="myservice-front-")  # mode 0700
@@ -74,7 +74,9 @@ class HaproxySupervisor:
             runtime_socket=self.runtime_socket, map_file=self.map_file, jwt_key=jwt_key,
             issuer=issuer, audience=audience, methods=methods,
             tls_cert_file=tls.cert_file if tls else None, tls_client_ca_file=tls.client_ca_file if tls else None,
-            trusted_proxies=trusted_proxies, proxy_protocol=proxy_protocol)
+            trusted_proxies=trusted_proxies, proxy_protocol=proxy_protocol,
+            metrics_bind=f"fd@{metrics_listener.fileno()}" if metrics_listener else None)
+        self.metrics_listener = metrics_listener
         self.tls = tls
         self.client = RuntimeClient(self.runtime_socket)
         self.process: asyncio.subprocess.Process | None = None
@@ -105,7 +107,7 @@ class HaproxySupervisor:
             log.warning("setpriv not found: haproxy (pid below) will outlive a killed gateway")
         self.process = await asyncio.create_subprocess_exec(
             *haproxy_command(self.haproxy, self.config_file, setpriv),
-            stdin=asyncio.subprocess.DEVNULL, pass_fds=(self.listener.fileno(),), start_new_session=True)
+            stdin=asyncio.subprocess.DEVNULL, pass_fds=self._inherited(), start_new_session=True)
         await self._wait_answering()
         self.starts += 1
         log.info("haproxy %s (pid %d) serving the front on port %d", "started" if self.starts == 1 else "restarted",
@@ -113,6 +115,10 @@ class HaproxySupervisor:
         done = self._on_start()
         if done is not None:
             await done
+
+    def _inherited(self) -> tuple[int, ...]:
+        """The sockets HAProxy binds as fd@N: the public one, and the metrics one if any."""
+        return (self.listener.fileno(),) + ((self.metrics_listener.fileno(),) if self.metrics_listener else ())
 
     async def _wait_answering(self) -> None:
         """Until the runtime API answers (HAProxy has parsed its configuration and bound)."""
@@ -158,6 +164,8 @@ class HaproxySupervisor:
                 process.kill()
                 await process.wait()
         self.listener.close()
+        if self.metrics_listener:
+            self.metrics_listener.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
