@@ -20,7 +20,11 @@ a second, so the steady pattern logs in as a user with a cost-4 bcrypt hash (a h
 string holds its own parameters; ~1 ms): it measures the sessions, not argon2.
 Everything is deleted at the end (namespace), also on Ctrl-C.
 
-    .venv/bin/python bench/session_start_cluster.py [--pool 24] [--json out.json]
+With --baseline-images, the whole run is made twice back to back, first on those images
+(e.g. built from an older revision), then on this tree's, and after/before ratios are
+printed: a before and after taken in the same quiet period.
+
+    .venv/bin/python bench/session_start_cluster.py [--pool 24] [--baseline-images G,S] [--json out.json]
 """
 from __future__ import annotations
 
@@ -153,24 +157,14 @@ def summary(samples: list[dict]) -> dict:
     return out
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pool", type=int, default=24, help="warm pool size for the warm mode (24)")
-    parser.add_argument("--sequential", type=int, default=10, help="sessions one at a time (10)")
-    parser.add_argument("--burst", type=int, default=8, help="sessions at once (8)")
-    parser.add_argument("--rate", type=float, default=10.0, help="Logins/s of the steady pattern (10)")
-    parser.add_argument("--rate-sessions", type=int, default=20, help="sessions of the steady pattern (20)")
-    parser.add_argument("--max-sessions", type=int, default=40, help="operator.maxSessions of the release (40)")
-    parser.add_argument("--json", metavar="PATH", help="also write the samples and figures here")
-    args = parser.parse_args()
-    if args.burst > args.max_sessions or args.rate_sessions > args.max_sessions:
-        parser.error("--burst and --rate-sessions must fit in --max-sessions")
-
-    cfg = fw.Config.from_env()
+def run_images(cfg: fw.Config, args: argparse.Namespace) -> dict:
+    """Every pattern, cold then warm, on a release of cfg's images in a namespace of its own
+    (deleted at the end, also on Ctrl-C)."""
     cfg.namespace = f"myservice-bench-{uuid.uuid4().hex[:6]}"
     kube = fw.Kube(cfg)
     bench = Bench(kube, cfg, args)
     results: dict = {}
+    fw.log(f"images {cfg.gateway_image} and {cfg.service_image}")
     try:
         bench.install()
         address = bench.gateway_address()
@@ -194,8 +188,12 @@ def main() -> int:
     finally:
         kube.kubectl("delete", "mss", "--all", "--wait=false", check=False)
         kube.kubectl("delete", "namespace", cfg.namespace, "--wait=false", namespaced=False, check=False)
+    return results
 
-    print("\npattern           mode  Login p50  first call p50/p90/p99 ms   Login->first Echo p50/p99 ms")
+
+def print_table(label: str, results: dict) -> None:
+    print(f"\n{label}")
+    print("pattern           mode  Login p50  first call p50/p90/p99 ms   Login->first Echo p50/p99 ms")
     for name in results["cold"]:
         for mode in ("cold", "warm"):
             s = results[mode][name]["summary"]
@@ -205,12 +203,63 @@ def main() -> int:
         cold, warm = results["cold"][name]["summary"], results["warm"][name]["summary"]
         print(f"{'':17} warm/cold first call p50 {warm['first_call']['p50'] / cold['first_call']['p50']:.3f}, "
               f"Login->Echo p50 {warm['total']['p50'] / cold['total']['p50']:.3f}")
+
+
+def print_ratios(before: dict, after: dict) -> None:
+    """after / before for each pattern and mode: p50 and p99 of the first call and of
+    Login -> first Echo (the two runs share the machine's state of the moment)."""
+    print("\nafter / before   mode  first call p50 p99   Login->first Echo p50 p99")
+    for name in after["cold"]:
+        for mode in ("cold", "warm"):
+            a, b = after[mode][name]["summary"], before[mode][name]["summary"]
+            ratio = lambda key, q: a[key][q] / b[key][q] if b[key][q] else float("nan")  # noqa: E731
+            print(f"{name:16} {mode:4}  {ratio('first_call', 'p50'):10.2f} {ratio('first_call', 'p99'):5.2f}"
+                  f"   {ratio('total', 'p50'):16.2f} {ratio('total', 'p99'):5.2f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pool", type=int, default=24, help="warm pool size for the warm mode (24)")
+    parser.add_argument("--sequential", type=int, default=10, help="sessions one at a time (10)")
+    parser.add_argument("--burst", type=int, default=8, help="sessions at once (8)")
+    parser.add_argument("--rate", type=float, default=10.0, help="Logins/s of the steady pattern (10)")
+    parser.add_argument("--rate-sessions", type=int, default=20, help="sessions of the steady pattern (20)")
+    parser.add_argument("--max-sessions", type=int, default=40, help="operator.maxSessions of the release (40)")
+    parser.add_argument("--baseline-images", metavar="GATEWAY,SERVICE",
+                        help="first run every pattern on these images (already in the cluster's containerd, "
+                             "e.g. built from an older revision: docs/benchmarks.md), then on this tree's, "
+                             "and print after/before ratios")
+    parser.add_argument("--json", metavar="PATH", help="also write the samples and figures here")
+    args = parser.parse_args()
+    if args.burst > args.max_sessions or args.rate_sessions > args.max_sessions:
+        parser.error("--burst and --rate-sessions must fit in --max-sessions")
+    baseline = args.baseline_images.split(",") if args.baseline_images else None
+    if baseline is not None and (len(baseline) != 2 or not all(baseline)):
+        parser.error("--baseline-images takes two images: GATEWAY,SERVICE")
+
+    cfg = fw.Config.from_env()
+    results: dict = {}
+    if baseline is not None:
+        before_cfg = fw.Config.from_env()
+        before_cfg.gateway_image, before_cfg.service_image = baseline
+        results["before"] = run_images(before_cfg, args)
+    results["after" if baseline else "this tree"] = run_images(cfg, args)
+
+    for label, figures in results.items():
+        images = f"{before_cfg.gateway_image}, {before_cfg.service_image}" if label == "before" \
+            else f"{cfg.gateway_image}, {cfg.service_image}"
+        print_table(f"{label} ({images})", figures)
+    if baseline is not None:
+        print_ratios(results["before"], results["after"])
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps(results if baseline else results["this tree"], indent=1))
+    final = results["after" if baseline else "this tree"]
     steady = f"{args.rate:g}/s x {args.rate_sessions}"
-    warm, cold = results["warm"][steady]["summary"], results["cold"]["one at a time"]["summary"]
+    warm, cold = final["warm"][steady]["summary"], final["cold"]["one at a time"]["summary"]
+    burst = final["cold"][f"burst of {args.burst}"]["summary"]
     print(f"session start: warm first call p99 {warm['first_call']['p99']:.0f} ms at {args.rate:g}/s, "
-          f"cold Login->first Echo p50 {cold['total']['p50']:.0f} ms one at a time")
+          f"cold Login->first Echo p50 {cold['total']['p50']:.0f} ms one at a time, "
+          f"cold burst of {args.burst} Login->first Echo p99 {burst['total']['p99']:.0f} ms")
     return 0
 
 

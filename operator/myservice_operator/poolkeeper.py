@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from . import pool
-from .background import Background
+from .background import Background, Urgency
 from .indexes import pool_member
 from .settings import Settings
 from .timer import DeadlineTimer
@@ -71,7 +71,7 @@ class PoolKeeper:
         if not self.enabled:
             return
         try:
-            listed = await self._background.call(self.kube.list_pool_pods)
+            listed = await self._background.call(self.kube.list_pool_pods, urgency=Urgency.UPKEEP)
         except Exception:
             log.exception("listing the warm pool failed; it fills from the watch's events instead")
             return
@@ -100,7 +100,8 @@ class PoolKeeper:
         owner; the pod as patched (clients.Conflict: it changed since the index saw it, or went)."""
         patch = pool.claim_patch(member, resource=resource, uid=uid, session_id=session_id,
                                  settings=self.settings, now=now)
-        labelled = await self._background.call(self.kube.claim_pod, member.name, patch)
+        labelled = await self._background.call(self.kube.claim_pod, member.name, patch,
+                                                urgency=Urgency.UPKEEP)
         log.info("warm pool pod %s labelled for session %s", member.name, resource)
         return labelled
 
@@ -133,7 +134,7 @@ class PoolKeeper:
     async def _create(self, manifest: Mapping) -> None:
         name = manifest["metadata"]["name"]
         try:
-            await self._background.call(self.kube.create_pod, manifest)
+            await self._background.call(self.kube.create_pod, manifest, urgency=Urgency.UPKEEP)
         except Exception as error:
             # Made again at the next pool event or check (not at once: no loop while the API fails).
             self._creating.discard(name)
@@ -144,7 +145,7 @@ class PoolKeeper:
 
     async def _delete(self, name: str) -> None:
         try:
-            await self._background.call(self.kube.delete_pod, name)
+            await self._background.call(self.kube.delete_pod, name, urgency=Urgency.UPKEEP)
         except Exception as error:
             self._deleting.discard(name)
             log.warning("warm pool pod %s not deleted: %s", name, error)
