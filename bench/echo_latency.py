@@ -11,6 +11,9 @@
            on every call: authentication and routing on), the Python gateway alone
   front    through `myservice up --front haproxy`: HAProxy checks the token and
            sends the Ready session's calls straight to its instance (issue 18)
+  front-tls  the same with TLS at HAProxy (`--tls-cert/--tls-key`, an ECDSA P-256
+           certificate made here for 127.0.0.1; the worker verifies it): TLS costs
+           the front's CPU only, the gateway behind it stays plain
 
 at each concurrency of --concurrency (default 1 and 16 callers). Targets are
 interleaved over --rounds rounds (the order rotates every round) and the table
@@ -35,7 +38,7 @@ on the path (from /proc), which another job on the machine disturbs far less.
 
     .venv/bin/python bench/echo_latency.py [--requests N] [--rounds R]
         [--concurrency 1,16] [--json PATH|-] [--client threads|aio]
-        [--targets direct,nginx,bare,gateway,front] [--compare-gateway DIR] [--profile FILE]
+        [--targets direct,nginx,bare,gateway,front,front-tls] [--compare-gateway DIR] [--profile FILE]
 
 nginx missing: the script installs Debian's nginx-light (apt-get, needs root)
 and says so; it never touches a system nginx service, it runs a private nginx
@@ -63,8 +66,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TARGETS = ("direct", "nginx", "bare", "gateway", "front")
-PROXIED = ("gateway", "front")  # the targets the ratios are about
+TARGETS = ("direct", "nginx", "bare", "gateway", "front", "front-tls")
+PROXIED = ("gateway", "front", "front-tls")  # the targets the ratios are about
 BASELINE = "gw-base"  # --compare-gateway: a second gateway, from another source tree (A/B of a change)
 METHOD = "/myservice.v1.MyService/MyServiceEcho"
 ECHO_VALUE = "bench-echo-0123456789abcdefgh"  # EchoRequest(value=...) is 31 bytes on the wire
@@ -79,6 +82,8 @@ FLOOR_THROUGHPUT_RATIO = 0.5  # gateway throughput at least 50% of direct (at th
 FRONT_P50_ADDED_MS = 0.25
 FRONT_THROUGHPUT_RATIO = 0.85
 FRONT_CPU_US = 150.0
+# ... and with TLS at the front, >= 80 % of direct's (plaintext) throughput.
+FRONT_TLS_THROUGHPUT_RATIO = 0.80
 
 
 def say(message: str) -> None:
@@ -123,10 +128,16 @@ class _Worker:
             self.loop = asyncio.new_event_loop()
 
     # -- setup ---------------------------------------------------------------------------------
-    def connect(self, name: str, address: str, session_id: str, login: bool) -> dict:
+    def connect(self, name: str, address: str, session_id: str, login: bool, tls_ca: str | None = None) -> dict:
         grpc, pb = self.grpc, self.pb
+        credentials = None
+        if tls_ca:  # verify the server against this CA: a real TLS client, handshake included
+            credentials = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
+
+        def channel_of(kind):
+            return kind.secure_channel(address, credentials) if credentials else kind.insecure_channel(address)
         # Setup (readiness, Login, the checked first call) always uses a sync channel.
-        with grpc.insecure_channel(address) as setup:
+        with channel_of(grpc) as setup:
             grpc.channel_ready_future(setup).result(timeout=START_TIMEOUT)
             metadata: tuple[tuple[str, str], ...] = (("session-id", session_id),)
             if login:
@@ -142,10 +153,10 @@ class _Worker:
                 raise RuntimeError(f"{name}: unexpected echo {echo}")
         if self.client == "aio":
             async def make():
-                return grpc.aio.insecure_channel(address)
+                return channel_of(grpc.aio)
             channel = self.loop.run_until_complete(make())
         else:
-            channel = grpc.insecure_channel(address)
+            channel = channel_of(grpc)
         # Bytes in, bytes out: the client does no protobuf work per call.
         self.targets[name] = (channel, channel.unary_unary(METHOD), metadata)
         return {"pod_name": echo.pod_name, "request_bytes": len(self.payload)}
@@ -433,6 +444,40 @@ http {{
 """
 
 
+def make_certificate(directory: Path) -> tuple[str, str, str]:
+    """A CA and a server certificate for 127.0.0.1 signed by it (ECDSA P-256, one day), as
+    PEM files in `directory`: (CA file, certificate file, key file)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def build(subject: str, issuer: str, public_key):
+        return (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                .public_key(public_key).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1)))
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (build("myservice bench CA", "myservice bench CA", ca_key.public_key())
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    cert = (build("myservice bench gateway", "myservice bench CA", key.public_key())
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = directory / "tls-ca.pem", directory / "tls-cert.pem", directory / "tls-key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return tuple(str(p) for p in paths)
+
+
 def find_nginx() -> str | None:
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
 
@@ -558,6 +603,12 @@ class Bench:
         # (e) the gateway behind its HAProxy front.
         if "front" in self.args.targets:
             gateways["front"] = self._start_gateway("front", None, front="haproxy")
+        # (f) the same with TLS at HAProxy.
+        tls_ca = None
+        if "front-tls" in self.args.targets:
+            tls_ca, cert, key = make_certificate(self.tmp)
+            gateways["front-tls"] = self._start_gateway("front-tls", None, front="haproxy",
+                                                        extra=("--tls-cert", cert, "--tls-key", key))
         if self.args.compare_gateway:
             gateways[BASELINE] = self._start_gateway(BASELINE, self.args.compare_gateway)
         # The load generator.
@@ -573,7 +624,8 @@ class Bench:
         for name in addresses:
             sid = f"bench-{name}-{uuid.uuid4().hex[:8]}" if name in gateways else direct_sid
             reply = self._ask({"op": "connect", "name": name, "address": addresses[name], "session_id": sid,
-                               "login": name in gateways}, timeout=START_TIMEOUT * 2)
+                               "login": name in gateways, "tls_ca": tls_ca if name == "front-tls" else None},
+                              timeout=START_TIMEOUT * 2)
             say(f"{name}: echo ok (pod_name={reply['pod_name']}, {reply['request_bytes']}-byte request)")
             self.info["request_bytes"] = reply["request_bytes"]
         # Whose CPU time each path costs (the client's is the worker's, the same for all).
@@ -597,7 +649,8 @@ class Bench:
             time.sleep(self.args.pause_after_start)
         return addresses
 
-    def _start_gateway(self, name: str, source: str | None, front: str = "none") -> tuple[subprocess.Popen, int]:
+    def _start_gateway(self, name: str, source: str | None, front: str = "none",
+                       extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, int]:
         port = _free_port()
         log = self.tmp / f"{name}.log"
         env = dict(os.environ)
@@ -605,7 +658,7 @@ class Bench:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(source).resolve()), env.get("PYTHONPATH")]))
         proc = self.procs.start(name, [
             str(BIN / "myservice"), "up", "--host", "127.0.0.1", "--port", str(port), "--max-instances", "2",
-            "--front", front],
+            "--front", front, *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env)
         _wait_port(port, proc, name, log)
         say(f"{name} pid {proc.pid} on 127.0.0.1:{port}" + (f" (myservice_gateway from {source})" if source else ""))
@@ -741,6 +794,16 @@ def render(rows: list[dict], rats: list[dict], floor_concurrency: int) -> str:
                         if r["target"] == "front" and r["concurrency"] == x["concurrency"]), None)
             if cpu is not None:
                 line += f"; haproxy {cpu:.0f} us/call (<= {FRONT_CPU_US:.0f}: {'PASS' if cpu <= FRONT_CPU_US else 'MISS'})"
+            lines.append(line)
+        elif x["vs"] == "direct" and x["target"] == "front-tls":
+            line = f"front-tls at {x['concurrency']} caller(s): p50 +{x['p50_added_ms']:.3f} ms over direct (plaintext)"
+            if x["concurrency"] == floor_concurrency:
+                line += (f"; throughput {x['throughput_ratio']:.1%} of direct (>= {FRONT_TLS_THROUGHPUT_RATIO:.0%}: "
+                         f"{'PASS' if x['throughput_ratio'] >= FRONT_TLS_THROUGHPUT_RATIO else 'MISS'})")
+            cpu = next((r["cpu_us_per_call"].get("haproxy") for r in rows
+                        if r["target"] == "front-tls" and r["concurrency"] == x["concurrency"]), None)
+            if cpu is not None:
+                line += f"; haproxy {cpu:.0f} us/call"
             lines.append(line)
         elif x["vs"] == "direct" and x["target"] == "gateway":
             p50_ok = x["p50_ratio"] <= FLOOR_P50_RATIO
