@@ -211,3 +211,20 @@ def test_haproxys_exporter_has_a_bind_of_its_own():
         "    http-request use-service prometheus-exporter if { path /metrics }",
         "    http-request return status 404"]
     assert start > rendered.index("backend gateway")  # after the public frontend's rules
+
+
+def test_the_public_socket_takes_an_ipv6_host_with_or_without_brackets():
+    import socket as sockets
+
+    from myservice_gateway.front import supervisor
+    for host in ("[::1]", "::1"):
+        try:
+            sock = supervisor.listening_socket(host, 0)
+        except OSError as e:
+            pytest.skip(f"no IPv6 loopback here: {e}")
+        with sock:
+            assert (sock.family, sock.getsockname()[0]) == (sockets.AF_INET6, "::1")
+            port = sock.getsockname()[1]
+            with pytest.raises(OSError, match=rf"^cannot listen on {re.escape(host)}:{port} \(address in use or not "
+                                              r"available\)$"):
+                supervisor.listening_socket(host, port)

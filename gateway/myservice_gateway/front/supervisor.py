@@ -33,12 +33,14 @@ MAP_NAME = "sessions.map"
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
-    """The public socket (IPv4 or IPv6 by the host's form), listening, inheritable."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    """The public socket (IPv4 or IPv6 by the host's form; `[::]` as gRPC writes it, or
+    `::`), listening, inheritable."""
+    address = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        sock.bind((address, port))
     except OSError:
         sock.close()
         raise OSError(f"cannot listen on {host}:{port} (address in use or not available)") from None
