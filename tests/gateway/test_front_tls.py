@@ -156,3 +156,46 @@ def test_haproxy_accepts_the_tls_configuration(tmp_path, ca1):
     checked = subprocess.run([HAPROXY, "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "WARNING" not in checked.stdout + checked.stderr
+
+
+class FakeRuntime:
+    """The runtime API as FrontTls sees it: set_ssl recorded, or refused as told."""
+
+    def __init__(self):
+        self.calls, self.refuse = [], {}
+
+    async def set_ssl(self, kind, name, pem):
+        if kind in self.refuse:
+            raise self.refuse[kind]
+        self.calls.append((kind, os.path.basename(name), pem))
+
+
+async def test_a_rotation_haproxy_missed_is_given_again_and_a_too_large_cert_does_not_hold_back_the_ca(
+        files, tmp_path, ca1, ca2, caplog):
+    caplog.set_level(logging.INFO, logger="myservice.gateway.front")
+    files.write(issue(ca1, "gateway"), ca1)
+    front_dir = tmp_path / "front"
+    front_dir.mkdir(mode=0o700)
+    front_tls = fronttls.FrontTls.load(tls.TlsFiles(str(files.cert), str(files.key), str(files.ca)), str(front_dir))
+    client = FakeRuntime()
+    assert await front_tls.check(client) is False and client.calls == []  # nothing changed
+    files.write(issue(ca2, "gateway, rotated"), ca2)
+    client.refuse["cert"] = runtime.RuntimeApiError("HAProxy runtime API at r.sock: Connection refused")
+    assert await front_tls.check(client) is False  # HAProxy restarting: the files are new already
+    assert (front_dir / "front.pem").read_text() == fronttls.combined_pem(tls.load(front_tls.files))
+    assert await front_tls.check(client) is False  # still away: no second warning
+    del client.refuse["cert"]
+    assert await front_tls.check(client) is True  # back: given again
+    assert [(kind, name) for kind, name, _ in client.calls] == [("cert", "front.pem"), ("ca-file", "client-ca.pem")]
+    assert await front_tls.check(client) is False and len(client.calls) == 2  # taken once
+    files.write(issue(ca1, "gateway, again"), make_ca("another client CA"))
+    client.refuse["cert"] = runtime.PayloadTooLarge("set ssl cert front.pem: 20000 bytes of PEM, more than ...")
+    assert await front_tls.check(client) is True  # the CA went through
+    assert [(kind, name) for kind, name, _ in client.calls[2:]] == [("ca-file", "client-ca.pem")]
+    assert await front_tls.check(client) is False  # the cert is not tried again and again
+    assert [r.getMessage() for r in caplog.records] == [
+        "HAProxy did not take the new TLS files yet (tried again every 1s): "
+        "HAProxy runtime API at r.sock: Connection refused",
+        "HAProxy serves the new TLS files to new connections (established ones keep theirs)",
+        "HAProxy keeps its TLS cert in use until it restarts: set ssl cert front.pem: 20000 bytes of PEM, more than ...",
+        "HAProxy serves the new TLS files to new connections (established ones keep theirs)"]

@@ -54,7 +54,7 @@ class FrontTls:
         self.period = period
         self.commits = 0  # new material HAProxy took through its runtime API
         self._material = material  # the files' content as last checked out (and written)
-        self._served = material  # what the running HAProxy has
+        self._served = self._wanted()  # what the running HAProxy has, by kind ("cert", "ca-file")
         self._last_problem = ""
         self._task: asyncio.Task | None = None
 
@@ -89,29 +89,34 @@ class FrontTls:
         if material is not None:
             self._material = material
             self.write_files()  # first: an HAProxy (re)starting now loads these
-        wanted, served = self._material, self._served
-        if wanted is served:
-            return False
-        try:
-            if (wanted.cert_chain, wanted.private_key) != (served.cert_chain, served.private_key):
-                await client.set_ssl("cert", self.cert_file, combined_pem(wanted))
-            if self.client_ca_file and wanted.client_ca != served.client_ca:
-                await client.set_ssl("ca-file", self.client_ca_file, pem_text(wanted.client_ca or b""))
-        except PayloadTooLarge as e:
-            self._served = wanted  # never fits: loaded from the file when HAProxy next starts
-            log.error("HAProxy keeps its TLS certificate in use until it restarts: %s", e)
-            return False
-        except RuntimeApiError as e:
-            if str(e) != self._last_problem:
-                self._last_problem = str(e)
-                log.warning("HAProxy did not take the new TLS files yet (tried again every %gs): %s",
-                            self.period, e)
-            return False
-        self._served = wanted
-        self._last_problem = ""
-        self.commits += 1
-        log.info("HAProxy serves the new TLS files to new connections (established ones keep theirs)")
-        return True
+        wanted = self._wanted()
+        took = False
+        for kind, name in (("cert", self.cert_file), ("ca-file", self.client_ca_file)):
+            if name is None or wanted[kind] == self._served[kind]:
+                continue
+            try:
+                await client.set_ssl(kind, name, wanted[kind])
+            except PayloadTooLarge as e:
+                self._served[kind] = wanted[kind]  # never fits: loaded from the file when HAProxy next starts
+                log.error("HAProxy keeps its TLS %s in use until it restarts: %s", kind, e)
+                continue
+            except RuntimeApiError as e:
+                if str(e) != self._last_problem:
+                    self._last_problem = str(e)
+                    log.warning("HAProxy did not take the new TLS files yet (tried again every %gs): %s",
+                                self.period, e)
+                return took
+            self._served[kind] = wanted[kind]
+            self._last_problem = ""
+            took = True
+        if took:
+            self.commits += 1
+            log.info("HAProxy serves the new TLS files to new connections (established ones keep theirs)")
+        return took
+
+    def _wanted(self) -> dict[str, str]:
+        """What HAProxy should have, as the runtime API takes it: kind -> PEM."""
+        return {"cert": combined_pem(self._material), "ca-file": pem_text(self._material.client_ca or b"")}
 
 
 def write_private(path: str, text: str) -> None:
