@@ -22,6 +22,15 @@ from collections.abc import Iterable, Mapping, Sequence
 
 REQUESTS = "apiserver_request_total"
 DISPATCHED = "apiserver_flowcontrol_dispatched_requests_total"
+DURATION_SUM = "apiserver_request_duration_seconds_sum"
+DURATION_COUNT = "apiserver_request_duration_seconds_count"
+# The writes a session's start waits for, whose mean latency the machine profile reports.
+WRITES = ("POST myservicesessions", "PATCH myservicesessions/status", "POST pods", "PATCH pods",
+          "POST pods/binding", "PATCH pods/status")
+# The cluster's own processes on this machine, by /proc/<pid>/comm (cut at 15 characters);
+# the operator and the gateway are measured by container (load.ContainerProcesses).
+HOST_PROCESSES = ("kube-apiserver", "etcd", "kwok", "kube-scheduler", "kube-controller", "kubelet",
+                  "containerd", "kube-proxy")
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
@@ -63,6 +72,59 @@ def api_counters(text: str, flow_schemas: Mapping[str, str]) -> dict:
             key = f"{labels.get('verb', '?')} {resource}"
             requests[key] = requests.get(key, 0.0) + value
     return {"components": components, "requests": requests}
+
+
+def api_durations(text: str) -> dict[str, list[float]]:
+    """{"VERB resource[/sub]": [seconds summed, requests]} of the API server's request
+    duration histogram, for the WRITES (all flows together)."""
+    found: dict[str, list[float]] = {}
+    for name, labels, value in samples(text, (DURATION_SUM, DURATION_COUNT)):
+        if not labels.get("resource"):
+            continue
+        key = f"{labels.get('verb', '?')} {labels['resource']}" + (
+            f"/{labels['subresource']}" if labels.get("subresource") else "")
+        if key in WRITES:
+            pair = found.setdefault(key, [0.0, 0.0])
+            pair[0 if name == DURATION_SUM else 1] += value
+    return found
+
+
+def machine_profile(before: Mapping, after: Mapping) -> dict:
+    """What the machine did between two timeline entries: how busy its CPUs were (of all
+    of them), the cores each process group used (the load generator, the operator and the
+    gateway, the cluster's own processes), and the mean latency of the API writes a
+    session's start waits for. The biggest user of a saturated machine is the limit."""
+    seconds = after["t"] - before["t"]
+    if seconds <= 0:
+        return {}
+    cores: dict[str, float] = {}
+    for group in ("cpu_seconds", "host_cpu_seconds"):
+        for name, value in after.get(group, {}).items():
+            used = value - before.get(group, {}).get(name, 0.0)
+            cores[name] = round(used / seconds, 2)
+    busy = None
+    cpu_after, cpu_before = after.get("machine_cpu"), before.get("machine_cpu")
+    if cpu_after and cpu_before and cpu_after["total"] > cpu_before["total"]:
+        idle = cpu_after["idle"] - cpu_before["idle"]
+        busy = round(100 * (1 - idle / (cpu_after["total"] - cpu_before["total"])), 1)
+    latency = {}
+    for key, (total, count) in after.get("api_durations", {}).items():
+        old_total, old_count = before.get("api_durations", {}).get(key, (0.0, 0.0))
+        if count > old_count:
+            latency[key] = round(1000 * (total - old_total) / (count - old_count), 1)
+    return {"seconds": round(seconds, 1), "busy_percent": busy,
+            "cores": dict(sorted(cores.items(), key=lambda kv: -kv[1])), "write_latency_ms": latency}
+
+
+def machine_line(profile: Mapping) -> str:
+    """One line of machine_profile()."""
+    if not profile:
+        return "machine: no samples"
+    cores = ", ".join(f"{name} {value:.2f}" for name, value in profile["cores"].items() if value >= 0.01)
+    writes = ", ".join(f"{key} {ms:.0f}" for key, ms in profile["write_latency_ms"].items())
+    busy = "n/a" if profile["busy_percent"] is None else f"{profile['busy_percent']:.0f} %"
+    return (f"machine over {profile['seconds']} s: CPUs busy {busy}; cores used: {cores}; "
+            f"API write latency mean ms: {writes or 'n/a'}")
 
 
 def counter_delta(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:

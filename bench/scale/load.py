@@ -270,6 +270,33 @@ class ContainerProcesses:
         return sum(self._cpu_by_pid.values()), largest_kb / 1024.0
 
 
+def host_cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of the cluster's own processes (figures.HOST_PROCESSES, by comm)
+    and of this load generator ("load generator")."""
+    found = {name: 0.0 for name in figures.HOST_PROCESSES}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.find("(") + 1:stat.rfind(")")]
+        name = "load generator" if int(entry) == os.getpid() else comm
+        if name in found or name == "load generator":
+            fields = stat.rsplit(")", 1)[1].split()
+            found[name] = found.get(name, 0.0) + sum(int(v) for v in fields[11:13]) / CLOCK_TICKS
+    return found
+
+
+def machine_cpu() -> dict[str, float]:
+    """The machine's CPU time so far in jiffies: all, and idle (+ iowait), from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return {"total": float(sum(values[:8])), "idle": float(values[3] + values[4])}
+
+
 def container_ids_finder(core: kubernetes.client.CoreV1Api, namespace: str, release: str,
                          component: str) -> Callable[[], list[str]]:
     def find() -> list[str]:
@@ -313,7 +340,8 @@ class Sampler:
 
     def sample(self) -> dict:
         with self._lock:  # the thread and an explicit sample() never interleave
-            counters = figures.api_counters(self.metrics_text(), self._flow_schemas)
+            text = self.metrics_text()
+            counters = figures.api_counters(text, self._flow_schemas)
             live, ready = self._watch.counts()
             cpu, rss, restarts = {}, {}, {}
             for component, processes in self._processes.items():
@@ -321,7 +349,9 @@ class Sampler:
                 restarts[component] = processes.restarts
             entry = {"t": time.monotonic(), "phase": self.phase, "live": live, "ready": ready,
                      "components": counters["components"], "requests": counters["requests"],
-                     "cpu_seconds": cpu, "rss_mb": rss, "restarts": restarts}
+                     "cpu_seconds": cpu, "rss_mb": rss, "restarts": restarts,
+                     "host_cpu_seconds": host_cpu_seconds(), "machine_cpu": machine_cpu(),
+                     "api_durations": figures.api_durations(text)}
             self.timeline.append(entry)
             return entry
 
@@ -441,24 +471,28 @@ def attach_ready(sessions: list[dict], watch: SessionWatch, pods: PodWatch | Non
         s["labelled"] = stamps.get("created") if s["source"] == "warm" else None
 
 
-async def knee_sweep(stub, custom, core, args, watch: SessionWatch, users: list[str]) -> list[dict]:
-    """Each rate: --knee-sessions sessions at that rate, until Ready; then ended."""
+async def knee_sweep(stub, custom, core, args, watch: SessionWatch, users: list[str],
+                     sampler: Sampler) -> list[dict]:
+    """Each rate: --knee-sessions sessions at that rate, until Ready; then ended. The
+    machine's profile over each step's Logins and their Ready (figures.machine_profile)."""
     rows = []
     for rate in args.knee_rates:
         log(f"knee: {args.knee_sessions} sessions at {rate}/s")
+        before = await asyncio.to_thread(sampler.sample)
         errors: dict[str, int] = {}
         sessions = await ramp(stub, count=args.knee_sessions, rate=rate, users=users, password=args.password,
                               prefix=f"knee{rate:g}", live_before=0, errors=errors)
         keys = [(s["user"], s["session_id"]) for s in sessions if "login_error" not in s]
         await asyncio.to_thread(wait_until, f"knee {rate}/s Ready", lambda: all(k in watch.ready_at for k in keys),
                                 args.ready_timeout, lambda: f"{sum(k in watch.ready_at for k in keys)}/{len(keys)}")
+        after = await asyncio.to_thread(sampler.sample)
         attach_ready(sessions, watch)
         latencies = [s["ready"] - s["login_start"] for s in sessions if s["ready"] is not None]
         row = {"rate": rate, **figures.sustained_rate(sessions), "ready": figures.latency_summary(latencies),
-               "login_errors": errors}
+               "login_errors": errors, "machine": figures.machine_profile(before, after)}
         rows.append(row)
         log(f"knee {rate}/s: ready {row['ready_per_second']}/s, p50 {row['ready']['p50_ms']} ms, "
-            f"p99 {row['ready']['p99_ms']} ms")
+            f"p99 {row['ready']['p99_ms']} ms; {figures.machine_line(row['machine'])}")
         await asyncio.to_thread(end_all, custom, core, args.namespace, watch, args.end_timeout)
     return rows
 
@@ -487,8 +521,8 @@ async def run(args: argparse.Namespace) -> dict:
     async with grpc.aio.insecure_channel(args.gateway) as channel:
         await asyncio.wait_for(channel.channel_ready(), 30)
         stub = pb_grpc.MyServiceStub(channel)
-        knee_rows = await knee_sweep(stub, custom, core, args, watch, users) if args.knee_rates else []
-        sampler.sample()
+        knee_rows = await knee_sweep(stub, custom, core, args, watch, users, sampler) if args.knee_rates else []
+        ramp_start = sampler.sample()
         sampler.start()
         log(f"ramp: {args.sessions} sessions at {args.rate}/s through {args.gateway}")
         sampler.phase = "ramp"
@@ -506,7 +540,7 @@ async def run(args: argparse.Namespace) -> dict:
                args.ready_timeout,
                lambda: f"{watch.counts()[1]}/{len(expected)} Ready, {len(watch.failed)} Failed")
     phases["settle"] = [t0, time.monotonic()]
-    sampler.sample()
+    machine = figures.machine_profile(ramp_start, sampler.sample())
     sampler.phase = "idle"
     t0 = time.monotonic()
     log(f"idle: {args.idle_seconds:.0f}s with {watch.counts()[0]} sessions")
@@ -529,7 +563,7 @@ async def run(args: argparse.Namespace) -> dict:
     attach_ready(sessions, watch, pods)
     results = {"run": args.run, "rate": args.rate, "sessions": sessions, "timeline": sampler.timeline,
                "phases": phases, "login_errors": errors, "knee": knee_rows, "ended_cleanly": ended,
-               "watch_events": watch.events,
+               "watch_events": watch.events, "machine": machine,
                "failed_reasons": sorted(set(r for r in watch.failed.values()))}
     results["figures"] = figures.report(results)
     return results
@@ -547,7 +581,7 @@ async def run_claim_burst(args: argparse.Namespace) -> dict:
                                    lambda: f"{pods.pool_ready()}/{pool} Ready"):
         raise SystemExit(f"load.py: the warm pool did not reach {pool} Ready pods")
     phases["pool fill"] = [t0, time.monotonic()]
-    sampler.sample()
+    burst_start = sampler.sample()
     sampler.start()
     async with grpc.aio.insecure_channel(args.gateway) as channel:
         await asyncio.wait_for(channel.channel_ready(), 30)
@@ -566,7 +600,7 @@ async def run_claim_burst(args: argparse.Namespace) -> dict:
                lambda: f"{sum(k in watch.ready_at for k in expected)}/{len(expected)} Ready")
     time.sleep(2)  # the labels that trail Ready
     phases["settle"] = [t0, time.monotonic()]
-    sampler.sample()
+    machine = figures.machine_profile(burst_start, sampler.sample())
     sampler.stop()
     t0 = time.monotonic()
     try:
@@ -582,7 +616,7 @@ async def run_claim_burst(args: argparse.Namespace) -> dict:
     attach_ready(sessions, watch, pods)
     results = {"mode": "claim-burst", "run": args.run, "rate": args.rate, "pool": pool, "sessions": sessions,
                "timeline": sampler.timeline, "phases": phases, "login_errors": errors, "ended_cleanly": ended,
-               "failed_reasons": sorted(set(watch.failed.values()))}
+               "failed_reasons": sorted(set(watch.failed.values())), "machine": machine}
     results["figures"] = figures.claim_burst_report(results)
     return results
 
@@ -611,6 +645,7 @@ def render_claim_burst(results: dict) -> str:
     lines.append("stages p50/p90/p99 ms: " + "; ".join(
         f"{label} {v['p50_ms']}/{v['p90_ms']}/{v['p99_ms']}" for label, v in f["stages"].items()))
     lines.append(f"API requests per session (operator, gateway): {f['api_requests_per_session']}")
+    lines.append(figures.machine_line(results.get("machine") or {}) + " (from the burst to the last Ready)")
     for q, g in f["gate"].items():
         lines.append(f"gate {q}: {g['value']} (limit {g['limit']}): {'met' if g['met'] else 'MISSED'}")
     lines.append(figures.claim_burst_last_line(f))
@@ -648,9 +683,13 @@ def render(results: dict) -> str:
     lines.append(f"phases (s): {f['phases_seconds']}")
     for name, t in f["targets"].items():
         lines.append(f"target {name}: {t['value']} (limit {t['limit']}): {'met' if t['met'] else 'MISSED'}")
+    if results.get("machine"):
+        lines.append(figures.machine_line(results["machine"]) + " (ramp and settle)")
     for row in results.get("knee") or []:
         lines.append(f"knee step {row['rate']}/s: Logins {row['logins_per_second']}/s, Ready {row['ready_per_second']}/s, "
                      f"p50 {row['ready']['p50_ms']} ms, p99 {row['ready']['p99_ms']} ms")
+        if row.get("machine"):
+            lines.append("  " + figures.machine_line(row["machine"]))
     lines.append(figures.last_line(f))
     return "\n".join(lines)
 

@@ -148,3 +148,37 @@ def test_a_window_with_sessions_never_ready_has_no_cost_and_misses_the_growth_ta
     assert figs["at"]["2000"]["never_ready"] == 100
     assert figs["targets"]["cost_growth"] == {"value": None, "limit": 0.2, "met": False}
     assert figs["targets"]["ready_p99_ms"]["met"] is False
+
+
+def test_api_durations_keeps_the_writes_of_a_session_start():
+    text = "\n".join([
+        'apiserver_request_duration_seconds_sum{component="apiserver",resource="myservicesessions",'
+        'subresource="status",verb="PATCH"} 3.0',
+        'apiserver_request_duration_seconds_count{component="apiserver",resource="myservicesessions",'
+        'subresource="status",verb="PATCH"} 60',
+        'apiserver_request_duration_seconds_sum{resource="pods",verb="POST"} 1.5',
+        'apiserver_request_duration_seconds_sum{resource="pods",verb="POST",scope="namespace"} 0.5',
+        'apiserver_request_duration_seconds_count{resource="pods",verb="POST"} 20',
+        'apiserver_request_duration_seconds_sum{resource="pods",verb="LIST"} 9.0',
+        'apiserver_request_duration_seconds_bucket{resource="pods",verb="POST",le="0.1"} 20',
+    ])
+    assert figures.api_durations(text) == {"PATCH myservicesessions/status": [3.0, 60.0], "POST pods": [2.0, 20.0]}
+
+
+def test_machine_profile_names_the_biggest_user_of_a_busy_machine():
+    before = {"t": 100.0, "cpu_seconds": {"operator": 10.0, "gateway": 1.0},
+              "host_cpu_seconds": {"kube-apiserver": 50.0, "etcd": 5.0, "load generator": 2.0},
+              "machine_cpu": {"total": 10_000.0, "idle": 4_000.0},
+              "api_durations": {"POST pods": [1.0, 10.0]}}
+    after = {"t": 110.0, "cpu_seconds": {"operator": 16.0, "gateway": 2.0},
+             "host_cpu_seconds": {"kube-apiserver": 59.0, "etcd": 7.0, "load generator": 3.0},
+             "machine_cpu": {"total": 12_000.0, "idle": 4_100.0},
+             "api_durations": {"POST pods": [5.0, 60.0], "PATCH pods": [1.0, 10.0]}}
+    profile = figures.machine_profile(before, after)
+    assert profile["busy_percent"] == 95.0
+    assert list(profile["cores"].items()) == [("kube-apiserver", 0.9), ("operator", 0.6), ("etcd", 0.2),
+                                              ("gateway", 0.1), ("load generator", 0.1)]
+    assert profile["write_latency_ms"] == {"POST pods": 80.0, "PATCH pods": 100.0}
+    line = figures.machine_line(profile)
+    assert line.startswith("machine over 10.0 s: CPUs busy 95 %; cores used: kube-apiserver 0.90, operator 0.60")
+    assert figures.machine_profile(after, after) == {} and figures.machine_line({}) == "machine: no samples"
