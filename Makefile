@@ -26,6 +26,7 @@ help:
 	@echo "make bench-login  a 200-Login storm: a real user's Login and another session's Echo during it (LOGIN_BASELINE=REV: also the gateway of REV); then honest bursts, quiet and during a storm, and a returning user's Logins per core (bench/login_bursts.py)"
 	@echo "make bench-start  session start in local mode: Login -> first Echo, warm pool against cold, one at a time and in bursts"
 	@echo "make bench-login-refusals  every Login refusal path timed side by side: unknown user, wrong password (argon2, bcrypt), over-long passwords (LOGIN_BASELINE=REV: also the gateway of REV)"
+	@echo "make bench-instance-start  one instance's cold start as the image runs it: wall and CPU seconds to SERVING, one at a time and 8 at once (INSTANCE_BASELINE=REV: also REV's, with ratios)"
 	@echo "make scale  SCALE_SESSIONS sessions at SCALE_RATE/s on the local cluster + kwok (root; bench/scale/run.sh, docs/benchmarks.md); SCALE_MODE=claim-burst: the warm-claim gate"
 
 $(INSTALL_STAMP): pyproject.toml setup.py proto/myservice/v1/myservice.proto $(CONSTRAINTS)
@@ -85,6 +86,11 @@ bench-start: $(INSTALL_STAMP)
 .PHONY: bench-login-refusals
 bench-login-refusals: $(INSTALL_STAMP)
 	$(BIN)/python bench/login_refusals.py $(if $(LOGIN_BASELINE),--baseline-rev $(LOGIN_BASELINE))
+
+INSTANCE_BASELINE ?=
+.PHONY: bench-instance-start
+bench-instance-start: $(INSTALL_STAMP)
+	$(BIN)/python bench/instance_start.py --importtime $(if $(INSTANCE_BASELINE),--baseline-rev $(INSTANCE_BASELINE))
 
 # The scale test (bench/scale/run.sh --help): the real chart on the local cluster, instance
 # pods on kwok's fake nodes. More knobs (SCALE_NODES, SCALE_IDLE_SECONDS, SCALE_KNEE_RATES, ...)
