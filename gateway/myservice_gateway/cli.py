@@ -11,9 +11,9 @@ import sys
 # needed for fork+exec and only print warnings.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-from myservice_api import settings as declarations
-
-from . import settings as settings_module
+# The gateway's settings (and what they import) are imported where they are used:
+# `myservice instance`, the instance image's command, starts once per session and
+# needs none of them (bench/instance_start.py).
 
 # `up` is for this machine: it listens on loopback unless told otherwise.
 UP_HOST = "127.0.0.1"
@@ -37,11 +37,17 @@ configuration: every flag has a MYSERVICE_* environment variable; see README.md.
 
 def _add_gateway_flags(parser: argparse.ArgumentParser, *, default_host: str, skip: tuple[str, ...] = ()) -> None:
     """The gateway's flags, from its settings' declarations (settings.py)."""
+    from myservice_api import settings as declarations
+
+    from . import settings as settings_module
+
     declarations.add_flags(parser, settings_module.GatewaySettings, skip=skip, shown_defaults={"host": default_host})
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import settings as settings_module
+
     parser = argparse.ArgumentParser(
         prog="myservice", description="MyService: one dedicated backend instance per client session.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,14 +89,29 @@ def hash_password_command(stdin=None, stdout=None, stderr=None) -> int:
     return 0
 
 
+def instance_main(argv: list[str]) -> int:
+    """`myservice instance ARGS`: the instance's own parser and nothing of the gateway's
+    (the same flags and help as the subcommand in build_parser)."""
+    from myservice_instance.__main__ import build_parser as instance_parser, run
+
+    return run(instance_parser().parse_args(argv))
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["instance"]:  # before building the gateway's parsers: see the imports above
+        return instance_main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command == "instance":
+    if args.command == "instance":  # e.g. `myservice -- instance`
         from myservice_instance.__main__ import run
 
         return run(args)
     if args.command == "hash-password":
         return hash_password_command()
+    from myservice_api import settings as declarations
+
+    from . import settings as settings_module
+
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     env = dict(os.environ)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import logging
 import os
 import signal
@@ -25,6 +24,8 @@ _PR_SET_PDEATHSIG = 1
 def exit_with_parent(parent_pid: int) -> None:
     """Ask the kernel for SIGTERM when our parent dies, so a killed gateway leaves
     no orphan; if it is already gone, leave at once."""
+    import ctypes  # here: only the local backend asks for it, and every start would pay its import
+
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent_pid:
         sys.exit(0)
