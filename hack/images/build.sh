@@ -293,6 +293,8 @@ if [ "$SMOKE" = 1 ]; then
   if [ -z "$ONLY" ] || [ "$ONLY" = service ]; then
     soft "$SERVICE_TAG: myservice instance --help" "$DOCKER" run --rm "$SERVICE_TAG" instance --help
     check "$SERVICE_TAG imports myservice_instance" "$DOCKER" run --rm --entrypoint python "$SERVICE_TAG" -c "import myservice_instance.server"
+    check "$SERVICE_TAG starts from byte code, without the Kubernetes client" "$DOCKER" run --rm --entrypoint python \
+      "$SERVICE_TAG" -c "$(cat "$HERE/instance_start_check.py")"
   fi
   if [ -z "$ONLY" ] || [ "$ONLY" = interpreter ]; then
     check "$INTERPRETER_TAG runs code, without network" "$DOCKER" run --rm --read-only --tmpfs /tmp \
