@@ -37,6 +37,9 @@ WAIT_FOR_CLAIM_ENV = "MYSERVICE_INSTANCE_WAIT_FOR_CLAIM"  # read by service_imag
 POD_NAME_PREFIX = "mss-pool-"
 # The states a member can still serve from (others are replaced).
 USABLE = (PodKind.STARTING, PodKind.READY)
+# A burst of claims: at least this many in the last second (refill_held).
+BURST_CLAIMS = 10
+BURST_WINDOW_SECONDS = 1.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -140,6 +143,23 @@ def plan(members: Iterable[Member], *, size: int, template: str, creating: int, 
     starting = creating + sum(1 for m in healthy[:size] if m.state.kind != PodKind.READY)
     wanted = size - len(healthy) - creating
     return Plan(create=max(0, min(wanted, max_starting - starting)), delete=tuple(delete))
+
+
+def free_ready(members: Iterable[Member], *, template: str, taken: Collection[str]) -> int:
+    """How many members a claim could have now (what pick() chooses from)."""
+    return sum(1 for m in members if m.template == template and m.state.kind == PodKind.READY
+               and not m.deleting and m.name not in taken)
+
+
+def refill_held(*, recent_claims: int, free: int, size: int, max_starting: int) -> bool:
+    """Whether the pool's creates wait: while a burst of claims goes on (BURST_CLAIMS or more
+    in the last BURST_WINDOW_SECONDS) and more than a quarter of the pool (and more than
+    max_starting members) is still Ready and free. On a small cluster each create costs the
+    API server and the operator about what a claim does (the create, the binding, the pod's
+    status writes and their events: 4 of the 7 writes per claim in the scale run's burst),
+    so refilling during a burst slows the very claims it is for; the pool refills when the
+    burst ends, or at once when it runs low."""
+    return recent_claims >= BURST_CLAIMS and free > max(size // 4, max_starting)
 
 
 def next_check(members: Iterable[Member], *, start_timeout_seconds: float) -> datetime.datetime | None:

@@ -10,10 +10,12 @@ Members assigned to a session (its status names them, assignments.py) are the
 reconciler's to say (`assigned`): never handed out, never deleted as surplus or stale.
 
 Triggers: every pool pod event (and every event of a pod that was one), a claim, the
-pool's own deadline (a member not Ready in time), and one LIST at start.
+pool's own deadline (a member not Ready in time; the end of a burst of claims, which holds
+the creates: pool.refill_held), and one LIST at start.
 """
 from __future__ import annotations
 
+import collections
 import datetime
 import logging
 from collections.abc import Callable, Mapping
@@ -47,6 +49,8 @@ class PoolKeeper:
         self._creating: set[str] = set()
         self._taken: set[str] = set()
         self._deleting: set[str] = set()
+        self._claims: collections.deque[float] = collections.deque()  # when members were taken (s)
+        self._held = False
         # What plan() must leave alone, and what pick() must not hand out (a member being
         # deleted may still look usable in the index).
         self._not_free = _Where(lambda pod: pod in self._taken or self._assigned(pod))
@@ -88,7 +92,13 @@ class PoolKeeper:
         member = pool.pick(self._members(), template=self.template, taken=self._not_pickable)
         if member is not None:
             self._taken.add(member.name)
+            self._claims.append(self._clock().timestamp())
         return member
+
+    def _recent_claims(self, now: float) -> int:
+        while self._claims and self._claims[0] <= now - pool.BURST_WINDOW_SECONDS:
+            self._claims.popleft()
+        return len(self._claims)
 
     def untake(self, pod: str) -> None:
         """A member taken for a claim that was not written: free to hand out again."""
@@ -124,12 +134,26 @@ class PoolKeeper:
             if name not in self._deleting:
                 self._deleting.add(name)
                 self._background.spawn(self._delete(name))
-        for _ in range(decided.create):
+        now = self._clock().timestamp()
+        create, wake = decided.create, None
+        if create and pool.refill_held(
+                recent_claims=self._recent_claims(now), size=self.settings.warm_pool_size,
+                free=pool.free_ready(members, template=self.template, taken=self._not_pickable),
+                max_starting=self.settings.warm_pool_max_starting):
+            if not self._held:
+                log.info("warm pool refill held during a burst of claims")
+            self._held, create = True, 0
+            wake = self._claims[-1] + pool.BURST_WINDOW_SECONDS + 0.01  # asked again after it
+        elif self._held:
+            self._held = False
+            log.info("warm pool refill resumed")
+        for _ in range(create):
             manifest = pool.make_member(self.settings, template=self.template)
             self._creating.add(manifest["metadata"]["name"])
             self._background.spawn(self._create(manifest))
         check = pool.next_check(members, start_timeout_seconds=timeout)
-        self._deadlines.set(POOL_DEADLINE, None if check is None else check.timestamp())
+        when = [t for t in (wake, None if check is None else check.timestamp()) if t is not None]
+        self._deadlines.set(POOL_DEADLINE, min(when) if when else None)
 
     async def _create(self, manifest: Mapping) -> None:
         name = manifest["metadata"]["name"]

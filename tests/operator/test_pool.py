@@ -120,3 +120,23 @@ def test_plan_paces_the_refill_to_max_starting_members_at_once():
                      max_starting=2).create == 0  # one creating + one starting: wait
     assert pool.plan([member("r1")], size=10, template=TEMPLATE, creating=0, taken=(), now=T0,
                      start_timeout_seconds=120, max_starting=3).create == 3
+
+
+def test_free_ready_counts_what_a_claim_could_have():
+    members = [member("a"), member("b", "starting"), member("c"), dataclasses.replace(member("d"), deleting=True),
+               member("e", template="old"), member("f")]
+    assert pool.free_ready(members, template=TEMPLATE, taken={"f"}) == 2
+
+
+def test_refill_waits_only_during_a_burst_of_claims_while_the_pool_is_well_stocked():
+    burst = pool.BURST_CLAIMS
+    # a burst, 1,050 members, 600 still free: claims first
+    assert pool.refill_held(recent_claims=burst, free=600, size=1050, max_starting=100)
+    # not a burst: a steady trickle of claims refills as it goes
+    assert not pool.refill_held(recent_claims=burst - 1, free=600, size=1050, max_starting=100)
+    # a burst, but the pool is down to a quarter: refill at once
+    assert not pool.refill_held(recent_claims=burst, free=262, size=1050, max_starting=100)
+    assert pool.refill_held(recent_claims=burst, free=263, size=1050, max_starting=100)
+    # a small pool is never held (a quarter of it, or max_starting, is all it has)
+    assert not pool.refill_held(recent_claims=50, free=2, size=3, max_starting=2)
+    assert not pool.refill_held(recent_claims=50, free=10, size=10, max_starting=10)

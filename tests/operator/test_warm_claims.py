@@ -14,6 +14,7 @@ import random
 
 from myservice_api import crd
 from myservice_api.names import pod_name
+from myservice_operator import pool
 from myservice_operator.settings import Settings
 
 from .fakekube import Harness
@@ -261,3 +262,26 @@ async def test_a_pod_deleted_before_its_labels_fails_its_session_and_frees_the_s
     nxt = h.kube.create_session("s2")  # the one slot is free again
     await h.deliver()
     assert status(h, nxt)["phase"] == "Ready" and status(h, nxt)["podSource"] == "warm"
+
+
+async def test_a_burst_of_claims_is_refilled_after_it_not_during_it():
+    """Creates wait while claims come at a burst's rate (pool.refill_held) and the pool is
+    well stocked; a second after the last claim the pool's deadline refills it."""
+    h = await filled(dataclasses.replace(SETTINGS, warm_pool_size=40, warm_pool_max_starting=10))
+    while len(h.kube.pool_pods()) < 40:  # 10 starting at once
+        await pool_ready(h)
+    await pool_ready(h)
+    before = len(h.kube.requests)
+    burst = [h.kube.create_session(f"burst{i}") for i in range(20)]
+    await h.concurrently()
+    await h.deliver()
+    assert all(status(h, n)["podSource"] == "warm" for n in burst)
+    # all 20 taken at once (their Logins' events handled together), then their writes: each
+    # refill after a write sees 20 claims in the last second and 20 members free of 40
+    assert not [r for r in h.kube.requests[before:] if r == ("create", "pods", 201)]
+    assert_one_pod_per_session(h)
+    await h.at(pool.BURST_WINDOW_SECONDS + 0.1)  # the burst is over: the rest is made now
+    assert len([r for r in h.kube.requests[before:] if r == ("create", "pods", 201)]) == 10  # max_starting
+    while len(h.kube.pool_pods()) < 40:
+        await pool_ready(h)
+    assert len([r for r in h.kube.requests[before:] if r == ("create", "pods", 201)]) == 20
