@@ -11,8 +11,11 @@ everyone else:
      gateway would answer from memory);
   4. reported: that valid Login's latency and status, Echo p50/p99 quiet and
      during the storm (from the storm's start until its last answer, at least
-     2 s), how the storm was answered, the gateway's RSS before, at its peak
-     (VmHWM) and after.
+     2 s), how the storm was answered, the gateway's RSS (with its
+     password-checking processes') before, at its largest during the storm
+     (sampled every 20 ms) and after; where the CPU went during the storm, and
+     how long the Echo path (client, event loop, instance) waited on run queues
+     per call, quiet and during the storm (/proc/<pid>/task/<tid>/schedstat).
 
 Scenarios (each a fresh gateway, interleaved over --runs rounds, medians reported):
 
@@ -137,13 +140,15 @@ def worker_storm(address: str, at: float, count: int, many_peers: bool = False) 
 
         print(json.dumps({"ready": True}), flush=True)
         await asyncio.sleep(max(0.0, at - time.monotonic()))
+        cpu = time.process_time()
         results = await asyncio.gather(*(one(i) for i in range(count)))
+        cpu = time.process_time() - cpu  # this client's own CPU for the storm (all its threads)
         for channel in channels:
             await channel.close()
-        return results
+        return results, cpu
 
-    results = asyncio.run(storm())
-    print(json.dumps({"results": results}), flush=True)
+    results, cpu = asyncio.run(storm())
+    print(json.dumps({"results": results, "cpu_s": cpu}), flush=True)
     return 0
 
 
@@ -189,6 +194,111 @@ def status_kib(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise common.BenchError(f"no {field} for pid {pid}")
+
+
+def hashing_processes(pid: int) -> list[int]:
+    """The gateway's password-checking children (MYSERVICE_LOGIN_HASH_PROCESS: the
+    hashes' memory is theirs, so it is counted with the gateway's)."""
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in children.read_text().split():
+            try:
+                if b"myservice_gateway.hashproc" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+            except OSError:
+                pass
+    return found
+
+
+def memory_kib(pid: int, field: str) -> int:
+    """`field` of the gateway plus its hashing processes (0 for one that is gone)."""
+    total = status_kib(pid, field)
+    for child in hashing_processes(pid):
+        try:
+            total += status_kib(child, field)
+        except (OSError, common.BenchError):
+            pass
+    return total
+
+
+def _task_sched(pid: int) -> dict[int, tuple[int, int, int]]:
+    """tid -> (ns on a CPU, ns waiting on a run queue, nice) for each thread of pid."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            cpu, wait = (int(x) for x in (task / "schedstat").read_text().split()[:2])
+            nice = int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])
+        except (OSError, ValueError):
+            continue
+        found[int(task.name)] = (cpu, wait, nice)
+    return found
+
+
+def sched_snapshot(gateway: int, others: dict[str, int]) -> dict[str, dict[int, tuple[int, int]]]:
+    """Per part of the Echo path and of Login, per thread: (CPU ns, run-queue wait ns)
+    so far (/proc/<pid>/task/<tid>/schedstat). Parts: the gateway's event loop (its
+    main thread), its hashing threads (those at a nice value above 0), its other
+    threads (grpc's), its hashing processes, its instances, and `others` (pids)."""
+    parts: dict[str, dict[int, tuple[int, int]]] = {
+        "gateway loop": {}, "hashing threads": {}, "gateway other": {}, "hashing processes": {}, "instance": {}}
+    try:
+        for tid, (cpu, wait, nice) in _task_sched(gateway).items():
+            part = "gateway loop" if tid == gateway else "hashing threads" if nice > 0 else "gateway other"
+            parts[part][tid] = (cpu, wait)
+        hashing = set(hashing_processes(gateway))
+        for children in Path(f"/proc/{gateway}/task").glob("*/children"):
+            for child in map(int, children.read_text().split()):
+                try:
+                    front = Path(f"/proc/{child}/comm").read_text().strip() == "haproxy"
+                except OSError:
+                    continue
+                part = "hashing processes" if child in hashing else "front" if front else "instance"
+                parts.setdefault(part, {})
+                parts[part].update({tid: (c, w) for tid, (c, w, _n) in _task_sched(child).items()})
+    except OSError:
+        pass
+    for name, pid in others.items():
+        parts[name] = {tid: (c, w) for tid, (c, w, _n) in _task_sched(pid).items()}
+    return parts
+
+
+def sched_delta(before: dict, after: dict) -> dict[str, tuple[float, float]]:
+    """Per part: (CPU seconds, run-queue wait seconds) between two snapshots (a
+    thread born in between counts from 0; one gone by the end is not counted)."""
+    out = {}
+    for part, threads in after.items():
+        cpu = wait = 0
+        for tid, (c, w) in threads.items():
+            c0, w0 = before.get(part, {}).get(tid, (0, 0))
+            cpu, wait = cpu + c - c0, wait + w - w0
+        out[part] = (cpu / 1e9, wait / 1e9)
+    return out
+
+
+ECHO_PATH = ("echo client", "gateway loop", "instance")
+
+
+class RssSampler:
+    """The largest RSS of the gateway plus its hashing processes, sampled every 20 ms
+    from now until result() (a sum of each one's own peak, VmHWM, would count the
+    gateway's start-up hash and a hashing process's hash as if at the same time)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                self.peak = max(self.peak, memory_kib(self.pid, "VmRSS"))
+            except (OSError, common.BenchError):
+                pass
+
+    def result(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
 
 
 def write_users(directory: Path) -> Path:
@@ -244,23 +354,30 @@ def one_run(scenario: str, args: argparse.Namespace, tmp: Path, users_file: Path
         echo = start_worker(processes, "echo", "echo", v4)
         time.sleep(0.5)  # the gateway settles after its first session
         quiet_from = time.monotonic()
+        sched_quiet = sched_snapshot(gateway.pid, {"echo client": echo.pid})
         storm_at = quiet_from + args.quiet_seconds
         count = 1 if scenario == "single" else args.storm
         storm = start_worker(processes, "storm", "storm", v4, "--at", repr(storm_at), "--count", str(count),
                              *(["--many-peers"] if scenario == "many-peers" else []))
         valid = start_worker(processes, "valid", "valid", v6, "--at", repr(storm_at + args.valid_after))
         time.sleep(max(0.0, storm_at - time.monotonic() - 0.05))
-        rss_before = status_kib(gateway.pid, "VmRSS")
-        hwm_before = status_kib(gateway.pid, "VmHWM")
-        answers = read_json_line(storm, "storm")["results"]
+        sched_at = time.monotonic()
+        sched_storm = sched_snapshot(gateway.pid, {"echo client": echo.pid})
+        rss_before = memory_kib(gateway.pid, "VmRSS")
+        hwm_before = memory_kib(gateway.pid, "VmHWM")
+        rss_sampler = RssSampler(gateway.pid)
+        storm_answer = read_json_line(storm, "storm")
+        answers = storm_answer["results"]
+        rss_storm_max = rss_sampler.result()
         valid_result = read_json_line(valid, "valid")
         storm_end = max([end for _, end in answers] + [valid_result["end"], storm_at + MIN_STORM_WINDOW])
         time.sleep(max(0.0, storm_end - time.monotonic()))
+        sched_end, sched_end_at = sched_snapshot(gateway.pid, {"echo client": echo.pid}), time.monotonic()
         echo.stdin.write("stop\n")
         echo.stdin.flush()
         echoes = read_json_line(echo, "echo")
         time.sleep(1.0)  # let the hashing threads give their memory back
-        rss_after, hwm = status_kib(gateway.pid, "VmRSS"), status_kib(gateway.pid, "VmHWM")
+        rss_after, hwm = memory_kib(gateway.pid, "VmRSS"), memory_kib(gateway.pid, "VmHWM")
     finally:
         processes.stop_all()
     quiet = [lat for t, lat in echoes["samples"] if quiet_from <= t < storm_at]
@@ -273,6 +390,17 @@ def one_run(scenario: str, args: argparse.Namespace, tmp: Path, users_file: Path
     quiet_p50, quiet_p99 = percentiles(quiet)
     slowest = sorted(((lat, t - storm_at) for t, lat in echoes["samples"] if storm_at <= t <= storm_end), reverse=True)
     storm_p50, storm_p99 = percentiles(during)
+    # Where the time went: per part, CPU seconds and run-queue wait in each window, and
+    # the Echo path's run-queue wait per Echo call (the client, the loop, the instance).
+    windows = {"quiet": (sched_delta(sched_quiet, sched_storm), sched_at - quiet_from,
+                         sum(1 for t, _ in echoes["samples"] if quiet_from <= t < sched_at)),
+               "storm": (sched_delta(sched_storm, sched_end), sched_end_at - sched_at,
+                         sum(1 for t, _ in echoes["samples"] if sched_at <= t <= sched_end_at))}
+    sched = {name: {"seconds": seconds, "echo_calls": calls,
+                    "cpu_share": {part: cpu / seconds for part, (cpu, _w) in parts.items()},
+                    "wait_us_per_echo": {part: 1e6 * wait / max(1, calls) for part, (_c, wait) in parts.items()
+                                         if part in ECHO_PATH}}
+             for name, (parts, seconds, calls) in windows.items()}
     return {
         "scenario": scenario, "valid_seconds": valid_result["seconds"], "valid_code": valid_result["code"],
         "quiet_p50_ms": quiet_p50, "quiet_p99_ms": quiet_p99, "storm_p50_ms": storm_p50, "storm_p99_ms": storm_p99,
@@ -280,9 +408,14 @@ def one_run(scenario: str, args: argparse.Namespace, tmp: Path, users_file: Path
         "storm_seconds": max(end for _, end in answers) - storm_at, "storm_codes": codes,
         "echo_samples": [len(quiet), len(during)], "echo_errors": echoes["errors"],
         "rss_before_mb": rss_before / 1024, "rss_peak_mb": hwm / 1024, "rss_after_mb": rss_after / 1024,
-        "peak_before_storm_mb": hwm_before / 1024,
+        "peak_before_storm_mb": hwm_before / 1024, "rss_storm_max_mb": rss_storm_max / 1024,
         # The slowest Echo calls of the storm window: (ms, seconds after the storm began).
         "storm_slowest": [(round(lat * 1e3, 2), round(at, 3)) for lat, at in slowest[:15]],
+        "sched": sched, "storm_client_cpu_s": storm_answer.get("cpu_s"),
+        # Every Echo call of the whole run slower than the quiet p99: (seconds after the
+        # storm began, ms): are the slow ones spread out, or bunched (a stall of the loop)?
+        "slow_calls": [(round(t - storm_at, 4), round(lat * 1e3, 3)) for t, lat in echoes["samples"]
+                       if lat * 1e3 > quiet_p99],
     }
 
 
@@ -291,7 +424,7 @@ def render(rows_by_scenario: dict[str, list[dict]]) -> str:
         return statistics.median(r[key] for r in rows)
 
     lines = [f"{'scenario':<11} {'valid Login':>12} {'ok':>5} {'Echo p50 quiet/storm':>21} {'p99 quiet/storm':>17} "
-             f"{'p99 x':>6} {'x single':>8} {'storm s':>8} {'RSS MB before/peak/after':>25}", "-" * 121]
+             f"{'p99 x':>6} {'x single':>8} {'storm s':>8} {'RSS MB before/storm/after':>25}", "-" * 121]
     single = statistics.median(r["storm_p99_ms"] for r in rows_by_scenario["single"]) if "single" in rows_by_scenario else None
     verdicts = []
     for scenario, rows in rows_by_scenario.items():
@@ -303,7 +436,7 @@ def render(rows_by_scenario: dict[str, list[dict]]) -> str:
             f"{med(rows, 'p99_ratio'):>5.2f}x "
             f"{(format(med(rows, 'storm_p99_ms') / single, '7.2f') + 'x') if single else '       -'} "
             f"{med(rows, 'storm_seconds'):>8.2f} "
-            f"{med(rows, 'rss_before_mb'):>9.0f} / {med(rows, 'rss_peak_mb'):.0f} / {med(rows, 'rss_after_mb'):.0f}")
+            f"{med(rows, 'rss_before_mb'):>9.0f} / {med(rows, 'rss_storm_max_mb'):.0f} / {med(rows, 'rss_after_mb'):.0f}")
         if scenario not in ("baseline", "single"):
             valid_ok = ok == len(rows) and med(rows, "valid_seconds") <= TARGET_VALID_SECONDS
             echo_ok = med(rows, "p99_ratio") <= TARGET_ECHO_P99_RATIO
@@ -322,6 +455,18 @@ def render(rows_by_scenario: dict[str, list[dict]]) -> str:
         ratios = ", ".join(f"{r['p99_ratio']:.2f}x" for r in rows)
         lines.append(f"{scenario}: storm answers per run: {per_run}")
         lines.append(f"{' ' * len(scenario)}  valid Login per run: {valid}; Echo p99 ratio per run: {ratios}")
+        waits = {w: {part: statistics.median(r["sched"][w]["wait_us_per_echo"].get(part, 0.0) for r in rows)
+                     for part in ECHO_PATH} for w in ("quiet", "storm")}
+        lines.append(f"{' ' * len(scenario)}  run-queue wait per Echo call, quiet -> storm: "
+                     + ", ".join(f"{part} {waits['quiet'][part]:.0f} -> {waits['storm'][part]:.0f} us"
+                                 for part in ECHO_PATH)
+                     + f"; total {sum(waits['quiet'].values()):.0f} -> {sum(waits['storm'].values()):.0f} us")
+        shares = {part: statistics.median(r["sched"]["storm"]["cpu_share"].get(part, 0.0) for r in rows)
+                  for part in rows[0]["sched"]["storm"]["cpu_share"]}
+        storm_cpu = [r["storm_client_cpu_s"] for r in rows if r.get("storm_client_cpu_s") is not None]
+        lines.append(f"{' ' * len(scenario)}  CPU during the storm (cores): "
+                     + ", ".join(f"{part} {share:.2f}" for part, share in shares.items())
+                     + (f"; the storm client {statistics.median(storm_cpu):.2f} s in all" if storm_cpu else ""))
     return "\n".join(lines + [""] + verdicts)
 
 
@@ -391,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows[scenario].append(row)
                     common.say(f"run {run + 1} {scenario}: valid Login {row['valid_seconds'] * 1e3:.0f} ms "
                                f"{row['valid_code']}; Echo p99 {row['quiet_p99_ms']:.2f} -> {row['storm_p99_ms']:.2f} ms; "
-                               f"RSS {row['rss_before_mb']:.0f} -> peak {row['rss_peak_mb']:.0f} MB")
+                               f"RSS {row['rss_before_mb']:.0f} -> {row['rss_storm_max_mb']:.0f} MB in the storm")
     info["loadavg_end"] = os.getloadavg()
     print(f"Login storm: {args.storm} Logins at once (half unknown users, half wrong passwords) from 127.0.0.1, "
           f"a valid Login {args.valid_after:g} s in from [::1], one Echo session calling back to back; medians of "
