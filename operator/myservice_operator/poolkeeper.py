@@ -92,7 +92,9 @@ class PoolKeeper:
         member = pool.pick(self._members(), template=self.template, taken=self._not_pickable)
         if member is not None:
             self._taken.add(member.name)
-            self._claims.append(self._clock().timestamp())
+            now = self._clock().timestamp()
+            self._recent_claims(now)  # forget those out of the window: the deque stays small
+            self._claims.append(now)
         return member
 
     def _recent_claims(self, now: float) -> int:
