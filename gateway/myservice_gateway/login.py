@@ -19,6 +19,7 @@ from myservice.v1 import myservice_pb2 as pb
 from . import clientaddress, loginguard, tokens
 from .backends.base import Backend, SessionOwner
 from .hashpool import HashPool, LoginQueueTimeout
+from .hashproc import CheckerProcesses
 from .recentlogins import RecentLogins
 from .settings import GatewaySettings
 from .users import UserStore, UserStoreError, credentials_too_long
@@ -85,7 +86,8 @@ class Attempt:
 class LoginHandler:
     def __init__(self, *, users: UserStore, token_config: tokens.TokenConfig, backend: Backend,
                  guard: loginguard.LoginGuard, hash_pool: HashPool,
-                 recent: RecentLogins | None = None, trusted_proxies: tuple = ()) -> None:
+                 recent: RecentLogins | None = None, trusted_proxies: tuple = (),
+                 checker: CheckerProcesses | None = None) -> None:
         self._users = users
         self._token_config = token_config
         self._backend = backend
@@ -94,22 +96,30 @@ class LoginHandler:
         self._recent = recent if recent is not None else RecentLogins(0)
         self._trusted_proxies = trusted_proxies
         self._attempts: dict[object, Attempt] = {}  # by RecentLogins.attempt_key
+        self._checker = checker  # the users store's hashing processes, if any: ended with us
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings, *, users: UserStore, token_config: tokens.TokenConfig,
-                      backend: Backend) -> LoginHandler:
+                      backend: Backend, checker: CheckerProcesses | None = None) -> LoginHandler:
         return cls(users=users, token_config=token_config, backend=backend,
                    guard=loginguard.LoginGuard(login_limits(settings)),
                    hash_pool=HashPool(workers=settings.login_hash_workers, nice=settings.login_hash_nice,
                                       max_wait=settings.login_queue_max_wait),
-                   recent=RecentLogins(settings.login_cache_seconds), trusted_proxies=settings.trusted_proxies)
+                   recent=RecentLogins(settings.login_cache_seconds), trusted_proxies=settings.trusted_proxies,
+                   checker=checker)
 
     @property
     def guard(self) -> loginguard.LoginGuard:
         return self._guard
 
+    def hash_processes(self) -> list[int]:
+        """The pids of the processes that check passwords (hashproc.py), if any."""
+        return self._checker.pids() if self._checker is not None else []
+
     def close(self) -> None:
         self._hash_pool.close()
+        if self._checker is not None:
+            self._checker.close()
 
     async def login(self, request_bytes: bytes, context: grpc.aio.ServicerContext) -> pb.LoginResponse:
         # Registered without a deserializer, so that undecodable bytes get our answer

@@ -19,6 +19,7 @@ from .backends.base import Backend
 from .backends.local import LocalBackend
 from .backends.processes import InstanceLimits
 from .front import front as fronts
+from .hashproc import CheckerProcesses
 from .login import LoginHandler
 from .metrics import GatewayMetrics, MetricsServer
 from .proxy import Proxy
@@ -149,10 +150,15 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     quiet_client_cancels()
     backend = backend or make_backend(settings)
     front = make_front(settings)
-    users = UserStore(users_file=settings.users_file, dev_user=settings.dev_user)
+    # Hashes in child processes at the hashing nice value (hashproc.py), or on the hashing threads.
+    checker = (CheckerProcesses(size=settings.login_hash_workers, nice=settings.login_hash_nice)
+               if settings.login_hash_process else None)
+    users = UserStore(users_file=settings.users_file, dev_user=settings.dev_user,
+                      verify=checker.verify if checker else None)
     config = token_config(settings)
     server = grpc.aio.server()
-    login = LoginHandler.from_settings(settings, users=users, token_config=config, backend=backend)
+    login = LoginHandler.from_settings(settings, users=users, token_config=config, backend=backend,
+                                       checker=checker)
     metrics = GatewayMetrics()
     metrics.observe_live_sessions(lambda: backend.sessions.slots.total)
     if isinstance(backend, LocalBackend):  # on Kubernetes the pool is the operator's (its own metrics)

@@ -107,7 +107,8 @@ class GatewaySettings:
         default_text="none (haproxy: opt in)",
         help="haproxy: HAProxy owns the port, checks tokens and sends a Ready session's calls "
              "straight to its instance, the Python gateway behind it on a private socket; none: "
-             "the Python gateway serves the port alone (local backend only, for now: front/front.py)")
+             "the Python gateway serves the port alone. HAProxy runs as the gateway's child on both backends "
+             "(on Kubernetes in the gateway container: the chart's gateway.front)")
     front_proxy_protocol: bool = declare(
         False, env="MYSERVICE_FRONT_PROXY_PROTOCOL", flag="--front-proxy-protocol",
         help="the front's public port expects a PROXY protocol header (v1 or v2, HAProxy's accept-proxy) "
@@ -213,6 +214,11 @@ class GatewaySettings:
     login_hash_nice: int = declare(
         10, env="MYSERVICE_LOGIN_HASH_NICE", minimum=0, maximum=19,
         help="nice value of the hashing threads: the event loop's calls come first (0: same)")
+    login_hash_process: bool = declare(
+        True, env="MYSERVICE_LOGIN_HASH_PROCESS",
+        help="compute each hash in a child process of its own session at the hashing nice value (one per "
+             "hashing thread), so that the nice value also holds against other processes under Linux's "
+             "autogroup scheduling; false: on the hashing threads themselves")
     login_queue: int = declare(
         1000, env="MYSERVICE_LOGIN_QUEUE", minimum=0,
         help="Logins that may wait for a hashing thread, served in a fair order (each holds only its "
