@@ -22,6 +22,10 @@ from .metrics import OperatorMetrics
 from .reconciler import Reconciler
 from .settings import Settings, SettingsError
 
+# How long a stopping operator waits for its API calls in flight before it gives up the Lease
+# (within the pod's termination grace period; clients.REQUEST_TIMEOUT bounds each call).
+API_DRAIN_SECONDS = 10.0
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="myservice-operator", description=__doc__.splitlines()[0])
@@ -65,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         elector.keep()
     kopffixes.install()  # before kopf.run builds its toggle sets
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, Reconciler(settings, kube, metrics=metrics))
+    reconciler = Reconciler(settings, kube, metrics=metrics)
+    handlers.register(registry, reconciler)
     try:
         kopf.run(
             registry=registry,
@@ -76,8 +81,15 @@ def main(argv: list[str] | None = None) -> None:
             liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
         )
     finally:
+        # The API calls still on their threads end first: a claim's status write landing after
+        # a new leader has read the sessions could give its pod to a second session.
+        drained = reconciler.background.close(API_DRAIN_SECONDS)
         if elector is not None:
-            elector.release()
+            if drained:
+                elector.release()
+            else:
+                logging.getLogger("myservice_operator").warning(
+                    "API calls still running after %ss: the Lease is left to expire", API_DRAIN_SECONDS)
 
 
 if __name__ == "__main__":

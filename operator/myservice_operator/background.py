@@ -18,6 +18,7 @@ import enum
 import functools
 import heapq
 import itertools
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -82,6 +83,19 @@ class Background:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def close(self, timeout: float) -> bool:
+        """No more calls; wait up to `timeout` s for those on the threads to end (queued ones
+        are dropped). True when none is left: only then may this replica give up the Lease,
+        since a status write still in flight could land after a new leader has read the
+        sessions and hand their pods out again. False: let the Lease expire instead."""
+        done = threading.Event()
+
+        def shutdown() -> None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            done.set()
+        threading.Thread(target=shutdown, name="kube-close", daemon=True).start()
+        return done.wait(timeout)
 
     async def settle(self) -> None:
         """Wait until no task is left, those started meanwhile included (tests)."""

@@ -99,3 +99,21 @@ async def test_a_waiter_cancelled_after_its_turn_came_passes_the_permit_on():
     first.cancel()   # ... and it is cancelled before it runs
     await asyncio.wait_for(second, 0.1)
     assert first.cancelled()
+
+
+def test_close_waits_for_the_calls_on_the_threads_and_says_when_they_outlast_it():
+    background = Background(threads=2)
+    release = threading.Event()
+    finished: list[str] = []
+
+    def slow() -> None:
+        release.wait(5)
+        finished.append("slow")
+
+    async def start() -> None:
+        asyncio.get_running_loop().run_in_executor(background._executor, slow)
+        await asyncio.sleep(0.05)
+    asyncio.run(start())
+    assert background.close(0.1) is False  # still running: the Lease must not be given up
+    release.set()
+    assert background.close(2) is True and finished == ["slow"]
