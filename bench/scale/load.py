@@ -39,7 +39,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -215,6 +215,17 @@ def _ready(pod: dict) -> bool:
 
 # --- the operator's and the gateway's processes on this host ----------------------
 
+def proc_files(name: str) -> Iterator[tuple[int, str]]:
+    """(pid, text of /proc/<pid>/<name>) of every process that is still there to read."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/{name}") as f:
+                    yield int(entry), f.read()
+            except OSError:
+                continue
+
+
 class ContainerProcesses:
     """CPU seconds (utime+stime, children included) and RSS of a component's containers
     (one per replica: the operator runs an active and a standby), found by container id
@@ -234,17 +245,10 @@ class ContainerProcesses:
             self.restarts += len(set(containers) - set(self._containers))
         self._containers = containers
         self._pids = {c: [] for c in containers}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/cgroup") as f:
-                    cgroup = f.read()
-            except OSError:
-                continue
+        for pid, cgroup in proc_files("cgroup"):
             for container in containers:
                 if container in cgroup:
-                    self._pids[container].append(int(entry))
+                    self._pids[container].append(pid)
 
     def sample(self) -> tuple[float, float]:
         """(CPU seconds so far, RSS MB: the largest replica's sum of its processes' peak RSS, VmHWM)."""
@@ -274,16 +278,9 @@ def host_cpu_seconds() -> dict[str, float]:
     """CPU seconds so far of the cluster's own processes (figures.HOST_PROCESSES, by comm)
     and of this load generator ("load generator")."""
     found = {name: 0.0 for name in figures.HOST_PROCESSES}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
+    for pid, stat in proc_files("stat"):
         comm = stat[stat.find("(") + 1:stat.rfind(")")]
-        name = "load generator" if int(entry) == os.getpid() else comm
+        name = "load generator" if pid == os.getpid() else comm
         if name in found or name == "load generator":
             fields = stat.rsplit(")", 1)[1].split()
             found[name] = found.get(name, 0.0) + sum(int(v) for v in fields[11:13]) / CLOCK_TICKS
