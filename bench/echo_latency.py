@@ -783,27 +783,22 @@ def render(rows: list[dict], rats: list[dict], floor_concurrency: int) -> str:
                      f"   ({x['p50_ratio_paired']:.2f}x, {x['throughput_ratio_paired']:.1%})")
     lines.append("")
     for x in rats:
-        if x["vs"] == "direct" and x["target"] == "front":
-            line = (f"front targets at {x['concurrency']} caller(s): p50 +{x['p50_added_ms']:.3f} ms over direct"
-                    + (f" (<= +{FRONT_P50_ADDED_MS} ms: {'PASS' if x['p50_added_ms'] <= FRONT_P50_ADDED_MS else 'MISS'})"
-                       if x["concurrency"] == 1 else ""))
+        if x["vs"] == "direct" and x["target"] in ("front", "front-tls"):
+            tls = x["target"] == "front-tls"
+            line = f"{'front-tls' if tls else 'front targets'} at {x['concurrency']} caller(s): " \
+                   f"p50 +{x['p50_added_ms']:.3f} ms over direct{' (plaintext)' if tls else ''}"
+            if x["concurrency"] == 1 and not tls:
+                line += f" (<= +{FRONT_P50_ADDED_MS} ms: {'PASS' if x['p50_added_ms'] <= FRONT_P50_ADDED_MS else 'MISS'})"
             if x["concurrency"] == floor_concurrency:
-                line += (f"; throughput {x['throughput_ratio']:.1%} of direct (>= {FRONT_THROUGHPUT_RATIO:.0%}: "
-                         f"{'PASS' if x['throughput_ratio'] >= FRONT_THROUGHPUT_RATIO else 'MISS'})")
+                floor = FRONT_TLS_THROUGHPUT_RATIO if tls else FRONT_THROUGHPUT_RATIO
+                line += (f"; throughput {x['throughput_ratio']:.1%} of direct (>= {floor:.0%}: "
+                         f"{'PASS' if x['throughput_ratio'] >= floor else 'MISS'})")
             cpu = next((r["cpu_us_per_call"].get("haproxy") for r in rows
-                        if r["target"] == "front" and r["concurrency"] == x["concurrency"]), None)
-            if cpu is not None:
-                line += f"; haproxy {cpu:.0f} us/call (<= {FRONT_CPU_US:.0f}: {'PASS' if cpu <= FRONT_CPU_US else 'MISS'})"
-            lines.append(line)
-        elif x["vs"] == "direct" and x["target"] == "front-tls":
-            line = f"front-tls at {x['concurrency']} caller(s): p50 +{x['p50_added_ms']:.3f} ms over direct (plaintext)"
-            if x["concurrency"] == floor_concurrency:
-                line += (f"; throughput {x['throughput_ratio']:.1%} of direct (>= {FRONT_TLS_THROUGHPUT_RATIO:.0%}: "
-                         f"{'PASS' if x['throughput_ratio'] >= FRONT_TLS_THROUGHPUT_RATIO else 'MISS'})")
-            cpu = next((r["cpu_us_per_call"].get("haproxy") for r in rows
-                        if r["target"] == "front-tls" and r["concurrency"] == x["concurrency"]), None)
+                        if r["target"] == x["target"] and r["concurrency"] == x["concurrency"]), None)
             if cpu is not None:
                 line += f"; haproxy {cpu:.0f} us/call"
+                if not tls:
+                    line += f" (<= {FRONT_CPU_US:.0f}: {'PASS' if cpu <= FRONT_CPU_US else 'MISS'})"
             lines.append(line)
         elif x["vs"] == "direct" and x["target"] == "gateway":
             p50_ok = x["p50_ratio"] <= FLOOR_P50_RATIO
