@@ -133,6 +133,9 @@ def test_runtime_batches_stay_under_the_limit():
     (None, "local", "/usr/sbin/haproxy", b"k", ("none", front.OPT_IN_WHY)),
     ("haproxy", "local", "/usr/sbin/haproxy", b"k", ("haproxy", "/usr/sbin/haproxy")),
     ("none", "local", "/usr/sbin/haproxy", b"k", ("none", "MYSERVICE_FRONT=none")),
+    # On Kubernetes too: the gateway container runs it (the chart's gateway.front=haproxy).
+    ("haproxy", "kubernetes", "/usr/sbin/haproxy", b"k", ("haproxy", "/usr/sbin/haproxy")),
+    (None, "kubernetes", "/usr/sbin/haproxy", b"k", ("none", front.OPT_IN_WHY)),
 ])
 def test_choice_of_front(wanted, backend, found, key, expected):
     choice = front.choose(wanted, backend=backend, which=lambda name: found, key=key)
@@ -141,7 +144,6 @@ def test_choice_of_front(wanted, backend, found, key, expected):
 
 @pytest.mark.parametrize("backend,found,key,problem", [
     ("local", None, b"k", "the haproxy binary is not found"),
-    ("kubernetes", "/usr/sbin/haproxy", b"k", "on Kubernetes the front is its own container"),
     ("local", "/usr/sbin/haproxy", b"k\0", "the JWT key holds a NUL byte, which HAProxy's jwt_verify cannot take"),
 ])
 def test_haproxy_asked_for_but_impossible_is_refused(backend, found, key, problem):

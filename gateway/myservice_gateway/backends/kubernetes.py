@@ -187,8 +187,18 @@ class KubernetesBackend:
             channel = self._channels[address] = instance_channel(address)
         return channel
 
+    @staticmethod
+    def table_key(key: SessionKey) -> str:
+        """The session table's key of a session (slots, ended sessions): its resource name."""
+        return resource_name(key.username, key.session_id)
+
     def _forget(self, resource: dict | None) -> None:
-        """Close the channel of a session that has ended (runs on the event loop)."""
+        """Close the channel of a session that has ended (runs on the event loop), and tell
+        the ended sessions' listener (the front drops its route): a Completed or Failed
+        session's pod is gone or going, its resource stays until its TTL."""
+        name = ((resource or {}).get("metadata") or {}).get("name")
+        if name:
+            self.sessions.ended.on_end(name)
         status = (resource or {}).get("status") or {}
         if status.get("podIP") and status.get("port"):
             channel = self._channels.pop(f"{status['podIP']}:{status['port']}", None)

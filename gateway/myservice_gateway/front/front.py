@@ -33,9 +33,10 @@ HAPROXY = "haproxy"
 NONE = "none"
 # Why the front is not the default yet: behind HAProxy 2.6 a stream answered while its
 # client still sends (a Chat the instance ends, a call racing a Shutdown) can reach the
-# client as CANCELLED instead of its status (haproxy/haproxy#1219), against the contract;
-# and it is local-only. It becomes the default once the gateway's own suite passes behind
-# it (issue 18).
+# client as CANCELLED instead of its status (haproxy/haproxy#1219), against the contract.
+# It becomes the default once the gateway's own suite passes behind it (issue 18).
+# On both backends it is the gateway's child (supervisor.py): on Kubernetes inside the
+# gateway container (the chart's gateway.front=haproxy), not a container of its own yet.
 OPT_IN_WHY = "the default until it keeps every contract rule (--front haproxy to use it)"
 
 
@@ -49,14 +50,15 @@ class Choice:
 def choose(wanted: str | None, *, backend: str, which: Callable[[str], str | None] = shutil.which,
            key: bytes = b"") -> Choice:
     """The front to run: `wanted` (MYSERVICE_FRONT); unset is none for now (OPT_IN_WHY).
-    Raises ValueError when haproxy is asked for and cannot serve."""
+    Raises ValueError when haproxy is asked for and cannot serve. The same on every
+    `backend` (local: loopback TCP instances; kubernetes: pod IPs, the session table
+    keyed by resource name: Front.observe)."""
     if wanted == NONE:
         return Choice(NONE, None, "MYSERVICE_FRONT=none")
     if wanted is None:
         return Choice(NONE, None, OPT_IN_WHY)
     binary = which(HAPROXY)
     problem = (None if binary else "the haproxy binary is not found"
-               ) or ("on Kubernetes the front is its own container" if backend != "local" else None
                ) or ("the JWT key holds a NUL byte, which HAProxy's jwt_verify cannot take" if b"\0" in key else None)
     if problem is None:
         return Choice(HAPROXY, binary, f"{binary}" + ("" if wanted else " found"))
@@ -162,6 +164,9 @@ class Front:
         processes = getattr(backend, "_processes", None)
         if processes is not None:
             processes.loopback_tcp = True
+        # The session table's key, when the backend's is not the SessionKey itself (Kubernetes:
+        # the resource name, which its ended sessions are told by).
+        self._table_key = getattr(backend, "table_key", self._table_key)
         ended = backend.sessions.ended
         ended.on_end = self.map.ended
         self._ended = ended.__contains__
