@@ -77,7 +77,9 @@ def users_file(tmp_path):
 
 @pytest.fixture
 def checks(monkeypatch):
-    """The real password checks made, as (stored hash, password)."""
+    """The real password checks made, as (stored hash, password). They are counted in this
+    process: the gateways of these tests hash on their threads (login_hash_process=False),
+    not in a child process (hashproc.py), which this patch would not reach."""
     made = []
     real = users.verify_password
 
@@ -90,14 +92,14 @@ def checks(monkeypatch):
 
 
 async def test_a_returning_user_is_answered_without_a_hash(make_gateway, users_file, checks):
-    gw = await make_gateway(users_file=str(users_file), dev_user=False)
+    gw = await make_gateway(users_file=str(users_file), dev_user=False, login_hash_process=False)
     assert [await login_outcome(gw, "alice", "a-pass", f"s{i}") for i in range(5)] == ["user"] * 5
     assert checks == ["a-pass"]  # one real check, four answered from memory
     assert gw.gateway.login.guard.in_flight == 0
 
 
 async def test_a_wrong_password_is_always_checked_for_real(make_gateway, users_file, checks):
-    gw = await make_gateway(users_file=str(users_file), dev_user=False)
+    gw = await make_gateway(users_file=str(users_file), dev_user=False, login_hash_process=False)
     assert await login_outcome(gw, "alice", "a-pass") == "user"
     assert await login_outcome(gw, "alice", "wrong") == DENIED
     assert checks == ["a-pass", "wrong"]
@@ -106,7 +108,7 @@ async def test_a_wrong_password_is_always_checked_for_real(make_gateway, users_f
 
 
 async def test_a_changed_users_file_is_checked_for_real(make_gateway, users_file, checks):
-    gw = await make_gateway(users_file=str(users_file), dev_user=False)
+    gw = await make_gateway(users_file=str(users_file), dev_user=False, login_hash_process=False)
     assert await login_outcome(gw, "alice", "a-pass") == "user"
     users_file.write_text(json.dumps({"users": {"alice": {"password_hash": users.hash_password("new-pass")}}}))
     assert await login_outcome(gw, "alice", "a-pass") == DENIED  # her old password, remembered, no longer works
@@ -118,7 +120,7 @@ async def test_a_changed_users_file_is_checked_for_real(make_gateway, users_file
 
 async def test_a_throttled_username_gets_no_answer_from_memory(make_gateway, users_file, checks):
     """Else a throttled guesser would learn a right guess at once: refused like any other Login."""
-    gw = await make_gateway(users_file=str(users_file), dev_user=False, login_user_failure_burst=1,
+    gw = await make_gateway(users_file=str(users_file), dev_user=False, login_hash_process=False, login_user_failure_burst=1,
                             login_user_failures_per_minute=0.01)
     assert await login_outcome(gw, "alice", "a-pass") == "user"
     assert await login_outcome(gw, "alice", "guess") == DENIED
@@ -127,6 +129,6 @@ async def test_a_throttled_username_gets_no_answer_from_memory(make_gateway, use
 
 
 async def test_off_hashes_every_time(make_gateway, users_file, checks):
-    gw = await make_gateway(users_file=str(users_file), dev_user=False, login_cache_seconds=0)
+    gw = await make_gateway(users_file=str(users_file), dev_user=False, login_hash_process=False, login_cache_seconds=0)
     assert [await login_outcome(gw, "alice", "a-pass", f"s{i}") for i in range(3)] == ["user"] * 3
     assert checks == ["a-pass"] * 3
