@@ -1,10 +1,10 @@
-"""Check 20: the HAProxy front in the gateway pod (`helm upgrade --reuse-values --set
-gateway.front=haproxy`, back to `none` after; issue 18, item 3). HAProxy runs inside the
+"""Check 20: the HAProxy front in the gateway pod (the chart's default front; here with
+`helm upgrade --reuse-values --set gateway.replicas=2`, back after; issue 18, item 3). HAProxy runs inside the
 gateway container as the gateway process's child. Through a port-forward to the new
 gateway pod: Login works; a session's calls are answered by its own pod; once Ready its
 calls pass HAProxy alone (HAProxy's `instances` backend counts them, the Python gateway's
 call counter does not move); bad tokens get the same code and text as from the Python
-gateway before the upgrade, answered by HAProxy itself; Shutdown through the front ends
+gateway (the contract's, which tests/gateway assert from both), answered by HAProxy itself; Shutdown through the front ends
 the pod, and the session's next call is told "has ended" (its route gone with the pod).
 The signing key is in no process's arguments or environment and not in the gateway's log.
 Two gateway replicas run with the front, each with its own HAProxy and map: the session's
@@ -58,9 +58,8 @@ def _upgrade_front(kube: fw.Kube, release, front: str, replicas: int, t) -> None
             "--wait", "--timeout", "180s"]
     fw.log("$ helm -n " + kube.ns + " " + " ".join(argv))
     kube.helm(*argv, timeout=t(240))
-    wanted = "haproxy" if front == "haproxy" else None
-    fw.wait_until(f"gateway Deployment with MYSERVICE_FRONT={wanted}",
-                  lambda: kube.deployment_env(kube.gateway_deploy, "gateway").get("MYSERVICE_FRONT") == wanted, t(30))
+    fw.wait_until(f"gateway Deployment with MYSERVICE_FRONT={front}",
+                  lambda: kube.deployment_env(kube.gateway_deploy, "gateway").get("MYSERVICE_FRONT") == front, t(30))
     kube.wait_deployment(kube.gateway_deploy, t(180), replicas=replicas)
 
 
@@ -100,15 +99,14 @@ def front(kube, installed, gateway, t):
         gateway.reset()  # its port-forward was to a replaced pod
         yield _front_pods(kube, 2, t(60))
     finally:
-        _upgrade_front(kube, installed, "none", replicas, t)  # later checks see the default front again
+        _upgrade_front(kube, installed, "haproxy", replicas, t)  # later checks see the release as it was
         gateway.reset()
 
 
-@pytest.fixture
-def python_refusals(kube, installed):
-    """The Python gateway's answers (the default front, before the upgrade)."""
-    with fw.PortForward(kube, f"svc/{kube.gateway_deploy}") as fwd, fw.Client(fwd.address) as client:
-        return _refusals(client)
+# The Python gateway's answers to _refusals' calls: the contract's (tests/gateway assert
+# the same code and text from HAProxy and from Python for every token and header rule).
+CONTRACT_REFUSALS = [(grpc.StatusCode.UNAUTHENTICATED, contract.INVALID_TOKEN)] * 2 + [
+    (grpc.StatusCode.UNAUTHENTICATED, contract.MISSING_SESSION_ID)]
 
 
 def _moved(before: dict, after: dict, *keys) -> dict:
@@ -120,9 +118,7 @@ def _python_calls(figures: dict) -> float:
     return sum(v for (name, _), v in figures.items() if name == "myservice_gateway_calls_total")
 
 
-def test_the_haproxy_front_in_the_gateway_pod(python_refusals, front, kube, sessions, installed, t):
-    assert python_refusals == [(grpc.StatusCode.UNAUTHENTICATED, contract.INVALID_TOKEN)] * 2 + [
-        (grpc.StatusCode.UNAUTHENTICATED, contract.MISSING_SESSION_ID)], python_refusals
+def test_the_haproxy_front_in_the_gateway_pod(front, kube, sessions, installed, t):
     pod, other = front
     with fw.PortForward(kube, f"pod/{pod}") as grpc_a, fw.PortForward(kube, f"pod/{pod}", 9090) as gw_a, \
             fw.PortForward(kube, f"pod/{pod}", FRONT_METRICS_PORT) as front_a, \
@@ -151,7 +147,7 @@ def test_the_haproxy_front_in_the_gateway_pod(python_refusals, front, kube, sess
 
         # The token rules at the front: the Python gateway's codes and texts, answered by HAProxy
         before = after
-        assert _refusals(client) == python_refusals
+        assert _refusals(client) == CONTRACT_REFUSALS
         after = figures()
         moved = _moved(before, after, TO_INSTANCES, AT_FRONT)
         assert (moved[TO_INSTANCES], _python_calls(after) - _python_calls(before)) == (0, 0), moved

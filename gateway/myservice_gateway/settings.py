@@ -104,11 +104,12 @@ class GatewaySettings:
              "not in the descriptor of ours, is UNIMPLEMENTED and starts no instance")
     front: str | None = declare(
         None, env="MYSERVICE_FRONT", flag="--front", choices=("haproxy", "none"),
-        default_text="none (haproxy: opt in)",
+        default_text="haproxy when HAProxy 3.0+ is on PATH, else none (the start log says which and why)",
         help="haproxy: HAProxy owns the port, checks tokens and sends a Ready session's calls "
              "straight to its instance, the Python gateway behind it on a private socket; none: "
              "the Python gateway serves the port alone. HAProxy runs as the gateway's child on both backends "
-             "(on Kubernetes in the gateway container: the chart's gateway.front)")
+             "(on Kubernetes in the gateway container: the chart's gateway.front). HAProxy 2.6 is refused "
+             "(it can turn a status into CANCELLED): hack/haproxy/install.sh installs 3.0")
     front_proxy_protocol: bool = declare(
         False, env="MYSERVICE_FRONT_PROXY_PROTOCOL", flag="--front-proxy-protocol",
         help="the front's public port expects a PROXY protocol header (v1 or v2, HAProxy's accept-proxy) "

@@ -169,7 +169,8 @@ def test_gateway_deployment_defaults(render):
     assert (container["image"], container["imagePullPolicy"], container["args"]) == (
         "myservice-gateway:dev", "IfNotPresent", ["gateway"])
     assert container["ports"] == [{"name": "grpc", "containerPort": 10000, "protocol": "TCP"},
-                                  {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
+                                  {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
+                                  {"name": "front-metrics", "containerPort": 9101, "protocol": "TCP"}]
     assert env_of(container) == {
         "MYSERVICE_BACKEND": "kubernetes",
         "MYSERVICE_PORT": "10000",
@@ -184,6 +185,8 @@ def test_gateway_deployment_defaults(render):
         "MYSERVICE_ENDED_SESSIONS_REMEMBERED": "100000",
         "MYSERVICE_METRICS_PORT": "9090",
         "MYSERVICE_METRICS_HOST": "0.0.0.0",
+        "MYSERVICE_FRONT": "haproxy",
+        "MYSERVICE_FRONT_METRICS_PORT": "9101",
     }
     assert pod["metadata"]["annotations"] == {
         "prometheus.io/scrape": "true", "prometheus.io/port": "9090", "prometheus.io/path": "/metrics"}
@@ -350,6 +353,8 @@ CHART_OWN = {
         "MYSERVICE_METRICS_HOST": "the pod's IP, for Prometheus",
         "MYSERVICE_TLS_CERT_FILE": "the TLS Secret, mounted", "MYSERVICE_TLS_KEY_FILE": "the same",
         "MYSERVICE_TLS_CLIENT_CA_FILE": "the same",
+        "MYSERVICE_FRONT": "always said (gateway.front): unset would mean haproxy wherever it is found",
+        "MYSERVICE_FRONT_METRICS_PORT": "on (gateway.frontMetricsPort), for Prometheus",
     },
     "operator": {
         "MYSERVICE_NAMESPACE": "the release's (downward API)",
@@ -780,7 +785,7 @@ def test_operator_lease_is_rendered_empty_for_the_operator_to_take(render):
 def test_gateway_metrics_off_and_own_annotations(render):
     def gateway(*args: str) -> dict:
         return by_kind_and_name(render(*args))[("Deployment", GW)]["spec"]["template"]
-    off = gateway("--set", "gateway.metricsPort=0")
+    off = gateway("--set", "gateway.metricsPort=0", "--set", "gateway.frontMetricsPort=0")
     container = off["spec"]["containers"][0]
     assert [p["name"] for p in container["ports"]] == ["grpc"]
     assert env_of(container)["MYSERVICE_METRICS_PORT"] == "0"
@@ -799,7 +804,8 @@ def test_service_monitors_off_by_default(render):
 
 
 def test_service_monitors_for_both_components(render):
-    objects = by_kind_and_name(render("--set", "metrics.serviceMonitor.enabled=true",
+    # (the front's exporter beside the gateway's: test_front_values.py)
+    objects = by_kind_and_name(render("--set", "metrics.serviceMonitor.enabled=true", "--set", "gateway.front=none",
                                       "--set", "metrics.serviceMonitor.interval=15s",
                                       "--set-string", "metrics.serviceMonitor.labels.release=prom"))
     for component, name, port in (("gateway", GW, 9090), ("operator", OP, 9091)):

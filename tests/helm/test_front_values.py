@@ -1,6 +1,7 @@
-"""The chart's gateway.front (issue 18, item 3, Kubernetes): off by default, so existing
-installs render as before; `haproxy` runs HAProxy as the gateway process's child inside
-the gateway container (values.yaml says why), its exporter on gateway.frontMetricsPort."""
+"""The chart's gateway.front (issue 18, item 3, Kubernetes): `haproxy` by default runs
+HAProxy as the gateway process's child inside the gateway container (values.yaml says
+why), its exporter on gateway.frontMetricsPort; `none` renders no more of it than the
+setting itself (the gateway would otherwise take HAProxy wherever it finds it)."""
 from __future__ import annotations
 
 import pytest
@@ -17,13 +18,16 @@ def gateway_pod(manifests: list[dict]) -> dict:
     return by_kind_and_name(manifests)[("Deployment", GW)]["spec"]["template"]["spec"]
 
 
-def test_front_is_off_by_default_and_nothing_of_it_is_rendered(render):
+def test_front_is_on_by_default_and_none_renders_only_the_setting(render):
     values = yaml.safe_load((CHART / "values.yaml").read_text())["gateway"]
-    assert (values["front"], values["frontMetricsPort"]) == ("none", 9101)
-    for args in ([], ["-f", E2E], ["--set", "gateway.front=none"]):
-        container = gateway_pod(render(*args))["containers"][0]
-        assert not set(FRONT_ENV) & set(env_of(container))
-        assert [p["name"] for p in container["ports"]] == ["grpc", "metrics"]
+    assert (values["front"], values["frontMetricsPort"]) == ("haproxy", 9101)
+    for args in ([], ["-f", E2E]):
+        env = env_of(gateway_pod(render(*args))["containers"][0])
+        assert (env["MYSERVICE_FRONT"], env["MYSERVICE_FRONT_METRICS_PORT"]) == ("haproxy", "9101")
+    container = gateway_pod(render("--set", "gateway.front=none"))["containers"][0]
+    assert env_of(container)["MYSERVICE_FRONT"] == "none"
+    assert "MYSERVICE_FRONT_METRICS_PORT" not in env_of(container)
+    assert [p["name"] for p in container["ports"]] == ["grpc", "metrics"]
 
 
 def test_haproxy_front_runs_in_the_gateway_container(render):
@@ -84,7 +88,7 @@ def test_service_monitor_scrapes_the_front_too(render):
         {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"},
         {"name": "front-metrics", "port": 9101, "targetPort": "front-metrics", "protocol": "TCP"}]
     assert [e["port"] for e in objects[("ServiceMonitor", GW)]["spec"]["endpoints"]] == ["metrics", "front-metrics"]
-    off = by_kind_and_name(render("--set", "metrics.serviceMonitor.enabled=true"))
+    off = by_kind_and_name(render("--set", "metrics.serviceMonitor.enabled=true", "--set", "gateway.front=none"))
     assert [e["port"] for e in off[("ServiceMonitor", GW)]["spec"]["endpoints"]] == ["metrics"]
     # the gateway's own Service stays gRPC only
     assert [p["name"] for p in objects[("Service", GW)]["spec"]["ports"]] == ["grpc"]

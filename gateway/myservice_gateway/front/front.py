@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Hashable
 
@@ -31,13 +33,12 @@ log = logging.getLogger("myservice.gateway.front")
 
 HAPROXY = "haproxy"
 NONE = "none"
-# Why the front is not the default yet: behind HAProxy 2.6 a stream answered while its
-# client still sends (a Chat the instance ends, a call racing a Shutdown) can reach the
-# client as CANCELLED instead of its status (haproxy/haproxy#1219), against the contract.
-# It becomes the default once the gateway's own suite passes behind it (issue 18).
-# On both backends it is the gateway's child (supervisor.py): on Kubernetes inside the
-# gateway container (the chart's gateway.front=haproxy), not a container of its own yet.
-OPT_IN_WHY = "the default until it keeps every contract rule (--front haproxy to use it)"
+# HAProxy 2.6 (Debian bookworm's) ends a stream answered while its client still sends (a
+# Chat the instance ends, a call racing a Shutdown) with RST_STREAM(CANCEL): the client
+# reads CANCELLED instead of the status (haproxy/haproxy#1219), against the contract. 3.0
+# forwards it: hack/haproxy/install.sh installs Debian trixie's for bookworm.
+MIN_VERSION = (3, 0)
+INSTALL_HINT = "hack/haproxy/install.sh installs HAProxy 3.0; make run and make test do"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,21 +48,40 @@ class Choice:
     why: str  # for the one log line
 
 
+def haproxy_version(binary: str) -> tuple[int, ...] | None:
+    """(major, minor) of `binary` from `haproxy -v`, None when it does not answer."""
+    try:
+        out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"version (\d+)\.(\d+)", out)
+    return (int(found[1]), int(found[2])) if found else None
+
+
 def choose(wanted: str | None, *, backend: str, which: Callable[[str], str | None] = shutil.which,
-           key: bytes = b"") -> Choice:
-    """The front to run: `wanted` (MYSERVICE_FRONT); unset is none for now (OPT_IN_WHY).
-    Raises ValueError when haproxy is asked for and cannot serve. The same on every
-    `backend` (local: loopback TCP instances; kubernetes: pod IPs, the session table
-    keyed by resource name: Front.observe)."""
+           version: Callable[[str], tuple[int, ...] | None] = haproxy_version, key: bytes = b"") -> Choice:
+    """The front to run: `wanted` (MYSERVICE_FRONT); unset: haproxy when a binary of at
+    least MIN_VERSION is found on PATH, else none (the log line says why). Raises
+    ValueError when haproxy is asked for and cannot serve. The same on every `backend`
+    (local: loopback TCP instances; kubernetes: pod IPs, the session table keyed by
+    resource name: Front.observe)."""
     if wanted == NONE:
         return Choice(NONE, None, "MYSERVICE_FRONT=none")
-    if wanted is None:
-        return Choice(NONE, None, OPT_IN_WHY)
     binary = which(HAPROXY)
-    problem = (None if binary else "the haproxy binary is not found"
-               ) or ("the JWT key holds a NUL byte, which HAProxy's jwt_verify cannot take" if b"\0" in key else None)
+    found = version(binary) if binary else None
+    problem = None
+    if not binary:
+        problem = f"the haproxy binary is not found on PATH ({INSTALL_HINT})"
+    elif found is None:
+        problem = f"{binary} -v does not tell its version"
+    elif found < MIN_VERSION:
+        problem = (f"{binary} is HAProxy {'.'.join(map(str, found))}; the front needs "
+                   f"{'.'.join(map(str, MIN_VERSION))} or newer ({INSTALL_HINT})")
+    elif b"\0" in key:
+        problem = "the JWT key holds a NUL byte, which HAProxy's jwt_verify cannot take"
     if problem is None:
-        return Choice(HAPROXY, binary, f"{binary}" + ("" if wanted else " found"))
+        return Choice(HAPROXY, binary, f"{binary}, HAProxy {'.'.join(map(str, found))}"
+                      + ("" if wanted else ": the default when found"))
     if wanted == HAPROXY:
         raise ValueError(f"MYSERVICE_FRONT=haproxy: {problem}")
     return Choice(NONE, None, problem)
