@@ -117,6 +117,14 @@ def children_of(pid: int) -> list[int]:
     return result
 
 
+def front_pids(gateway) -> list[int]:
+    """The HAProxy front's process (a child of the gateway's process, not an instance),
+    or none: the Python gateway alone (MYSERVICE_TEST_FRONT unset)."""
+    front = gateway.front
+    process = front.supervisor.process if front else None
+    return [process.pid] if process is not None else []
+
+
 def pid_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -4,6 +4,7 @@ with their reasons, the warm pool's claim wait, Shutdown, graceful SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -33,6 +34,9 @@ STOP_GRACE_SECONDS = 5.0
 # the contract's answer rather than a reset connection, and the Shutdown's own answer is
 # written out before the server and its connections are torn down.
 STOP_LINGER_SECONDS = 0.25
+# After the grace, the calls cut (CallGuard.cut) have this long to send their status
+# before stop(0) (a handler deaf to its cancel is then cancelled by grpc itself).
+CUT_WAIT_SECONDS = 0.5
 # A warm pool member (wait_for_claim) starts its idle and lifetime clocks when this
 # arrives (the local backend sends it when it hands the member to a session) or at
 # its session's first call, whichever comes first.
@@ -198,6 +202,9 @@ async def stop_serving(running: Running, *, grace: float, linger: float) -> None
     ended") at once; then, once its calls in flight have finished (at most `grace`
     seconds) and at least `linger` seconds after this began, stop the server at once.
 
+    Calls still in flight when the grace ends are cut by the guard with the contract's
+    UNAVAILABLE rather than left to stop(0) and grpc's own "Cancelling all calls".
+
     Not server.stop(grace) straight away: a call reaching grpc.aio's server after its
     stop has begun is neither served nor refused until the grace ends (then UNAVAILABLE
     "Cancelling all calls"), so an Echo racing a Shutdown waited the whole grace (about
@@ -215,8 +222,12 @@ async def stop_serving(running: Running, *, grace: float, linger: float) -> None
     try:
         await asyncio.wait_for(no_calls.wait(), grace)
     except asyncio.TimeoutError:
-        log.info("instance stopping: %d call(s) still in flight after %.0fs, cancelled",
-                 running.activity.in_flight, grace)
+        # Cut by us, not by stop(0): each gets the contract's UNAVAILABLE, whichever way
+        # its client came (the front's fast path passes an instance's trailers as they are).
+        log.info("instance stopping: %d call(s) still in flight after %.0fs, cut (UNAVAILABLE)",
+                 running.guard.cut(), grace)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(no_calls.wait(), CUT_WAIT_SECONDS)
     await asyncio.sleep(max(0.0, began + linger - loop.time()))
     await running.server.stop(0)
 

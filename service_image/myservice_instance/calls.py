@@ -1,11 +1,15 @@
 """What every call of a registered service goes through: its request decoded
 (bytes that do not decode answer INVALID_ARGUMENT "malformed request", not grpc's
 UNKNOWN naming a protobuf class: the gateway forwards bytes untouched, so this is
-where they are first parsed), the session rules when the instance keeps them,
+where they are first parsed), each answer encoded here and refused over 4 MiB
+(RESOURCE_EXHAUSTED with the gateway's text: a client that reaches the instance
+straight through the HAProxy front would otherwise get grpc's own "Received message
+larger than max"), the session rules when the instance keeps them,
 counted as a call in flight (for the idle timeout), and a client's cancel logged
 in one line, without a traceback. Once the instance is ending (close()), a new
 call is refused at once with "session … has ended", never left to wait for the
-server's stop.
+server's stop; a call still in flight when its grace ends is cut (cut()) with
+UNAVAILABLE "backend service unavailable", not left to the server's stop.
 
 Health and reflection are not wrapped: they are not calls of the session (kubelet
 probes them, and must not keep an idle instance alive)."""
@@ -15,12 +19,12 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
-from myservice import errors
+from myservice import contract, errors
 
 from .limits import Activity
 from .metadata import session_of
@@ -55,11 +59,25 @@ class CallGuard:
         self._binding = binding
         self._end = end
         self.closed = False
+        self._tasks: set[asyncio.Task] = set()  # the calls in flight, to cut
+        self._cutting = False
 
     def close(self) -> None:
         """The session is over (Shutdown, a limit, SIGTERM): every call from now on is
         refused at once; those in flight go on."""
         self.closed = True
+
+    def cut(self) -> int:
+        """The grace is over: end every call still in flight with UNAVAILABLE "backend
+        service unavailable", what the gateway answers for an instance gone mid-call.
+        Left to the server's stop(0), such a call would end with grpc's own "Cancelling
+        all calls", which the Python gateway rewrites but a client on the front's fast
+        path reads as is (its status comes in trailers, past HAProxy's rules). Returns
+        the number of calls told."""
+        self._cutting = True
+        for task in self._tasks:
+            task.cancel()
+        return len(self._tasks)
 
     async def _refuse_if_closed(self, context: grpc.aio.ServicerContext) -> None:
         """A call reaching an ending instance gets what the gateway answers once it is
@@ -76,19 +94,27 @@ class CallGuard:
             await errors.session_conflict(bound, session_id).abort(context)
         await errors.session_ended(session_id).abort(context)
 
-    @contextlib.contextmanager
-    def _call(self, method: str) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def _call(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
         """One call in flight, from its start until its handler returns (for a
         stream: until it closes, however quiet it was meanwhile)."""
         self._activity.call_started()
+        task = asyncio.current_task()
+        self._tasks.add(task)
         try:
             yield
-        except (asyncio.CancelledError, GeneratorExit):
-            # The client (or the gateway for it) went away: grpc cancels a handler
-            # (or closes a streaming one). Normal, not an error: one line, no traceback.
+        except asyncio.CancelledError:
+            if self._cutting:  # cut(): the instance ends, not the client
+                await errors.backend_unavailable().abort(context)
+            # The client (or the gateway for it) went away: grpc cancels a handler.
+            # Normal, not an error: one line, no traceback.
+            log.info("%s: cancelled by the client", method)
+            raise
+        except GeneratorExit:  # as a cancel, for a streaming handler grpc closes
             log.info("%s: cancelled by the client", method)
             raise
         finally:
+            self._tasks.discard(task)
             self._activity.call_ended()
 
     async def _admit(self, context: grpc.aio.ServicerContext, ends: bool) -> None:
@@ -111,49 +137,51 @@ class CallGuard:
         behaviour = _behaviour(handler)
         ends = bool(getattr(behaviour, ENDS_SESSION_ATTRIBUTE, False))
         decode = _decoder(handler.request_deserializer)
-        serializer = handler.response_serializer
+        # Answers are encoded here, so their size is known before they leave: the
+        # handler is registered without a serializer and grpc sends the bytes as they are.
+        encode = _encoder(handler.response_serializer)
         call, admit, refuse_if_closed = self._call, self._admit, self._refuse_if_closed
 
         if not handler.request_streaming and not handler.response_streaming:
             async def unary_unary(request, context):
                 await refuse_if_closed(context)
                 request = await decode(request, context)
-                with call(method):
+                async with call(method, context):
                     await admit(context, ends)
-                    return await _value(behaviour(request, context))
-            return grpc.unary_unary_rpc_method_handler(unary_unary, response_serializer=serializer)
+                    return await encode(await _value(behaviour(request, context)), context)
+            return grpc.unary_unary_rpc_method_handler(unary_unary)
 
         if not handler.request_streaming:
             async def unary_stream(request, context):
                 await refuse_if_closed(context)
                 request = await decode(request, context)
-                with call(method):
+                async with call(method, context):
                     await admit(context, ends)
-                    responses = behaviour(request, context)
+                    responses = behaviour(request, _EncodingContext(context, encode))
                     if not hasattr(responses, "__aiter__"):  # not an async generator: one more layer
                         responses = _responses(responses)
                     async for response in responses:
-                        yield response
-            return grpc.unary_stream_rpc_method_handler(unary_stream, response_serializer=serializer)
+                        yield await encode(response, context)
+            return grpc.unary_stream_rpc_method_handler(unary_stream)
 
         if not handler.response_streaming:
             async def stream_unary(requests, context):
                 await refuse_if_closed(context)
-                with call(method):
+                async with call(method, context):
                     await admit(context, ends)
-                    return await _value(behaviour(_decoded(requests, decode, context), context))
-            return grpc.stream_unary_rpc_method_handler(stream_unary, response_serializer=serializer)
+                    return await encode(await _value(behaviour(_decoded(requests, decode, context), context)), context)
+            return grpc.stream_unary_rpc_method_handler(stream_unary)
 
         async def stream_stream(requests, context):
             await refuse_if_closed(context)
-            with call(method):
+            async with call(method, context):
                 await admit(context, ends)
-                responses = behaviour(_decoded(requests, decode, context), context)
+                responses = behaviour(_decoded(requests, decode, context), _EncodingContext(context, encode))
                 if not hasattr(responses, "__aiter__"):
                     responses = _responses(responses)
                 async for response in responses:
-                    yield response
-        return grpc.stream_stream_rpc_method_handler(stream_stream, response_serializer=serializer)
+                    yield await encode(response, context)
+        return grpc.stream_stream_rpc_method_handler(stream_stream)
 
 
 def _decoder(deserialize: Callable[[bytes], Any] | None):
@@ -168,6 +196,34 @@ def _decoder(deserialize: Callable[[bytes], Any] | None):
         except Exception:  # noqa: BLE001 - whatever the deserializer refuses is malformed
             await errors.malformed_request().abort(context)
     return decode
+
+
+def _encoder(serialize: Callable[[Any], bytes] | None):
+    """An answer's bytes (as they are when the handler gives bytes itself), or the
+    abort RESOURCE_EXHAUSTED "answer larger than 4 MiB ..." when they are more than
+    a client takes in one message: the gateway's own answer for it, so a client
+    hears the same through the gateway and through the front's fast path."""
+    async def encode(response, context: grpc.aio.ServicerContext) -> bytes:
+        data = response if serialize is None else serialize(response)
+        if len(data) > contract.MAX_ANSWER_BYTES:
+            await errors.answer_too_large().abort(context)
+        return data
+    return encode
+
+
+class _EncodingContext:
+    """The context a streaming handler sees: its context.write goes through the same
+    encoding and size check as a yielded answer (grpc has no serializer to apply)."""
+
+    def __init__(self, context: grpc.aio.ServicerContext, encode) -> None:
+        self._context = context
+        self._encode = encode
+
+    async def write(self, message) -> None:
+        await self._context.write(await self._encode(message, self._context))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
 
 async def _decoded(requests, decode, context):

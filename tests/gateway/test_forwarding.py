@@ -16,7 +16,7 @@ from myservice.v1 import myservice_pb2 as pb
 from myservice.v1 import myservice_pb2_grpc as pb_grpc
 from myservice_instance import app as myservice_instance_app
 
-from ..conftest import children_of, echo, error_of, eventually, md, pid_alive
+from ..conftest import children_of, echo, error_of, eventually, front_pids, md, pid_alive
 from .test_routing import StaticBackend, instance_stand_in
 
 NOT_FOUND = (grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
@@ -42,7 +42,9 @@ async def test_a_method_not_forwarded_is_unimplemented_and_starts_nothing(make_g
     assert await error_of(_drained(chat)) == NOT_FOUND
     # No instance was started, and the user's one session slot is still free.
     assert gw.backend.live_count == 0 and gw.backend.process_count == 0
-    assert [pid for pid in children_of(os.getpid()) if pid not in gw.gateway.login.hash_processes()] == []
+    # This process's children but the gateway's own: its hashing processes, its HAProxy front.
+    own = [*gw.gateway.login.hash_processes(), *front_pids(gw.gateway)]
+    assert [pid for pid in children_of(os.getpid()) if pid not in own] == []
     assert gw.backend.sessions.slots.count("TestUser") == 0
     assert (await echo(gw, metadata)).server_session_id == "nope"
 
@@ -191,10 +193,21 @@ async def test_a_client_cancel_logs_at_most_one_info_line_and_no_traceback(make_
 
 
 async def test_a_refused_token_logs_a_capped_escaped_session_id(gw, caplog):
-    caplog.set_level(logging.INFO, logger="myservice.gateway.auth")
+    caplog.set_level(logging.INFO, logger="myservice")
+    caplog.clear()  # only what this call logs
     session_id = "'\\" + "s" * 6000  # gRPC lets visible ASCII through, up to 8 KiB of metadata
     assert await error_of(echo(gw, md("not-a-token", session_id))) == (
         grpc.StatusCode.UNAUTHENTICATED, "invalid token")
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("myservice")]
+    assert all(len(line) < 300 for line in ours), ours  # nothing of ours echoes the whole id
+    front = gw.gateway.front
+    if front:
+        # HAProxy refused the token itself: the Python gateway never saw the call, and HAProxy
+        # logs nothing (its configuration has no `log` line), so the id is echoed nowhere.
+        assert [r for r in caplog.records if r.name == "myservice.gateway.auth"] == []
+        with open(front.supervisor.config_file) as f:
+            assert [line for line in f if line.split()[:1] == ["log"]] == []
+        return
     [record] = [r for r in caplog.records if r.name == "myservice.gateway.auth"]
     line = record.getMessage()
     assert len(line) < 300, line

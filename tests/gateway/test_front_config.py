@@ -40,6 +40,16 @@ def test_refusals_are_made_from_the_error_constructors():
             "!{ res.hdr(content-type) -m found }") in lines()
 
 
+def test_an_instances_own_unavailable_or_cancelled_is_the_contracts_unavailable():
+    # As the Python proxy maps them: e.g. grpc's "Cancelling all calls" of an instance's stop.
+    unavailable = errors.backend_unavailable()
+    backend = "\n".join(lines()).split(f"backend {config.INSTANCES_BACKEND}\n")[1].split("\nbackend ")[0]
+    assert backend.splitlines()[-3:] == [
+        "    acl instance_gone res.hdr(grpc-status) -m int 14 1",
+        f'    http-response set-header grpc-message "{unavailable.message}" if instance_gone',
+        f"    http-response set-header grpc-status {unavailable.code.value[0]} if instance_gone"]
+
+
 def test_a_refused_call_never_reaches_the_map():
     assert ("    http-request set-var(txn.addr) var(txn.key),map_str(/run/f/sessions.map) "
             "if fwd { var(txn.key) -m found }") in lines()

@@ -85,7 +85,9 @@ async def test_the_first_call_takes_a_pre_started_pool_instance(make_gateway, ca
     assert gw.backend.pids() == [pool[0]]  # the process started before the Login, not a new one
     assert gw.backend.pool_pids() == pool[1:]
     assert (starts(gw, "warm"), starts(gw, "cold")) == (1, 0)
-    assert any(m.startswith(f"session TestUser/w1 -> {names[0]} (pid {pool[0]}, unix:") and
+    # Its address: a Unix socket, or loopback TCP behind the HAProxy front (host:port only).
+    address = "127.0.0.1:" if gw.gateway.front else "unix:"
+    assert any(m.startswith(f"session TestUser/w1 -> {names[0]} (pid {pool[0]}, {address}") and
                m.endswith("warm, from the pool (1 idle left)") for m in messages(caplog)), messages(caplog)
     assert any(m.startswith(f"warm pool: {names[1]} ready (pid {pool[1]}") for m in messages(caplog))
 

@@ -24,11 +24,15 @@ so the texts live in one place. A call to an instance that cannot be reached (a
 map entry a moment stale) is answered UNAVAILABLE "backend service unavailable",
 as the Python proxy answers it: never another session's instance, since the map
 is keyed by the verified (user, session) and instances check their session.
+An instance's own UNAVAILABLE or CANCELLED (trailers-only) is answered the same,
+as the Python proxy maps it.
 """
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+
+import grpc
 
 from myservice import contract, errors
 
@@ -140,6 +144,19 @@ def _unavailable_errors(error: errors.ContractError) -> list[str]:
             "    http-after-response set-status 200 if { status 502:504 }"]
 
 
+def _instance_unavailable(error: errors.ContractError) -> list[str]:
+    """An instance's own UNAVAILABLE or CANCELLED (e.g. grpc's "Cancelling all calls" when a
+    call meets its server's stop) as `error`, as the Python proxy maps them (_abort_from).
+    Only a trailers-only answer carries grpc-status in its headers; trailers after a
+    HEADERS frame are not seen by http-response rules."""
+    statuses = f"{grpc.StatusCode.UNAVAILABLE.value[0]} {grpc.StatusCode.CANCELLED.value[0]}"
+    return [f"    acl instance_gone res.hdr(grpc-status) -m int {statuses}",
+            # The message first: the status it keys on is rewritten next.
+            f"    http-response set-header grpc-message {log_format_quoted(grpc_message(error.message))} "
+            "if instance_gone",
+            f"    http-response set-header grpc-status {error.code.value[0]} if instance_gone"]
+
+
 def bind_line(config: FrontConfig) -> str:
     """The public bind: HTTP/2 always (gRPC), TLS when a certificate is given (ALPN h2),
     client certificates required when a client CA is."""
@@ -244,6 +261,7 @@ def render(config: FrontConfig) -> str:
         "    server instance 0.0.0.0:0 proto h2",
         # HAProxy's own errors here (an instance gone, a broken connection): the contract's UNAVAILABLE.
         *_unavailable_errors(unavailable),
+        *_instance_unavailable(unavailable),
         "",
         f"backend {GATEWAY_BACKEND}",
         f"    server gateway unix@{config.gateway_socket} proto h2",
