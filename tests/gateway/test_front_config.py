@@ -139,26 +139,44 @@ def test_runtime_batches_stay_under_the_limit():
     assert runtime.batches([]) == []
 
 
-@pytest.mark.parametrize("wanted,backend,found,key,expected", [
-    (None, "local", "/usr/sbin/haproxy", b"k", ("none", front.OPT_IN_WHY)),
-    ("haproxy", "local", "/usr/sbin/haproxy", b"k", ("haproxy", "/usr/sbin/haproxy")),
-    ("none", "local", "/usr/sbin/haproxy", b"k", ("none", "MYSERVICE_FRONT=none")),
-    # On Kubernetes too: the gateway container runs it (the chart's gateway.front=haproxy).
-    ("haproxy", "kubernetes", "/usr/sbin/haproxy", b"k", ("haproxy", "/usr/sbin/haproxy")),
-    (None, "kubernetes", "/usr/sbin/haproxy", b"k", ("none", front.OPT_IN_WHY)),
+HAPROXY_30 = "/usr/sbin/haproxy, HAProxy 3.0"
+
+
+@pytest.mark.parametrize("wanted,backend,found,version,key,expected", [
+    # unset: HAProxy when a 3.0+ binary is found, on both backends (the chart always says which)
+    (None, "local", "/usr/sbin/haproxy", (3, 0), b"k", ("haproxy", HAPROXY_30 + ": the default when found")),
+    (None, "kubernetes", "/usr/sbin/haproxy", (3, 2), b"k",
+     ("haproxy", "/usr/sbin/haproxy, HAProxy 3.2: the default when found")),
+    ("haproxy", "local", "/usr/sbin/haproxy", (3, 0), b"k", ("haproxy", HAPROXY_30)),
+    ("haproxy", "kubernetes", "/usr/sbin/haproxy", (3, 0), b"k", ("haproxy", HAPROXY_30)),
+    ("none", "local", "/usr/sbin/haproxy", (3, 0), b"k", ("none", "MYSERVICE_FRONT=none")),
+    # unset and none to be had: the Python gateway alone, the log line says why
+    (None, "local", None, None, b"k", ("none", "the haproxy binary is not found on PATH "
+                                              f"({front.INSTALL_HINT})")),
+    (None, "local", "/usr/sbin/haproxy", (2, 6), b"k", ("none", "/usr/sbin/haproxy is HAProxy 2.6; the front "
+                                                               f"needs 3.0 or newer ({front.INSTALL_HINT})")),
 ])
-def test_choice_of_front(wanted, backend, found, key, expected):
-    choice = front.choose(wanted, backend=backend, which=lambda name: found, key=key)
+def test_choice_of_front(wanted, backend, found, version, key, expected):
+    choice = front.choose(wanted, backend=backend, which=lambda name: found, version=lambda binary: version, key=key)
     assert (choice.front, choice.why) == expected
 
 
-@pytest.mark.parametrize("backend,found,key,problem", [
-    ("local", None, b"k", "the haproxy binary is not found"),
-    ("local", "/usr/sbin/haproxy", b"k\0", "the JWT key holds a NUL byte, which HAProxy's jwt_verify cannot take"),
+@pytest.mark.parametrize("found,version,key,problem", [
+    (None, None, b"k", f"the haproxy binary is not found on PATH ({front.INSTALL_HINT})"),
+    ("/usr/sbin/haproxy", (2, 6), b"k",
+     f"/usr/sbin/haproxy is HAProxy 2.6; the front needs 3.0 or newer ({front.INSTALL_HINT})"),
+    ("/usr/sbin/haproxy", None, b"k", "/usr/sbin/haproxy -v does not tell its version"),
+    ("/usr/sbin/haproxy", (3, 0), b"k\0", "the JWT key holds a NUL byte, which HAProxy's jwt_verify cannot take"),
 ])
-def test_haproxy_asked_for_but_impossible_is_refused(backend, found, key, problem):
+def test_haproxy_asked_for_but_impossible_is_refused(found, version, key, problem):
     with pytest.raises(ValueError, match=f"^MYSERVICE_FRONT=haproxy: {re.escape(problem)}$"):
-        front.choose("haproxy", backend=backend, which=lambda name: found, key=key)
+        front.choose("haproxy", backend="local", which=lambda name: found, version=lambda binary: version, key=key)
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (make test installs it)")
+def test_the_version_is_read_from_the_binary():
+    assert front.haproxy_version(shutil.which("haproxy")) >= (2, 6)
+    assert front.haproxy_version("/nonexistent/haproxy") is None
 
 
 def test_forwarded_methods_are_the_services_but_login():
