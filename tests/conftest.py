@@ -33,9 +33,10 @@ def make_settings(**overrides) -> gateway_settings.GatewaySettings:
                   # hashing thread is opened here and tested with its own values
                   # (tests/gateway/test_login_guard.py, test_login_abuse.py).
                   login_queue_max_wait=120.0,
-                  # The Python gateway alone unless a test asks for the HAProxy front (tests/gateway/
-                  # test_front*.py run both); MYSERVICE_TEST_FRONT=haproxy runs every test behind it.
-                  front=os.environ.get("MYSERVICE_TEST_FRONT", "none"))
+                  # The product's default front (HAProxy 3.0 where found on PATH: make test puts
+                  # it there) unless MYSERVICE_TEST_FRONT says haproxy or none (make test runs
+                  # tests/gateway and tests/instance again with none); test_front*.py run both.
+                  front=os.environ.get("MYSERVICE_TEST_FRONT") or None)
     values.update(overrides)
     return gateway_settings.GatewaySettings(**values)
 
@@ -119,7 +120,7 @@ def children_of(pid: int) -> list[int]:
 
 def front_pids(gateway) -> list[int]:
     """The HAProxy front's process (a child of the gateway's process, not an instance),
-    or none: the Python gateway alone (MYSERVICE_TEST_FRONT unset)."""
+    or none: the Python gateway alone (MYSERVICE_TEST_FRONT=none, or no HAProxy 3.0 found)."""
     front = gateway.front
     process = front.supervisor.process if front else None
     return [process.pid] if process is not None else []
@@ -179,8 +180,10 @@ class UpProcess:
         self.proc = subprocess.Popen(
             [str(BIN / "myservice"), "up", "--host", "127.0.0.1", "--port", str(self.port), *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            # As make_settings: the Python gateway alone unless asked (a --front flag wins).
-            env={**os.environ, "MYSERVICE_FRONT": os.environ.get("MYSERVICE_TEST_FRONT", "none"), **(env or {})})
+            # As make_settings: the product's default front unless asked (a --front flag wins).
+            env={**{k: v for k, v in os.environ.items() if k != "MYSERVICE_FRONT"},
+                 **({"MYSERVICE_FRONT": os.environ["MYSERVICE_TEST_FRONT"]}
+                    if os.environ.get("MYSERVICE_TEST_FRONT") else {}), **(env or {})})
         self.lines: list[str] = []
         for line in self.proc.stdout:
             self.lines.append(line)

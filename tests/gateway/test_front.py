@@ -410,6 +410,31 @@ async def test_haproxys_own_metrics_count_the_fast_path(make_gateway):
     assert series['haproxy_backend_connection_errors_total{proxy="instances"}'] == 1
 
 
+@needs_haproxy
+async def test_ready_answers_while_haproxy_and_the_python_gateway_both_do(make_gateway):
+    # The chart's readinessProbe where the public port cannot be probed with plain gRPC
+    # (TLS, PROXY protocol): HAProxy's metrics bind, /ready.
+    from ..conftest import _free_port
+    gw = await make_gateway(front="haproxy", front_metrics_port=_free_port())
+    port = gw.gateway.front.metrics_port
+
+    def ready() -> tuple[int, str]:
+        import urllib.error
+        import urllib.request
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=10) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    assert await asyncio.to_thread(ready) == (200, "ready")
+    await gw.gateway.server.stop(0)  # the Python gateway gone, HAProxy still up
+    deadline = time.monotonic() + 5
+    while (answer := await asyncio.to_thread(ready))[0] == 200 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert answer == (503, "the gateway is not answering")
+
+
 def test_the_front_metrics_port_needs_the_haproxy_front(tmp_path):
     from ..conftest import BIN
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MYSERVICE_")}

@@ -50,6 +50,15 @@ def test_an_instances_own_unavailable_or_cancelled_is_the_contracts_unavailable(
         f"    http-response set-header grpc-status {unavailable.code.value[0]} if instance_gone"]
 
 
+def test_connection_and_stream_limits_are_said():
+    assert f"    maxconn {config.MAX_CONNECTIONS}" in lines()
+    # Never more than the open-file limit carries (HAProxy would refuse to start).
+    assert [config.connection_limit(n) for n in (1024, 20000, 1 << 20)] == [412, 9900, config.MAX_CONNECTIONS]
+    assert f"    tune.h2.fe.max-concurrent-streams {config.MAX_STREAMS_PER_CONNECTION}" in lines()
+    # Long calls are the instances' business: an hour-long quiet Chat is not cut here.
+    assert {"    timeout client 25h", "    timeout server 25h", "    timeout http-request 10s"} <= set(lines())
+
+
 def test_a_refused_call_never_reaches_the_map():
     assert ("    http-request set-var(txn.addr) var(txn.key),map_str(/run/f/sessions.map) "
             "if fwd { var(txn.key) -m found }") in lines()
@@ -76,7 +85,7 @@ def test_only_the_forwarded_methods_are_checked_and_routed():
     assert ("    acl fwd path -m str /myservice.v1.MyService/MyServiceEcho /myservice.v1.MyService/MyServiceChat"
             in lines())
     assert "    default_backend gateway" in lines()
-    assert "    server gateway unix@/run/f/gateway.sock proto h2" in lines()
+    assert "    server gateway unix@/run/f/gateway.sock proto h2 check inter 1s fall 2 rise 1" in lines()
 
 
 def test_forwarded_headers_are_the_fronts():
@@ -234,12 +243,18 @@ def test_haproxys_exporter_has_a_bind_of_its_own():
     assert "frontend metrics" not in config.render(CONFIG)
     rendered = config.render(config.FrontConfig(**{**CONFIG.__dict__, "metrics_bind": "fd@7"})).splitlines()
     start = rendered.index("frontend metrics")
-    assert rendered[start:start + 5] == [
+    assert rendered[start:start + 7] == [
         "frontend metrics",
         "    bind fd@7",
         "    timeout client 30s",
         "    http-request use-service prometheus-exporter if { path /metrics }",
+        # /ready: HAProxy answers, and the Python gateway's socket passes its check
+        "    http-request return status 200 content-type text/plain string ready if { path /ready } "
+        "{ nbsrv(gateway) gt 0 }",
+        '    http-request return status 503 content-type text/plain string "the gateway is not answering" '
+        "if { path /ready }",
         "    http-request return status 404"]
+    assert "    server gateway unix@/run/f/gateway.sock proto h2 check inter 1s fall 2 rise 1" in rendered
     assert start > rendered.index("backend gateway")  # after the public frontend's rules
 
 

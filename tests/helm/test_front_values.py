@@ -74,12 +74,29 @@ def test_front_metrics_can_be_off(render):
     assert "front-metrics" not in [p["name"] for p in container["ports"]]
 
 
-def test_front_with_tls_keeps_the_tls_files_and_tcp_probes(render):
+def test_proxy_protocol_is_the_fronts_and_makes_the_probes_tcp(render, helm):
+    container = gateway_pod(render("--set", "gateway.proxyProtocol=true"))["containers"][0]
+    assert env_of(container)["MYSERVICE_FRONT_PROXY_PROTOCOL"] == "true"
+    # kubelet sends no PROXY header: readiness asks HAProxy's /ready (both processes), liveness the port
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "front-metrics"}
+    assert container["livenessProbe"]["tcpSocket"] == {"port": "grpc"} and "grpc" not in container["livenessProbe"]
+    assert "MYSERVICE_FRONT_PROXY_PROTOCOL" not in env_of(gateway_pod(render())["containers"][0])
+    refused = run_helm(helm, "template", "rel", str(CHART), "--set", "gateway.proxyProtocol=true",
+                       "--set", "gateway.front=none")
+    assert refused.returncode != 0 and "gateway.proxyProtocol needs gateway.front=haproxy" in refused.stderr
+
+
+def test_front_with_tls_keeps_the_tls_files_and_probes_both_processes(render):
     container = gateway_pod(render(*FRONT, *TLS))["containers"][0]
     env = env_of(container)
     assert env["MYSERVICE_FRONT"] == "haproxy"
     assert env["MYSERVICE_TLS_CERT_FILE"] == "/etc/myservice/tls/tls.crt"  # HAProxy serves it (fronttls.py)
-    assert container["readinessProbe"]["tcpSocket"] == {"port": "grpc"}
+    # kubelet's grpc probe cannot speak TLS: HAProxy's /ready says whether both processes answer
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "front-metrics"}
+    assert container["livenessProbe"]["tcpSocket"] == {"port": "grpc"}
+    # without the exporter's port (or without the front) the port alone, as before
+    for args in ((*FRONT, *TLS, "--set", "gateway.frontMetricsPort=0"), (*TLS, "--set", "gateway.front=none")):
+        assert gateway_pod(render(*args))["containers"][0]["readinessProbe"]["tcpSocket"] == {"port": "grpc"}
 
 
 def test_service_monitor_scrapes_the_front_too(render):

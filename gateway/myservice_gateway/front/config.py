@@ -52,6 +52,18 @@ HEADERS_TIMEOUT = "10s"
 CONNECT_TIMEOUT = "5s"
 REFUSAL_BODY_WAIT = "1s"
 METRICS_TIMEOUT = "30s"  # a scrape, not a stream
+READY_PATH = "/ready"  # on the metrics bind: HAProxy and the Python gateway both answer
+GATEWAY_CHECK_INTERVAL = "1s"
+# Connections at once. HAProxy's own default follows the open-file limit (a million in
+# some containers); and a maxconn the limit cannot carry (two descriptors a connection) is
+# fatal at start. So: this many, or what the hard open-file limit carries (connection_limit).
+# Each client keeps one HTTP/2 connection for all its calls, so this is clients, not calls:
+# 10,000 sessions' clients and as many again for their instances, with room. Over it, new
+# connections wait in the kernel's backlog rather than being refused.
+MAX_CONNECTIONS = 40000
+# Streams (calls) at once on one client connection: HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS
+# HAProxy announces. 100, gRPC's and HAProxy's usual; a client past it queues its calls.
+MAX_STREAMS_PER_CONNECTION = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +90,13 @@ class FrontConfig:
     proxy_protocol: bool = False
     # HAProxy's own Prometheus exporter (its PROMEX service) on a bind of its own, or None.
     metrics_bind: str | None = None
+    max_connections: int = MAX_CONNECTIONS  # connection_limit() of the process's open-file limit
+
+
+def connection_limit(open_files_hard_limit: int) -> int:
+    """maxconn for a process whose open files may reach `open_files_hard_limit`: HAProxy
+    needs two descriptors a connection and some for itself (listeners, sockets, files)."""
+    return max(100, min(MAX_CONNECTIONS, (open_files_hard_limit - 200) // 2))
 
 
 def quoted(text: str) -> str:
@@ -195,6 +214,8 @@ def render(config: FrontConfig) -> str:
         "global",
         f"    stats socket {config.runtime_socket} mode 600 level admin",
         f"    nbthread {config.threads}",
+        f"    maxconn {config.max_connections}",
+        f"    tune.h2.fe.max-concurrent-streams {MAX_STREAMS_PER_CONNECTION}",
         # The signing key as a process variable: jwt_verify reads it by name, binary-safe
         # but for NUL (the front refuses such a key: front.py).
         f"    set-var proc.jwt_key bin({config.jwt_key.hex()})",
@@ -264,7 +285,8 @@ def render(config: FrontConfig) -> str:
         *_instance_unavailable(unavailable),
         "",
         f"backend {GATEWAY_BACKEND}",
-        f"    server gateway unix@{config.gateway_socket} proto h2",
+        # Checked (a connect each second): /ready on the metrics bind answers from it.
+        f"    server gateway unix@{config.gateway_socket} proto h2 check inter {GATEWAY_CHECK_INTERVAL} fall 2 rise 1",
         # The Python gateway away (restarting): calls fail fast, as the contract says it.
         *_unavailable_errors(unavailable),
         "",
@@ -275,12 +297,19 @@ def render(config: FrontConfig) -> str:
 
 def metrics_frontend(config: FrontConfig) -> list[str]:
     """HAProxy's Prometheus exporter (built in: USE_PROMEX) on its own plain HTTP bind:
-    /metrics only, never on the public port. Its figures are HAProxy's (docs/metrics.md)."""
+    /metrics only, never on the public port. Its figures are HAProxy's (docs/metrics.md).
+    Beside it /ready: 200 while HAProxy runs and the Python gateway's socket accepts
+    (its check), 503 otherwise; the probe of both processes where the public port cannot
+    be probed with plain gRPC (TLS, PROXY protocol: the chart's readinessProbe)."""
     if not config.metrics_bind:
         return []
     return [f"frontend {METRICS_FRONTEND}",
             f"    bind {config.metrics_bind}",
             f"    timeout client {METRICS_TIMEOUT}",
             "    http-request use-service prometheus-exporter if { path /metrics }",
+            f"    http-request return status 200 content-type text/plain string ready "
+            f"if {{ path {READY_PATH} }} {{ nbsrv({GATEWAY_BACKEND}) gt 0 }}",
+            f"    http-request return status 503 content-type text/plain string \"the gateway is not answering\" "
+            f"if {{ path {READY_PATH} }}",
             "    http-request return status 404",
             ""]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -77,7 +78,8 @@ class HaproxySupervisor:
             issuer=issuer, audience=audience, methods=methods,
             tls_cert_file=tls.cert_file if tls else None, tls_client_ca_file=tls.client_ca_file if tls else None,
             trusted_proxies=trusted_proxies, proxy_protocol=proxy_protocol,
-            metrics_bind=f"fd@{metrics_listener.fileno()}" if metrics_listener else None)
+            metrics_bind=f"fd@{metrics_listener.fileno()}" if metrics_listener else None,
+            max_connections=front_config.connection_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
         self.metrics_listener = metrics_listener
         self.tls = tls
         self.client = RuntimeClient(self.runtime_socket)
