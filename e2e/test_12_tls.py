@@ -134,7 +134,12 @@ def test_basic_workflow_over_tls(release, installed, gateway, kube, sessions, t,
         assert (env.get("MYSERVICE_TLS_CERT_FILE"), env.get("MYSERVICE_TLS_KEY_FILE")) == (
             "/etc/myservice/tls/tls.crt", "/etc/myservice/tls/tls.key"), env
         container = kube.get("deployment", kube.gateway_deploy)["spec"]["template"]["spec"]["containers"][0]
-        assert container["readinessProbe"]["tcpSocket"] == {"port": "grpc"}, container["readinessProbe"]
+        # kubelet's grpc probe cannot speak TLS: the port for liveness, and for readiness HAProxy's
+        # /ready (the front, the chart's default: Ready only while HAProxy and the Python gateway answer;
+        # the upgrade above waited for it)
+        assert container["livenessProbe"]["tcpSocket"] == {"port": "grpc"}, container["livenessProbe"]
+        assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "front-metrics"}, \
+            container["readinessProbe"]
 
         with fw.PortForward(kube, f"svc/{service}", 10000) as forward:
             code, out = run_integrationtests("--gateway", forward.address, "--tls-ca", str(ca_file),
