@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install.sh - HAProxy 3.0 for the front (gateway/myservice_gateway/front/), on Debian bookworm.
 #
-# Usage: hack/haproxy/install.sh [--prefix DIR] [--refresh] [--help]
+# Usage: hack/haproxy/install.sh [--prefix DIR] [--into DIR] [--refresh] [--help]
 #
 # Why not bookworm's haproxy: 2.6 ends a stream answered while its client still sends
 # (a Chat the instance ends, a call racing a Shutdown) with RST_STREAM(CANCEL), which a
@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
     --prefix) PREFIX=$2; shift ;;
     --into) INTO=$2; shift ;;
     --refresh) REFRESH=1 ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown argument $1 (--help)" >&2; exit 2 ;;
   esac
   shift

@@ -44,6 +44,13 @@ def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess:
                                "HELM_DATA_HOME": "/tmp/myservice-helm-data"})
 
 
+def refusal(helm: str, *settings: str) -> str:
+    """helm template's error text for the chart with `settings` (each a --set), which it must refuse."""
+    result = run_helm(helm, "template", "rel", str(CHART), *(a for s in settings for a in ("--set", s)))
+    assert result.returncode != 0, result.stdout[:2000]
+    return result.stderr
+
+
 @pytest.fixture(scope="session")
 def render(helm):
     """render(*helm template args) -> list of manifests (dicts), in order."""
