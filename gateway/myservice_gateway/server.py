@@ -119,7 +119,8 @@ def make_front(settings: GatewaySettings) -> fronts.Front | None:
     """HAProxy in front of this gateway, or None (MYSERVICE_FRONT, and what can run here).
     With TLS, HAProxy serves it; raises tls.TlsConfigError if the files do not check out."""
     try:
-        choice = fronts.choose(settings.front, backend=settings.backend, key=settings.jwt_key)
+        choice = fronts.choose(settings.front, backend=settings.backend, key=settings.jwt_key,
+                               apart=settings.front_directory)
     except ValueError as e:
         raise SettingsError(str(e)) from None
     log.info("front: %s (%s)", choice.front, choice.why)
@@ -137,7 +138,7 @@ def make_front(settings: GatewaySettings) -> fronts.Front | None:
                          issuer=settings.jwt_issuer, audience=settings.jwt_audience, services=services,
                          tls_files=tls_files(settings), trusted_proxies=settings.trusted_proxies,
                          proxy_protocol=settings.front_proxy_protocol, metrics_host=settings.metrics_host,
-                         metrics_port=settings.front_metrics_port)
+                         metrics_port=settings.front_metrics_port, shared_directory=settings.front_directory)
     if front.tls:
         log_tls(front.tls.files, front)
     if front.metrics_port:

@@ -107,9 +107,16 @@ class GatewaySettings:
         default_text="haproxy when HAProxy 3.0+ is on PATH, else none (the start log says which and why)",
         help="haproxy: HAProxy owns the port, checks tokens and sends a Ready session's calls "
              "straight to its instance, the Python gateway behind it on a private socket; none: "
-             "the Python gateway serves the port alone. HAProxy runs as the gateway's child on both backends "
-             "(on Kubernetes in the gateway container: the chart's gateway.front). HAProxy 2.6 is refused "
+             "the Python gateway serves the port alone. HAProxy runs as the gateway's child, or apart "
+             "(MYSERVICE_FRONT_DIRECTORY: the chart's front container). HAProxy 2.6 is refused "
              "(it can turn a status into CANCELLED): hack/haproxy/install.sh installs 3.0")
+    front_directory: str | None = declare(
+        None, env="MYSERVICE_FRONT_DIRECTORY", default_text="unset: HAProxy is the gateway's child",
+        help="with the HAProxy front: HAProxy runs apart (the chart's front container), on the haproxy.cfg "
+             "the gateway writes into this directory, shared with it (HAProxy's runtime socket and the "
+             "gateway's own socket are there too); the gateway does not start HAProxy, it keeps its map "
+             "and gives it the whole map whenever a new HAProxy answers. A gateway that stops or dies leaves "
+             "HAProxy serving the Ready sessions")
     front_proxy_protocol: bool = declare(
         False, env="MYSERVICE_FRONT_PROXY_PROTOCOL", flag="--front-proxy-protocol",
         help="the front's public port expects a PROXY protocol header (v1 or v2, HAProxy's accept-proxy) "

@@ -205,7 +205,7 @@ async def test_a_refused_token_logs_a_capped_escaped_session_id(gw, caplog):
         # HAProxy refused the token itself: the Python gateway never saw the call, and HAProxy
         # logs nothing (its configuration has no `log` line), so the id is echoed nowhere.
         assert [r for r in caplog.records if r.name == "myservice.gateway.auth"] == []
-        with open(front.supervisor.config_file) as f:
+        with open(front.haproxy.config_file) as f:
             assert [line for line in f if line.split()[:1] == ["log"]] == []
         return
     [record] = [r for r in caplog.records if r.name == "myservice.gateway.auth"]

@@ -86,7 +86,7 @@ def python_calls(gw, *, but: str = "") -> float:
 
 async def instance_calls(gw) -> int:
     """Calls HAProxy sent straight to instances (its own counter)."""
-    stats = await gw.gateway.front.supervisor.client.stats()
+    stats = await gw.gateway.front.haproxy.client.stats()
     return int(stats[("instances", "BACKEND")]["stot"])
 
 
@@ -174,7 +174,7 @@ async def test_a_ready_sessions_calls_bypass_python(hgw):
     metadata = await hgw.session("fast")
     first = await echo(hgw, metadata)  # starts the instance: through Python
     await settled(hgw)
-    assert await hgw.gateway.front.supervisor.client.show_map(hgw.gateway.front.supervisor.map_file) == {
+    assert await hgw.gateway.front.haproxy.client.show_map(hgw.gateway.front.haproxy.map_file) == {
         "TestUser/fast": hgw.backend._instances[next(iter(hgw.backend._instances))].child.endpoint.address}
     python_before, haproxy_before = python_calls(hgw), await instance_calls(hgw)
     for i in range(20):
@@ -241,11 +241,11 @@ async def test_the_map_is_rebuilt_after_haproxy_restarts(hgw):
     metadata = await hgw.session("survivor")
     first = await echo(hgw, metadata)
     await settled(hgw)
-    old = front.supervisor.process.pid
+    old = front.haproxy.process.pid
     os.kill(old, signal.SIGKILL)
     assert await until(lambda: _restarted(front, old), timeout=15)
     await settled(hgw)
-    assert "TestUser/survivor" in await front.supervisor.client.show_map(front.supervisor.map_file)
+    assert "TestUser/survivor" in await front.haproxy.client.show_map(front.haproxy.map_file)
     before = python_calls(hgw)
     assert (await echo(hgw, metadata)).pod_name == first.pod_name
     assert python_calls(hgw) == before  # through the rebuilt map, not Python
@@ -464,13 +464,13 @@ def test_front_none_says_so(up_process):
 
 
 async def _restarted(front, old_pid):
-    process = front.supervisor.process
+    process = front.haproxy.process
     return process.pid != old_pid and process.returncode is None and front.map.rebuilds >= 2
 
 
 async def _no_entry(gw, key):
     front = gw.gateway.front
-    return key not in await front.supervisor.client.show_map(front.supervisor.map_file)
+    return key not in await front.haproxy.client.show_map(front.haproxy.map_file)
 
 
 def _comm(pid):
@@ -520,11 +520,11 @@ async def test_a_removed_users_calls_leave_the_fast_path_at_once(make_gateway, t
     metadata = md((await gw.login("b1", username="bob", password=PASSWORDS["bob"])).token, "b1")
     await echo(gw, metadata)
     await settled(gw)
-    assert "bob/b1" in await gw.gateway.front.supervisor.client.show_map(gw.gateway.front.supervisor.map_file)
+    assert "bob/b1" in await gw.gateway.front.haproxy.client.show_map(gw.gateway.front.haproxy.map_file)
     write_users(path, ["alice"])
     assert await until(_async(lambda: not gw.gateway.user_watch.exists("bob")))
     await settled(gw)
-    assert "bob/b1" not in await gw.gateway.front.supervisor.client.show_map(gw.gateway.front.supervisor.map_file)
+    assert "bob/b1" not in await gw.gateway.front.haproxy.client.show_map(gw.gateway.front.haproxy.map_file)
     assert await error_of(echo(gw, metadata)) == INVALID
 
 

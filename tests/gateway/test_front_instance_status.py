@@ -30,7 +30,7 @@ class Gone(pb_grpc.MyServiceServicer):
 
 async def instance_calls(gw) -> int:
     """Calls HAProxy sent straight to instances (its own counter)."""
-    stats = await gw.gateway.front.supervisor.client.stats()
+    stats = await gw.gateway.front.haproxy.client.stats()
     return int(stats[("instances", "BACKEND")]["stot"])
 
 

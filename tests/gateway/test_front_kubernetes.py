@@ -30,7 +30,7 @@ def kube_front():
 
 
 def close(front: fronts.Front) -> None:
-    front.supervisor.listener.close()
+    front.haproxy.listener.close()
     fronts.shutil.rmtree(front.directory, ignore_errors=True)
 
 

@@ -92,7 +92,7 @@ async def test_haproxy_has_the_key_in_a_private_file_only(make_gateway, files, t
     assert stat.S_IMODE(os.stat(front.directory).st_mode) == 0o700
     assert os.path.dirname(front.tls.cert_file) == front.directory
     key_body = server.key_pem.decode().splitlines()[1]
-    pid = front.supervisor.process.pid
+    pid = front.haproxy.process.pid
     for name in ("cmdline", "environ"):
         with open(f"/proc/{pid}/{name}", "rb") as f:
             seen = f.read()
@@ -108,14 +108,14 @@ async def test_a_rotation_reaches_haproxy_through_its_runtime_api(make_gateway, 
     files.write(issue(ca1, "gateway"))
     gw = await tls_gateway(make_gateway, files, front="haproxy")
     front = gw.gateway.front
-    pid = front.supervisor.process.pid
+    pid = front.haproxy.process.pid
     rotated = issue(ca2, "gateway, rotated")
     files.write(rotated)
     assert (await logs_in_once_rotated(gw.gateway.port, ca2)).token
-    answer = await front.supervisor.client.run(f"show ssl cert {front.tls.cert_file}")
+    answer = await front.haproxy.client.run(f"show ssl cert {front.tls.cert_file}")
     serial = f"{rotated.cert.serial_number:X}"
     assert f"\nSerial: {serial.zfill(len(serial) + len(serial) % 2)}\n" in answer, answer  # whole bytes
-    assert front.supervisor.process.pid == pid and front.tls.commits == 1
+    assert front.haproxy.process.pid == pid and front.tls.commits == 1
     with open(front.tls.cert_file) as f:  # a restarted HAProxy would load the new one too
         assert x509.load_pem_x509_certificate(f.read().encode()).serial_number == rotated.cert.serial_number
     assert [r.getMessage() for r in caplog.records if "TLS" in r.getMessage()] == [
@@ -132,7 +132,7 @@ async def test_a_restarted_haproxy_serves_the_rotated_certificate(make_gateway, 
     front = gw.gateway.front
     files.write(issue(ca2, "gateway, rotated"))
     assert (await logs_in_once_rotated(gw.gateway.port, ca2)).token
-    old = front.supervisor.process.pid
+    old = front.haproxy.process.pid
     os.kill(old, signal.SIGKILL)
     assert await until(lambda: _restarted(front, old), timeout=15)
     async with secure_channel(gw.gateway.port, ca2) as channel:

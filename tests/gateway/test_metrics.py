@@ -74,7 +74,7 @@ async def test_series_move_with_calls_and_carry_no_session_labels(make_gateway):
         return
     # The fast path: HAProxy's own counter has the two later Echoes and the Shutdown, Python's none.
     assert shutdowns == 0
-    stats = await front.supervisor.client.stats()
+    stats = await front.haproxy.client.stats()
     assert int(stats[("instances", "BACKEND")]["stot"]) == 3
 
 

@@ -272,7 +272,7 @@ async def test_an_established_stream_keeps_going_across_a_rotation(make_gateway,
         first = await stub.MyServiceEcho(pb.EchoRequest(value="x"), metadata=metadata, timeout=30)
         if gw.gateway.front:
             await gw.gateway.front.map.settled()  # the Chat below goes the front's fast path
-            haproxy_pid = gw.gateway.front.supervisor.process.pid
+            haproxy_pid = gw.gateway.front.haproxy.process.pid
         chat = stub.MyServiceChat(metadata=metadata, timeout=60)
         await chat.write(pb.EchoRequest(value="c0"))
         assert ((await chat.read()).client_value, first.index) == ("c0", 0)
@@ -294,7 +294,7 @@ async def test_an_established_stream_keeps_going_across_a_rotation(make_gateway,
         assert (await stub.MyServiceEcho(pb.EchoRequest(value="y"), metadata=metadata, timeout=30)).pod_name == (
             first.pod_name)
     if gw.gateway.front:
-        assert gw.gateway.front.supervisor.process.pid == haproxy_pid  # taken live, not by a restart
+        assert gw.gateway.front.haproxy.process.pid == haproxy_pid  # taken live, not by a restart
         assert gw.gateway.front.tls.commits == 1
 
 

@@ -28,6 +28,7 @@ from ..backends.base import Backend, Endpoint, SessionKey
 from . import supervisor as supervisors
 from .fronttls import FrontTls
 from .mapsync import MapSync
+from .sidecar import HaproxySidecar
 
 log = logging.getLogger("myservice.gateway.front")
 
@@ -59,14 +60,24 @@ def haproxy_version(binary: str) -> tuple[int, ...] | None:
 
 
 def choose(wanted: str | None, *, backend: str, which: Callable[[str], str | None] = shutil.which,
-           version: Callable[[str], tuple[int, ...] | None] = haproxy_version, key: bytes = b"") -> Choice:
+           version: Callable[[str], tuple[int, ...] | None] = haproxy_version, key: bytes = b"",
+           apart: str | None = None) -> Choice:
     """The front to run: `wanted` (MYSERVICE_FRONT); unset: haproxy when a binary of at
     least MIN_VERSION is found on PATH, else none (the log line says why). Raises
     ValueError when haproxy is asked for and cannot serve. The same on every `backend`
     (local: loopback TCP instances; kubernetes: pod IPs, the session table keyed by
-    resource name: Front.observe)."""
+    resource name: Front.observe). With `apart` (MYSERVICE_FRONT_DIRECTORY), HAProxy is
+    run by another process (its container carries the binary): only the key is checked."""
     if wanted == NONE:
         return Choice(NONE, None, "MYSERVICE_FRONT=none")
+    key_problem = "the JWT key holds a NUL byte, which HAProxy's jwt_verify cannot take" if b"\0" in key else None
+    if apart:
+        if wanted != HAPROXY:
+            raise ValueError("MYSERVICE_FRONT_DIRECTORY needs MYSERVICE_FRONT=haproxy (it names the directory "
+                             "shared with an HAProxy run apart)")
+        if key_problem:
+            raise ValueError(f"MYSERVICE_FRONT=haproxy: {key_problem}")
+        return Choice(HAPROXY, None, f"HAProxy run apart on {apart}/haproxy.cfg (MYSERVICE_FRONT_DIRECTORY)")
     binary = which(HAPROXY)
     found = version(binary) if binary else None
     problem = None
@@ -77,8 +88,8 @@ def choose(wanted: str | None, *, backend: str, which: Callable[[str], str | Non
     elif found < MIN_VERSION:
         problem = (f"{binary} is HAProxy {'.'.join(map(str, found))}; the front needs "
                    f"{'.'.join(map(str, MIN_VERSION))} or newer ({INSTALL_HINT})")
-    elif b"\0" in key:
-        problem = "the JWT key holds a NUL byte, which HAProxy's jwt_verify cannot take"
+    elif key_problem:
+        problem = key_problem
     if problem is None:
         return Choice(HAPROXY, binary, f"{binary}, HAProxy {'.'.join(map(str, found))}"
                       + ("" if wanted else ": the default when found"))
@@ -130,47 +141,59 @@ class Front:
     HAProxy serves TLS (the Python gateway stays plain behind it: fronttls.py). The peers
     in `trusted_proxies` (networks) keep their x-forwarded-for; `proxy_protocol`: the
     public port expects a PROXY protocol header on every connection (config.py);
-    `metrics_port`: HAProxy's Prometheus exporter listens there (0: none)."""
+    `metrics_port`: HAProxy's Prometheus exporter listens there (0: none).
 
-    def __init__(self, *, haproxy: str, host: str, port: int, jwt_key: bytes, issuer: str, audience: str,
+    HAProxy is this process's child (supervisor.py), or, with `shared_directory`, run
+    apart on the files written there (sidecar.py: the chart's front container)."""
+
+    def __init__(self, *, haproxy: str | None, host: str, port: int, jwt_key: bytes, issuer: str, audience: str,
                  services: tuple[str, ...] = (contract.SERVICE,),
                  table_key: Callable[[SessionKey], Hashable] = lambda key: key,
                  tls_files: tls.TlsFiles | None = None, trusted_proxies: tuple = (),
-                 proxy_protocol: bool = False, metrics_host: str = "127.0.0.1", metrics_port: int = 0) -> None:
-        self.directory = tempfile.mkdtemp(prefix="myservice-front-")  # 0700: sockets, config, map, TLS
-        try:
-            # First: files that do not check out stop the start before any socket is bound.
+                 proxy_protocol: bool = False, metrics_host: str = "127.0.0.1", metrics_port: int = 0,
+                 shared_directory: str | None = None) -> None:
+        common = dict(jwt_key=jwt_key, issuer=issuer, audience=audience, methods=forwarded_methods(services),
+                      on_start=self._haproxy_started,
+                      trusted_proxies=tuple(str(network) for network in trusted_proxies),
+                      proxy_protocol=proxy_protocol)
+        if shared_directory:
+            self.directory = shared_directory
             self.tls = FrontTls.load(tls_files, self.directory) if tls_files else None
-            metrics = supervisors.listening_socket(metrics_host, metrics_port) if metrics_port else None
+            self.haproxy: supervisors.HaproxySupervisor | HaproxySidecar = HaproxySidecar(
+                directory=shared_directory, host=host, port=port, tls=self.tls, metrics_host=metrics_host,
+                metrics_port=metrics_port, **common)
+            self.gateway_socket = self.haproxy.config.gateway_socket
+        else:
+            self.directory = tempfile.mkdtemp(prefix="myservice-front-")  # 0700: sockets, config, map, TLS
             try:
-                listener = supervisors.listening_socket(host, port)
+                # First: files that do not check out stop the start before any socket is bound.
+                self.tls = FrontTls.load(tls_files, self.directory) if tls_files else None
+                metrics = supervisors.listening_socket(metrics_host, metrics_port) if metrics_port else None
+                try:
+                    listener = supervisors.listening_socket(host, port)
+                except BaseException:
+                    if metrics:
+                        metrics.close()
+                    raise
             except BaseException:
-                if metrics:
-                    metrics.close()
+                shutil.rmtree(self.directory, ignore_errors=True)
                 raise
-        except BaseException:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            raise
-        self.gateway_socket = os.path.join(self.directory, "gateway.sock")
-        self.supervisor = supervisors.HaproxySupervisor(
-            haproxy=haproxy, listener=listener, gateway_socket=self.gateway_socket, jwt_key=jwt_key,
-            issuer=issuer, audience=audience, methods=forwarded_methods(services), directory=self.directory,
-            on_start=self._haproxy_started, tls=self.tls,
-            trusted_proxies=tuple(str(network) for network in trusted_proxies), proxy_protocol=proxy_protocol,
-            metrics_listener=metrics)
-        self.map = MapSync(self.supervisor.client, self.supervisor.map_file)
+            self.gateway_socket = os.path.join(self.directory, "gateway.sock")
+            self.haproxy = supervisors.HaproxySupervisor(
+                haproxy=haproxy, listener=listener, gateway_socket=self.gateway_socket,
+                directory=self.directory, tls=self.tls, metrics_listener=metrics, **common)
+        self.map = MapSync(self.haproxy.client, self.haproxy.map_file)
         self._table_key = table_key
         self._ended: Callable[[Hashable], bool] = lambda key: False
 
     @property
     def port(self) -> int:
-        return self.supervisor.port
+        return self.haproxy.port
 
     @property
     def metrics_port(self) -> int | None:
         """The port of HAProxy's Prometheus exporter, None when it has none."""
-        listener = self.supervisor.metrics_listener
-        return listener.getsockname()[1] if listener else None
+        return self.haproxy.metrics_port
 
     @property
     def gateway_address(self) -> str:
@@ -203,12 +226,12 @@ class Front:
 
     async def start(self) -> None:
         self.map.start()
-        await self.supervisor.start()
+        await self.haproxy.start()
         if self.tls:
-            self.tls.start(self.supervisor.client)
+            self.tls.start(self.haproxy.client)
 
     async def stop(self, grace: float = 5.0) -> None:
         if self.tls:
             await self.tls.stop()
-        await self.supervisor.stop(grace)
+        await self.haproxy.stop(grace)
         await self.map.close()

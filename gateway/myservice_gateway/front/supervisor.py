@@ -93,6 +93,10 @@ class HaproxySupervisor:
     def port(self) -> int:
         return self.listener.getsockname()[1]
 
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics_listener.getsockname()[1] if self.metrics_listener else None
+
     def write_files(self) -> None:
         if self.tls:
             self.tls.write_files()

@@ -1,0 +1,154 @@
+"""The front run apart (MYSERVICE_FRONT_DIRECTORY, the chart's front container): a real
+HAProxy started by the test on the haproxy.cfg the gateway wrote into the shared
+directory, real gRPC, real instances. The gateway does not start HAProxy; it finds it,
+gives it the map, and gives it the whole map again when a new HAProxy comes; a gateway
+that goes away leaves HAProxy serving the Ready sessions while what needs Python fails
+fast, and a gateway that comes back takes over the same HAProxy."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from myservice import errors
+from myservice_gateway.front import sidecar
+
+from ..conftest import _free_port, echo, error_of
+from .test_front import HAPROXY, code_and_text, python_calls, settled, until
+
+pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (make test installs it)")
+
+
+class Haproxy:
+    """HAProxy as the front container runs it: on the shared directory's haproxy.cfg."""
+
+    def __init__(self, directory: str) -> None:
+        self.config = os.path.join(directory, sidecar.CONFIG_NAME)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([HAPROXY, "-db", "-q", "-f", self.config], stdin=subprocess.DEVNULL)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+
+@pytest.fixture
+def shared(tmp_path):
+    directory = tmp_path / "front"
+    directory.mkdir(mode=0o700)
+    haproxy = Haproxy(str(directory))
+    yield str(directory), haproxy
+    haproxy.kill()
+
+
+async def apart(make_gateway, directory: str, port: int):
+    return await make_gateway(front="haproxy", front_directory=directory, port=port)
+
+
+async def seen(gw, starts: int) -> bool:
+    """The gateway has seen `starts` HAProxys and given the last its map."""
+    watcher = gw.gateway.front.haproxy
+    if watcher.starts < starts:
+        return False
+    await settled(gw)
+    return True
+
+
+async def test_the_gateway_writes_the_config_and_serves_behind_the_haproxy_it_finds(make_gateway, shared):
+    directory, haproxy = shared
+    port = _free_port()
+    gw = await apart(make_gateway, directory, port)
+    watcher = gw.gateway.front.haproxy
+    assert isinstance(watcher, sidecar.HaproxySidecar) and gw.gateway.port == port
+    # Files of the pod's one user only: the key is in haproxy.cfg.
+    config = os.path.join(directory, sidecar.CONFIG_NAME)
+    assert os.stat(config).st_mode & 0o777 == 0o600
+    with open(config) as f:
+        text = f.read()
+    assert f"bind 127.0.0.1:{port} proto h2" in text and "fd@" not in text
+    assert f"unix@{os.path.join(directory, sidecar.GATEWAY_SOCKET_NAME)}" in text
+    assert watcher.starts == 0  # none yet: the gateway started first, as in a pod
+    haproxy.start()
+    assert await until(lambda: seen(gw, 1), timeout=15)
+    metadata = await gw.session("apart")
+    first = await echo(gw, metadata)
+    await settled(gw)
+    assert list(await watcher.client.show_map(watcher.map_file)) == ["TestUser/apart"]
+    before = python_calls(gw)
+    for _ in range(3):
+        assert (await echo(gw, metadata)).pod_name == first.pod_name
+    assert python_calls(gw) == before  # HAProxy alone
+
+
+async def test_a_new_haproxy_is_given_the_whole_map(make_gateway, shared):
+    directory, haproxy = shared
+    gw = await apart(make_gateway, directory, _free_port())
+    haproxy.start()
+    assert await until(lambda: seen(gw, 1), timeout=15)
+    metadata = await gw.session("kept")
+    first = await echo(gw, metadata)
+    await settled(gw)
+    haproxy.kill()  # its container restarts: a new HAProxy, an empty map loaded from the file
+    haproxy.start()
+    assert await until(lambda: seen(gw, 2), timeout=15)
+    watcher = gw.gateway.front.haproxy
+    assert "TestUser/kept" in await watcher.client.show_map(watcher.map_file)
+    before = python_calls(gw)
+    assert (await echo(gw, metadata)).pod_name == first.pod_name
+    assert python_calls(gw) == before  # through the map given back, not Python
+
+
+async def test_ready_sessions_outlive_the_gateway_and_logins_fail_fast_until_it_is_back(make_gateway, shared):
+    directory, haproxy = shared
+    port = _free_port()
+    gw = await apart(make_gateway, directory, port)
+    haproxy.start()
+    assert await until(lambda: seen(gw, 1), timeout=15)
+    metadata = await gw.session("alone")
+    first = await echo(gw, metadata)
+    await settled(gw)
+    # The gateway's process gone (its container killed): its server and its watch of HAProxy.
+    await gw.gateway.server.stop(0)
+    await gw.gateway.front.haproxy.stop()
+    for _ in range(5):
+        assert (await echo(gw, metadata)).pod_name == first.pod_name
+    started = time.monotonic()
+    assert await error_of(gw.login("new")) == code_and_text(errors.backend_unavailable())
+    assert time.monotonic() - started < 2
+    # A gateway back on the same directory (its container restarted) takes the same HAProxy
+    # over: it rebinds the socket, rewrites the same config, and gives HAProxy its own map.
+    pid = haproxy.process.pid
+    back = await apart(make_gateway, directory, port)
+    assert await until(lambda: seen(back, 1), timeout=15)
+    assert haproxy.process.pid == pid and haproxy.process.poll() is None
+    assert await until(lambda: _logs_in(back), timeout=10)
+
+
+async def _logs_in(gw) -> bool:
+    try:
+        await gw.login("after")
+        return True
+    except Exception:  # UNAVAILABLE until HAProxy's check (each second) sees the new socket
+        return False
+
+
+def test_identity_reads_pid_and_start_time():
+    info = "Name: HAProxy\nVersion: 3.0.11\nPid: 1\nUptime_sec: 4\nStart_time_sec: 1796427574\n"
+    assert sidecar.identity(info) == ("1", "1796427574")
+    assert sidecar.identity("Name: HAProxy\n") is None
+
+
+def test_the_directory_needs_the_haproxy_front():
+    from myservice_gateway.front import front as fronts
+
+    with pytest.raises(ValueError, match="MYSERVICE_FRONT_DIRECTORY needs MYSERVICE_FRONT=haproxy"):
+        fronts.choose(None, backend="kubernetes", apart="/run/front")
+    choice = fronts.choose("haproxy", backend="kubernetes", apart="/run/front", which=lambda name: None)
+    assert choice.front == fronts.HAPROXY and choice.haproxy is None  # no binary needed in this container
+    assert fronts.choose("none", backend="kubernetes", apart="/run/front").front == fronts.NONE
