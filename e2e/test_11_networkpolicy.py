@@ -67,7 +67,9 @@ def test_only_the_gateway_reaches_the_instance(cfg, release, client, kube, sessi
     port = instance["spec"]["containers"][0]["ports"][0]["containerPort"]
     instance_target = f"{instance['status']['podIP']}:{port}"
     gateway = ready_gateway_pod(kube)
-    gateway_target = f"{gateway['status']['podIP']}:{gateway['spec']['containers'][0]['ports'][0]['containerPort']}"
+    grpc_port = next(port["containerPort"] for c in gateway["spec"]["containers"] for port in c.get("ports", [])
+                     if port["name"] == "grpc")  # the front container's, with the chart's default front
+    gateway_target = f"{gateway['status']['podIP']}:{grpc_port}"
     policy_name = f"{cfg.fullname()}-instances"
     policy = "present" if kube.get("networkpolicy", policy_name) else "absent"
 

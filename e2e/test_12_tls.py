@@ -133,9 +133,10 @@ def test_basic_workflow_over_tls(release, installed, gateway, kube, sessions, t,
         env = kube.deployment_env(kube.gateway_deploy, "gateway")
         assert (env.get("MYSERVICE_TLS_CERT_FILE"), env.get("MYSERVICE_TLS_KEY_FILE")) == (
             "/etc/myservice/tls/tls.crt", "/etc/myservice/tls/tls.key"), env
-        container = kube.get("deployment", kube.gateway_deploy)["spec"]["template"]["spec"]["containers"][0]
-        # kubelet's grpc probe cannot speak TLS: the port for liveness, and for readiness HAProxy's
-        # /ready (the front, the chart's default: Ready only while HAProxy and the Python gateway answer;
+        containers = kube.get("deployment", kube.gateway_deploy)["spec"]["template"]["spec"]["containers"]
+        container = next(c for c in containers if c["name"] == "front")
+        # HAProxy serves TLS (the front container, the chart's default): the port for liveness, and
+        # for readiness HAProxy's /ready (Ready only while HAProxy and the Python gateway answer;
         # the upgrade above waited for it)
         assert container["livenessProbe"]["tcpSocket"] == {"port": "grpc"}, container["livenessProbe"]
         ready = container["readinessProbe"].get("httpGet", {})

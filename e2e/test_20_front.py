@@ -1,6 +1,6 @@
 """Check 20: the HAProxy front in the gateway pod (the chart's default front; here with
-`helm upgrade --reuse-values --set gateway.replicas=2`, back after; issue 18, item 3). HAProxy runs inside the
-gateway container as the gateway process's child. Through a port-forward to the new
+`helm upgrade --reuse-values --set gateway.replicas=2`, back after; issue 18, item 3). HAProxy runs in the
+pod's front container, the Python gateway in its gateway container. Through a port-forward to the new
 gateway pod: Login works; a session's calls are answered by its own pod; once Ready its
 calls pass HAProxy alone (HAProxy's `instances` backend counts them, the Python gateway's
 call counter does not move); bad tokens get the same code and text as from the Python
@@ -165,17 +165,19 @@ def test_the_haproxy_front_in_the_gateway_pod(front, kube, sessions, installed, 
         assert moved_b == {TO_INSTANCES: 3, ECHO_OK: 1}, moved_b
         assert _moved(after, figures(), TO_INSTANCES)[TO_INSTANCES] == 0  # none of them through the first
 
-        # The key: in no process's arguments or environment, not in the log; HAProxy is the gateway's child
+        # The key: in no process's arguments or environment of either container, not in their logs;
+        # HAProxy runs in the front container
         secret = next(v["secret"]["secretName"] for v in kube.get("pod", pod)["spec"]["volumes"] if v["name"] == "jwt")
         key = base64.b64decode(kube.get("secret", secret)["data"]["key"]).decode()
-        processes = kube.kubectl("exec", "-i", pod, "-c", "gateway", "--", "python", "-c", PROC_SCRIPT,
-                                 input=key, timeout=t(30))
-        fw.log("gateway container's processes:\n" + processes)
-        assert any("haproxy" in line for line in processes.splitlines()), processes
-        assert not [line for line in processes.splitlines() if " KEY " in f"{line} "], processes
-        log = kube.kubectl("logs", pod, "-c", "gateway", timeout=t(30))
-        assert "front: haproxy" in log, log[-2000:]
-        assert key not in log and key.encode().hex() not in log
+        for container in ("gateway", "front"):
+            processes = kube.kubectl("exec", "-i", pod, "-c", container, "--", "python", "-c", PROC_SCRIPT,
+                                     input=key, timeout=t(30))
+            fw.log(f"{container} container's processes:\n" + processes)
+            assert any("haproxy" in line for line in processes.splitlines()) == (container == "front"), processes
+            assert not [line for line in processes.splitlines() if " KEY " in f"{line} "], processes
+            log = kube.kubectl("logs", pod, "-c", container, timeout=t(30))
+            assert key not in log and key.encode().hex() not in log
+        assert "front: haproxy" in kube.kubectl("logs", pod, "-c", "gateway", timeout=t(30))
 
         # Shutdown through the front ends the pod; the routes go with it on both replicas:
         # the session's next call is Python's "has ended" through either

@@ -99,3 +99,37 @@ still win when a values file sets them (the operator's first: it fails the sessi
 {{- define "myservice.sessionReadyTimeoutSeconds" -}}
 {{- coalesce .Values.operator.readyTimeoutSeconds .Values.gateway.sessionReadyTimeoutSeconds .Values.session.readyTimeoutSeconds | int64 -}}
 {{- end -}}
+
+{{/*
+The directory the gateway and front containers share (an emptyDir in memory):
+MYSERVICE_FRONT_DIRECTORY of both.
+*/}}
+{{- define "myservice.frontDirectory" -}}
+/run/myservice/front
+{{- end }}
+
+{{/*
+The gateway pods' terminationGracePeriodSeconds: the drain (preStop), then HAProxy's soft
+stop, which ends what is still open after 20 s (hard-stop-after, front/config.py), with room.
+*/}}
+{{- define "myservice.gatewayTerminationGraceSeconds" -}}
+{{ add .Values.gateway.drainSeconds 25 }}
+{{- end }}
+
+{{/*
+The front container's program (sh, from the gateway image). It waits for the haproxy.cfg
+the gateway container writes at its start, runs HAProxy on it, and turns the SIGTERM
+Kubernetes stops a container with (HAProxy's hard stop: calls cut) into SIGUSR1, HAProxy's
+soft stop: listeners closed, clients told to go (HTTP/2 GOAWAY), calls in flight ended.
+Its exit status is HAProxy's. tests/helm/test_front_container.py runs it.
+*/}}
+{{- define "myservice.frontScript" -}}
+config="$MYSERVICE_FRONT_DIRECTORY/haproxy.cfg"
+trap 'exit 0' TERM INT
+until [ -s "$config" ]; do sleep 0.2; done
+haproxy -db -f "$config" &
+pid=$!
+trap 'kill -USR1 $pid' TERM INT
+while :; do wait $pid; status=$?; kill -0 $pid 2>/dev/null || break; done
+exit $status
+{{- end }}
