@@ -122,7 +122,7 @@ def front_pids(gateway) -> list[int]:
     """The HAProxy front's process (a child of the gateway's process, not an instance),
     or none: the Python gateway alone (MYSERVICE_TEST_FRONT=none, or no HAProxy 3.0 found)."""
     front = gateway.front
-    process = front.supervisor.process if front else None
+    process = front.haproxy.process if front else None
     return [process.pid] if process is not None else []
 
 
