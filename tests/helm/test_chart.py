@@ -24,6 +24,17 @@ def env_of(container: dict) -> dict:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
 
+def container_named(spec: dict, name: str) -> dict:
+    """The container `name` of a pod spec (never by position: the gateway pod has two)."""
+    (container,) = [c for c in spec["containers"] if c["name"] == name]
+    return container
+
+
+def volume_named(spec: dict, name: str) -> dict:
+    (volume,) = [v for v in spec["volumes"] if v["name"] == name]
+    return volume
+
+
 def pod_specs(manifests: list[dict]) -> list[dict]:
     specs = []
     for m in manifests:
@@ -165,12 +176,16 @@ def test_gateway_deployment_defaults(render):
         "app.kubernetes.io/name": "myservice", "app.kubernetes.io/instance": "rel",
         "app.kubernetes.io/component": "gateway"}
     assert pod["spec"]["automountServiceAccountToken"] is True
-    container = pod["spec"]["containers"][0]
+    # the default front (haproxy) is a container of its own: test_front_values.py
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["gateway", "front"]
+    container = container_named(pod["spec"], "gateway")
+    front = container_named(pod["spec"], "front")
     assert (container["image"], container["imagePullPolicy"], container["args"]) == (
         "myservice-gateway:dev", "IfNotPresent", ["gateway"])
-    assert container["ports"] == [{"name": "grpc", "containerPort": 10000, "protocol": "TCP"},
-                                  {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
-                                  {"name": "front-metrics", "containerPort": 9101, "protocol": "TCP"}]
+    # the public port is the front's; the Python gateway listens on a socket in the shared directory
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
+    assert front["ports"] == [{"name": "grpc", "containerPort": 10000, "protocol": "TCP"},
+                              {"name": "front-metrics", "containerPort": 9101, "protocol": "TCP"}]
     assert env_of(container) == {
         "MYSERVICE_BACKEND": "kubernetes",
         "MYSERVICE_PORT": "10000",
@@ -186,13 +201,23 @@ def test_gateway_deployment_defaults(render):
         "MYSERVICE_METRICS_PORT": "9090",
         "MYSERVICE_METRICS_HOST": "0.0.0.0",
         "MYSERVICE_FRONT": "haproxy",
+        "MYSERVICE_FRONT_DIRECTORY": "/run/myservice/front",
         "MYSERVICE_FRONT_METRICS_PORT": "9101",
     }
+    assert env_of(front) == {"MYSERVICE_FRONT_DIRECTORY": "/run/myservice/front"}
     assert pod["metadata"]["annotations"] == {
         "prometheus.io/scrape": "true", "prometheus.io/port": "9090", "prometheus.io/path": "/metrics"}
-    assert container["readinessProbe"]["grpc"] == {"port": 10000}
-    assert container["livenessProbe"]["grpc"] == {"port": 10000}
+    # the pod is Ready when HAProxy's /ready answers (HAProxy runs and the gateway's socket passes)
+    assert "readinessProbe" not in container
+    assert container["livenessProbe"]["tcpSocket"] == {"port": "metrics"}
+    assert front["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "front-metrics"}
+    assert front["livenessProbe"]["tcpSocket"] == {"port": "grpc"}
+    # drainSeconds (5): the front accepts on for 5 s, the gateway serves on 2 s longer, the pod has 5 + 25
+    assert front["lifecycle"]["preStop"]["exec"]["command"] == ["/bin/sleep", "5"]
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["/bin/sleep", "7"]
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 30
     assert pod["spec"]["volumes"] == [
+        {"name": "front", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
         {"name": "users", "secret": {"secretName": "rel-myservice-users"}},
         {"name": "jwt", "secret": {"secretName": "rel-myservice-jwt"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
@@ -204,7 +229,7 @@ def test_gateway_forwards_the_services_of_its_values(render):
     from myservice_gateway.settings import parse_services
 
     deployment = by_kind_and_name(render("--set", "gateway.services={counter.v1.Counter,x.v1.X}"))[("Deployment", GW)]
-    value = env_of(deployment["spec"]["template"]["spec"]["containers"][0])["MYSERVICE_SERVICES"]
+    value = env_of(container_named(deployment["spec"]["template"]["spec"], "gateway"))["MYSERVICE_SERVICES"]
     assert parse_services(value) == ("counter.v1.Counter", "x.v1.X")
 
 
@@ -298,16 +323,18 @@ def test_operator_env_follows_values(render):
             env["MYSERVICE_FINISHED_TTL_SECONDS"],
             env["MYSERVICE_INSTANCE_CPU_REQUEST"], env["MYSERVICE_INSTANCE_MEMORY_REQUEST"]) == (
         "myservice-service:1.2.3", "Never", "2", "60", "30", "50m", "64Mi")
-    gateway = objects[("Deployment", GW)]["spec"]["template"]["spec"]["containers"][0]
+    gateway_spec = objects[("Deployment", GW)]["spec"]["template"]["spec"]
+    gateway = container_named(gateway_spec, "gateway")
     assert gateway["imagePullPolicy"] == "Never"
+    assert container_named(gateway_spec, "front")["imagePullPolicy"] == "Never"
     assert env_of(gateway)["MYSERVICE_SESSION_READY_TIMEOUT_SECONDS"] == "60"
 
 
 def test_one_ready_timeout_for_operator_and_gateway_old_values_still_win(render):
     def ready(*args: str) -> tuple[str, str]:
         objects = by_kind_and_name(render(*args))
-        return tuple(env_of(objects[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0])[
-            "MYSERVICE_SESSION_READY_TIMEOUT_SECONDS"] for name in (OP, GW))
+        return tuple(env_of(container_named(objects[("Deployment", name)]["spec"]["template"]["spec"], container))[
+            "MYSERVICE_SESSION_READY_TIMEOUT_SECONDS"] for name, container in ((OP, "operator"), (GW, "gateway")))
     assert ready() == ("120", "120")
     assert ready("--set", "session.readyTimeoutSeconds=1000000") == ("1000000", "1000000")
     assert ready("--set", "operator.readyTimeoutSeconds=900") == ("900", "900")  # bench/scale/values.yaml
@@ -355,6 +382,7 @@ CHART_OWN = {
         "MYSERVICE_TLS_CLIENT_CA_FILE": "the same",
         "MYSERVICE_FRONT": "always said (gateway.front): unset would mean haproxy wherever it is found",
         "MYSERVICE_FRONT_METRICS_PORT": "on (gateway.frontMetricsPort), for Prometheus",
+        "MYSERVICE_FRONT_DIRECTORY": "HAProxy runs in the front container, on the directory they share",
     },
     "operator": {
         "MYSERVICE_NAMESPACE": "the release's (downward API)",
@@ -377,10 +405,14 @@ def declarations(component: str) -> dict:
 @pytest.mark.parametrize("component,name", [("gateway", GW), ("operator", OP)])
 def test_every_env_the_chart_sets_is_declared_with_its_default_unless_said_why(render, component, name):
     declared = declarations(component)
-    for values in ([], ["-f", FULL], ["--set", "gateway.tls.secretName=tls", "--set", "gateway.tls.clientCA.enabled=true"]):
-        env = env_of(by_kind_and_name(render(*values))[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0])
-        assert sorted(set(env) - set(declared)) == [], "set by the chart, read by no declaration"
-    env = env_of(by_kind_and_name(render())[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0])
+
+    def env_in(*values: str) -> dict:
+        spec = by_kind_and_name(render(*values))[("Deployment", name)]["spec"]["template"]["spec"]
+        return env_of(container_named(spec, component))
+    for values in ([], ["-f", FULL], ["--set", "gateway.front=none"],
+                   ["--set", "gateway.tls.secretName=tls", "--set", "gateway.tls.clientCA.enabled=true"]):
+        assert sorted(set(env_in(*values)) - set(declared)) == [], "set by the chart, read by no declaration"
+    env = env_in()
     differs = {key for key, value in env.items() if not isinstance(value, str)
                or declared[key].convert(value, key) != (declared[key].factory or (lambda: declared[key].default))()}
     assert sorted(differs - set(CHART_OWN[component])) == []
@@ -546,8 +578,8 @@ def test_existing_users_secret(render):
     manifests = render("--set", "usersExistingSecret=my-users")
     objects = by_kind_and_name(manifests)
     assert ("Secret", "rel-myservice-users") not in objects
-    volumes = objects[("Deployment", GW)]["spec"]["template"]["spec"]["volumes"]
-    assert volumes[0] == {"name": "users", "secret": {"secretName": "my-users"}}
+    spec = objects[("Deployment", GW)]["spec"]["template"]["spec"]
+    assert volume_named(spec, "users") == {"name": "users", "secret": {"secretName": "my-users"}}
 
 
 def test_generated_jwt_key_is_64_alphanumerics(render):
@@ -564,8 +596,8 @@ def test_given_jwt_key(render):
 def test_existing_jwt_secret(render):
     objects = by_kind_and_name(render("--set", "jwt.existingSecret=my-jwt"))
     assert ("Secret", "rel-myservice-jwt") not in objects
-    volumes = objects[("Deployment", GW)]["spec"]["template"]["spec"]["volumes"]
-    assert volumes[1] == {"name": "jwt", "secret": {"secretName": "my-jwt"}}
+    spec = objects[("Deployment", GW)]["spec"]["template"]["spec"]
+    assert volume_named(spec, "jwt") == {"name": "jwt", "secret": {"secretName": "my-jwt"}}
 
 
 # --- uninstall cleanup hook ---------------------------------------------------
@@ -698,14 +730,14 @@ TLS = ["--set", "gateway.tls.secretName=gw-tls"]
 TLS_MOUNT = {"name": "tls", "mountPath": "/etc/myservice/tls", "readOnly": True}
 
 
-def gateway_container(manifests: list[dict]) -> dict:
-    return by_kind_and_name(manifests)[("Deployment", GW)]["spec"]["template"]["spec"]["containers"][0]
+def gateway_container(manifests: list[dict], name: str = "gateway") -> dict:
+    return container_named(by_kind_and_name(manifests)[("Deployment", GW)]["spec"]["template"]["spec"], name)
 
 
 def test_gateway_tls_mounts_the_secret_as_a_directory_and_sets_the_files(render):
     deployment = by_kind_and_name(render(*TLS))[("Deployment", GW)]
     spec = deployment["spec"]["template"]["spec"]
-    container = spec["containers"][0]
+    container = container_named(spec, "gateway")
     env = env_of(container)
     assert (env["MYSERVICE_TLS_CERT_FILE"], env["MYSERVICE_TLS_KEY_FILE"]) == (
         "/etc/myservice/tls/tls.crt", "/etc/myservice/tls/tls.key")
@@ -715,14 +747,15 @@ def test_gateway_tls_mounts_the_secret_as_a_directory_and_sets_the_files(render)
     assert {"name": "tls", "secret": {"secretName": "gw-tls", "defaultMode": 0o440}} in spec["volumes"]
 
 
-def test_gateway_tls_probes_are_tcp(render):
+def test_gateway_tls_probes_are_tcp_without_the_front(render):
     # (with the front, the chart's default, readiness asks HAProxy's /ready: test_front_values.py)
     container = gateway_container(render(*TLS, "--set", "gateway.front=none"))
     for probe in ("readinessProbe", "livenessProbe"):
         assert "grpc" not in container[probe]
         assert container[probe]["tcpSocket"] == {"port": "grpc"}
-    plain = gateway_container(render())
-    assert "tcpSocket" not in plain["readinessProbe"] and "tcpSocket" not in plain["livenessProbe"]
+    plain = gateway_container(render("--set", "gateway.front=none"))
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert "tcpSocket" not in plain[probe] and plain[probe]["grpc"] == {"port": 10000}
 
 
 def test_gateway_client_ca_from_the_tls_secret_or_its_own(render):
@@ -732,7 +765,7 @@ def test_gateway_client_ca_from_the_tls_secret_or_its_own(render):
     manifests = render(*TLS, "--set", "gateway.tls.clientCA.enabled=true",
                        "--set", "gateway.tls.clientCA.secretName=clients-ca", "--set", "gateway.tls.clientCA.key=bundle.pem")
     spec = by_kind_and_name(manifests)[("Deployment", GW)]["spec"]["template"]["spec"]
-    own = spec["containers"][0]
+    own = container_named(spec, "gateway")
     assert env_of(own)["MYSERVICE_TLS_CLIENT_CA_FILE"] == "/etc/myservice/tls-client-ca/bundle.pem"
     assert {"name": "tls-client-ca", "mountPath": "/etc/myservice/tls-client-ca", "readOnly": True} in own["volumeMounts"]
     assert {"name": "tls-client-ca", "secret": {"secretName": "clients-ca", "defaultMode": 0o440}} in spec["volumes"]
@@ -781,16 +814,24 @@ def test_operator_lease_is_rendered_empty_for_the_operator_to_take(render):
 def test_gateway_metrics_off_and_own_annotations(render):
     def gateway(*args: str) -> dict:
         return by_kind_and_name(render(*args))[("Deployment", GW)]["spec"]["template"]
-    off = gateway("--set", "gateway.metricsPort=0", "--set", "gateway.frontMetricsPort=0")
-    container = off["spec"]["containers"][0]
-    assert [p["name"] for p in container["ports"]] == ["grpc"]
+    off = gateway("--set", "gateway.metricsPort=0")
+    container = container_named(off["spec"], "gateway")
+    # with the front: no port left on the gateway container, nor the liveness probe on it
+    assert "ports" not in container and "livenessProbe" not in container
     assert env_of(container)["MYSERVICE_METRICS_PORT"] == "0"
+    assert [p["name"] for p in container_named(off["spec"], "front")["ports"]] == ["grpc", "front-metrics"]
     assert "annotations" not in off["metadata"]
+    alone = gateway("--set", "gateway.metricsPort=0", "--set", "gateway.front=none",
+                    "--set", "gateway.frontMetricsPort=0")
+    assert [c["name"] for c in alone["spec"]["containers"]] == ["gateway"]
+    assert [p["name"] for p in alone["spec"]["containers"][0]["ports"]] == ["grpc"]
+    assert "annotations" not in alone["metadata"]
     mine = gateway("--set", "gateway.metricsPort=9200", "--set-string", "gateway.podAnnotations.team=x",
                    "--set-string", "gateway.podAnnotations.prometheus\\.io/scrape=false")
     assert mine["metadata"]["annotations"] == {
         "team": "x", "prometheus.io/scrape": "false", "prometheus.io/port": "9200", "prometheus.io/path": "/metrics"}
-    assert {"name": "metrics", "containerPort": 9200, "protocol": "TCP"} in mine["spec"]["containers"][0]["ports"]
+    assert container_named(mine["spec"], "gateway")["ports"] == [
+        {"name": "metrics", "containerPort": 9200, "protocol": "TCP"}]
 
 
 def test_service_monitors_off_by_default(render):
