@@ -16,7 +16,7 @@ import pytest
 from myservice import errors
 from myservice_gateway.front import sidecar
 
-from ..conftest import _free_port, echo, error_of
+from ..conftest import _free_port, echo, error_of, md
 from .test_front import HAPROXY, code_and_text, python_calls, settled, until
 
 pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (make test installs it)")
@@ -47,8 +47,8 @@ def shared(tmp_path):
     haproxy.kill()
 
 
-async def apart(make_gateway, directory: str, port: int):
-    return await make_gateway(front="haproxy", front_directory=directory, port=port)
+async def apart(make_gateway, directory: str, port: int, **settings):
+    return await make_gateway(front="haproxy", front_directory=directory, port=port, **settings)
 
 
 async def seen(gw, starts: int) -> bool:
@@ -152,3 +152,34 @@ def test_the_directory_needs_the_haproxy_front():
     choice = fronts.choose("haproxy", backend="kubernetes", apart="/run/front", which=lambda name: None)
     assert choice.front == fronts.HAPROXY and choice.haproxy is None  # no binary needed in this container
     assert fronts.choose("none", backend="kubernetes", apart="/run/front").front == fronts.NONE
+
+
+async def test_a_gateway_back_with_a_rotated_key_gives_it_to_the_running_haproxy(make_gateway, shared):
+    """The JWT Secret rotated, then the gateway container restarted (not the pod): HAProxy,
+    started with the old key in its haproxy.cfg, checks tokens with the new one (set var)."""
+    directory, haproxy = shared
+    port = _free_port()
+    old_key, new_key = b"o" * 32, b"n" * 32
+    gw = await apart(make_gateway, directory, port, jwt_key=old_key)
+    haproxy.start()
+    assert await until(lambda: seen(gw, 1), timeout=15)
+    stale = await gw.session("stale-key")  # a token signed with the old key
+    await gw.gateway.server.stop(0)
+    await gw.gateway.front.haproxy.stop()
+    back = await apart(make_gateway, directory, port, jwt_key=new_key)
+    assert await until(lambda: seen(back, 1), timeout=15)
+    assert await until(lambda: _logs_in(back), timeout=10)
+    metadata = await back.session("new-key")
+    assert (await echo(back, metadata)).server_session_id == "new-key"
+    await settled(back)
+    before = python_calls(back)
+    assert (await echo(back, metadata)).server_session_id == "new-key"
+    assert python_calls(back) == before  # checked and routed by HAProxy, with the new key
+    # The old key's token is refused by HAProxy itself (the Python gateway never sees it).
+    assert await error_of(echo(back, md(token_of(stale), "stale-key"))) == code_and_text(errors.invalid_token())
+    assert python_calls(back) == before
+    assert haproxy.process.poll() is None  # the same HAProxy throughout
+
+
+def token_of(metadata) -> str:
+    return dict(metadata)["authorization"]

@@ -39,6 +39,7 @@ from myservice import contract, errors
 from . import mapkeeper
 
 # Names inside the configuration, for the runtime API and the tests.
+KEY_VARIABLE = "proc.jwt_key"  # the signing key, as jwt_verify reads it (sidecar.py sets it live)
 FRONTEND = "myservice"
 INSTANCES_BACKEND = "instances"
 GATEWAY_BACKEND = "gateway"
@@ -223,7 +224,7 @@ def render(config: FrontConfig) -> str:
         f"    hard-stop-after {SOFT_STOP_LIMIT}",
         # The signing key as a process variable: jwt_verify reads it by name, binary-safe
         # but for NUL (the front refuses such a key: front.py).
-        f"    set-var proc.jwt_key bin({config.jwt_key.hex()})",
+        f"    set-var {KEY_VARIABLE} bin({config.jwt_key.hex()})",
         # The TLS files are the front's own (no .key/.ocsp/.issuer beside them to look for).
         *(["    ssl-load-extra-files none"] if config.tls_cert_file else []),
         "",
@@ -248,7 +249,7 @@ def render(config: FrontConfig) -> str:
         f"    http-request set-var(txn.now) date if {_NO_ERROR_YET}",
         # tokens.ALGORITHM pinned: the header must say HS256, and the HS256 signature must hold.
         check(errors.invalid_token, "!{ var(txn.tok),jwt_header_query('$.alg') -m str HS256 }"),
-        check(errors.invalid_token, '!{ var(txn.tok),jwt_verify("HS256",proc.jwt_key) -m int 1 }'),
+        check(errors.invalid_token, f'!{{ var(txn.tok),jwt_verify("HS256",{KEY_VARIABLE}) -m int 1 }}'),
         claim("sub"), claim("sid"), claim("iss"), claim("aud"), claim("role"), claim("jti"),
         claim("exp", "int"), claim("iat", "int"), claim("nbf", "int"),
         # tokens.REQUIRED_CLAIMS, each present.

@@ -84,6 +84,15 @@ class RuntimeClient:
             await self.run(f"abort ssl {kind} {name}")
             raise RuntimeApiError(f"commit ssl {kind} {name}: {_first_lines(answer)}")
 
+    async def set_binary_variable(self, name: str, value: bytes) -> None:
+        """Set the process variable `name` (proc.*) to `value`, as `set-var name bin(hex)` in
+        the configuration does. `set var` is an experimental command of HAProxy's CLI (3.0:
+        tests/gateway/test_front_sidecar.py holds it to that). Errors never quote the value
+        (the signing key travels so)."""
+        answer = await self.run(f"experimental-mode on; set var {name} bin({value.hex()})")
+        if answer.strip():
+            raise RuntimeApiError(f"set var {name}: refused by HAProxy")
+
     async def show_map(self, map_name: str) -> dict[str, str]:
         """The map's current entries (key -> value)."""
         entries = {}

@@ -13,8 +13,11 @@ The two share one directory (an emptyDir in memory, mode 0700 files of one uid):
 
 HAProxy binds the public port (and the metrics port) itself. The gateway asks its
 runtime API once a period who it is (`show info`: Pid and Start_time_sec); a new
-HAProxy (its container restarted: an empty map) or one that was away is given the
-whole map again (on_start), as the child's supervisor does after a restart.
+HAProxy (its container restarted: an empty map) or one that was away is given this
+gateway's signing key (`set var`: a gateway restarted after its key was rotated must
+not find HAProxy checking tokens with the old one) and the whole map again
+(on_start), as the child's supervisor does after a restart. The rest of haproxy.cfg
+comes from the pod's environment, which does not change in a pod's life.
 """
 from __future__ import annotations
 
@@ -105,6 +108,16 @@ class HaproxySidecar:
         if now is None:
             return False
         if now != self.seen or self._away:
+            try:
+                # The key first: a gateway back after its key was rotated (the Secret changed, its
+                # container restarted) finds HAProxy still checking tokens with the old one.
+                await self.client.set_binary_variable(front_config.KEY_VARIABLE, self.config.jwt_key)
+            except RuntimeApiError as e:
+                if not self._away:
+                    log.error("HAProxy (the front container) did not take the signing key: %s; tried again "
+                              "every %gs", e, self.period)
+                self._away = True
+                return False
             self.starts += 1
             log.info("HAProxy (pid %s, started %s) %s", now[0], now[1],
                      "is new: giving it the whole map" if self.seen and now != self.seen else "answers")
