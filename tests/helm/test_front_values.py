@@ -92,6 +92,10 @@ def test_haproxy_front_runs_in_its_own_container_beside_the_gateway(render):
     assert "readinessProbe" not in container
     assert front["livenessProbe"]["tcpSocket"] == {"port": "grpc"}
     assert container["livenessProbe"]["tcpSocket"] == {"port": "metrics"}
+    # HAProxy binds only once the gateway's first start wrote its config: liveness waits for that
+    startup = front["startupProbe"]
+    assert startup["tcpSocket"] == {"port": "grpc"} and startup["periodSeconds"] * startup["failureThreshold"] >= 120
+    assert "initialDelaySeconds" not in front["livenessProbe"]
     # one directory, shared: the gateway writes haproxy.cfg there, the front waits for it there
     mount = {"name": "front", "mountPath": FRONT_DIRECTORY}
     assert mount in container["volumeMounts"] and mount in front["volumeMounts"]
