@@ -14,7 +14,7 @@ import time
 import pytest
 
 from myservice import errors
-from myservice_gateway.front import sidecar
+from myservice_gateway.front import files, sidecar
 
 from ..conftest import _free_port, echo, error_of, md
 from .test_front import HAPROXY, code_and_text, python_calls, settled, until
@@ -26,7 +26,7 @@ class Haproxy:
     """HAProxy as the front container runs it: on the shared directory's haproxy.cfg."""
 
     def __init__(self, directory: str) -> None:
-        self.config = os.path.join(directory, sidecar.CONFIG_NAME)
+        self.config = os.path.join(directory, files.CONFIG_NAME)
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -67,12 +67,12 @@ async def test_the_gateway_writes_the_config_and_serves_behind_the_haproxy_it_fi
     watcher = gw.gateway.front.haproxy
     assert isinstance(watcher, sidecar.HaproxySidecar) and gw.gateway.port == port
     # Files of the pod's one user only: the key is in haproxy.cfg.
-    config = os.path.join(directory, sidecar.CONFIG_NAME)
+    config = os.path.join(directory, files.CONFIG_NAME)
     assert os.stat(config).st_mode & 0o777 == 0o600
     with open(config) as f:
         text = f.read()
     assert f"bind 127.0.0.1:{port} proto h2" in text and "fd@" not in text
-    assert f"unix@{os.path.join(directory, sidecar.GATEWAY_SOCKET_NAME)}" in text
+    assert f"unix@{os.path.join(directory, files.GATEWAY_SOCKET_NAME)}" in text
     assert watcher.starts == 0  # none yet: the gateway started first, as in a pod
     haproxy.start()
     assert await until(lambda: seen(gw, 1), timeout=15)

@@ -12,7 +12,9 @@ One concern per module:
 - runtime.py: the runtime API client (asyncio, Unix socket);
 - mapkeeper.py: the map's wanted content and the commands that make it so (pure);
 - mapsync.py: applies those commands in order and rebuilds the map when asked;
+- files.py: the files HAProxy runs on (haproxy.cfg, the map, the runtime socket) in one directory;
 - supervisor.py: the haproxy child process (dies with the gateway, restarted if it dies);
+- sidecar.py: the haproxy run apart (the chart's front container), watched, given key and map;
 - fronttls.py: TLS at the front (HAProxy's private PEM, rotations through the runtime API);
 - front.py: assembles them for server.py.
 """

@@ -25,6 +25,7 @@ from myservice import contract
 
 from .. import tls
 from ..backends.base import Backend, Endpoint, SessionKey
+from . import files
 from . import supervisor as supervisors
 from .fronttls import FrontTls
 from .mapsync import MapSync
@@ -178,7 +179,7 @@ class Front:
             except BaseException:
                 shutil.rmtree(self.directory, ignore_errors=True)
                 raise
-            self.gateway_socket = os.path.join(self.directory, "gateway.sock")
+            self.gateway_socket = os.path.join(self.directory, files.GATEWAY_SOCKET_NAME)
             self.haproxy = supervisors.HaproxySupervisor(
                 haproxy=haproxy, listener=listener, gateway_socket=self.gateway_socket,
                 directory=self.directory, tls=self.tls, metrics_listener=metrics, **common)

@@ -25,19 +25,15 @@ import asyncio
 import logging
 import os
 import re
-import resource
 from collections.abc import Awaitable, Callable
 
 from . import config as front_config
-from .fronttls import FrontTls, write_private
+from .files import GATEWAY_SOCKET_NAME, HaproxyFiles
+from .fronttls import FrontTls
 from .runtime import RuntimeApiError, RuntimeClient
-from .supervisor import MAP_NAME
 
 log = logging.getLogger("myservice.gateway.front")
 
-CONFIG_NAME = "haproxy.cfg"
-RUNTIME_SOCKET_NAME = "runtime.sock"
-GATEWAY_SOCKET_NAME = "gateway.sock"
 PERIOD_SECONDS = 1.0
 
 
@@ -61,19 +57,14 @@ class HaproxySidecar:
         self.host = host
         self.port = port
         self.metrics_port = metrics_port or None
-        self.runtime_socket = os.path.join(directory, RUNTIME_SOCKET_NAME)
-        self.map_file = os.path.join(directory, MAP_NAME)
-        self.config_file = os.path.join(directory, CONFIG_NAME)
-        self.config = front_config.FrontConfig(
-            bind=f"{host}:{port}", gateway_socket=os.path.join(directory, GATEWAY_SOCKET_NAME),
-            runtime_socket=self.runtime_socket, map_file=self.map_file, jwt_key=jwt_key,
-            issuer=issuer, audience=audience, methods=methods,
-            tls_cert_file=tls.cert_file if tls else None, tls_client_ca_file=tls.client_ca_file if tls else None,
-            trusted_proxies=trusted_proxies, proxy_protocol=proxy_protocol,
-            metrics_bind=f"{metrics_host}:{metrics_port}" if metrics_port else None,
-            max_connections=front_config.connection_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        self.files = HaproxyFiles(
+            directory, bind=f"{host}:{port}", gateway_socket=os.path.join(directory, GATEWAY_SOCKET_NAME),
+            metrics_bind=f"{metrics_host}:{metrics_port}" if metrics_port else None, tls=tls, jwt_key=jwt_key,
+            issuer=issuer, audience=audience, methods=methods, trusted_proxies=trusted_proxies,
+            proxy_protocol=proxy_protocol)
+        self.config, self.config_file, self.map_file = self.files.config, self.files.config_file, self.files.map_file
         self.tls = tls
-        self.client = RuntimeClient(self.runtime_socket)
+        self.client = RuntimeClient(self.files.runtime_socket)
         self.period = period
         self.starts = 0  # HAProxys seen (the first, then each new one)
         self.seen: tuple[str, str] | None = None
@@ -81,17 +72,10 @@ class HaproxySidecar:
         self._watch: asyncio.Task | None = None
         self._away = False
 
-    def write_files(self) -> None:
-        if self.tls:
-            self.tls.write_files()
-        write_private(self.config_file, front_config.render(self.config))
-        if not os.path.exists(self.map_file):
-            write_private(self.map_file, "")  # empty: the runtime API fills it
-
     async def start(self) -> None:
         """Write the files and watch. HAProxy need not be there yet: the gateway serves
         behind it as soon as it comes (its container may start after this one)."""
-        self.write_files()
+        self.files.write()
         await self.check()
         self._watch = asyncio.get_running_loop().create_task(self._watch_haproxy(), name="front-sidecar-watch")
 

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import resource
 import shutil
 import signal
 import socket
 import tempfile
 from collections.abc import Awaitable, Callable
 
-from . import config as front_config
+from .files import HaproxyFiles
 from .fronttls import FrontTls
 from .runtime import RuntimeApiError, RuntimeClient
 
@@ -30,7 +28,6 @@ log = logging.getLogger("myservice.gateway.front")
 
 START_TIMEOUT_SECONDS = 10.0
 RESTART_DELAY_SECONDS = 0.5
-MAP_NAME = "sessions.map"
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -69,20 +66,15 @@ class HaproxySupervisor:
         self.haproxy = haproxy
         self.listener = listener
         self.directory = directory or tempfile.mkdtemp(prefix="myservice-front-")  # mode 0700
-        self.runtime_socket = os.path.join(self.directory, "runtime.sock")
-        self.map_file = os.path.join(self.directory, MAP_NAME)
-        self.config_file = os.path.join(self.directory, "haproxy.cfg")
-        self.config = front_config.FrontConfig(
-            bind=f"fd@{listener.fileno()}", gateway_socket=gateway_socket,
-            runtime_socket=self.runtime_socket, map_file=self.map_file, jwt_key=jwt_key,
-            issuer=issuer, audience=audience, methods=methods,
-            tls_cert_file=tls.cert_file if tls else None, tls_client_ca_file=tls.client_ca_file if tls else None,
-            trusted_proxies=trusted_proxies, proxy_protocol=proxy_protocol,
-            metrics_bind=f"fd@{metrics_listener.fileno()}" if metrics_listener else None,
-            max_connections=front_config.connection_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        self.files = HaproxyFiles(
+            self.directory, bind=f"fd@{listener.fileno()}", gateway_socket=gateway_socket,
+            metrics_bind=f"fd@{metrics_listener.fileno()}" if metrics_listener else None, tls=tls,
+            jwt_key=jwt_key, issuer=issuer, audience=audience, methods=methods, trusted_proxies=trusted_proxies,
+            proxy_protocol=proxy_protocol)
+        self.config, self.config_file, self.map_file = self.files.config, self.files.config_file, self.files.map_file
+        self.client = RuntimeClient(self.files.runtime_socket)
         self.metrics_listener = metrics_listener
         self.tls = tls
-        self.client = RuntimeClient(self.runtime_socket)
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
         self._on_start = on_start
@@ -97,15 +89,8 @@ class HaproxySupervisor:
     def metrics_port(self) -> int | None:
         return self.metrics_listener.getsockname()[1] if self.metrics_listener else None
 
-    def write_files(self) -> None:
-        if self.tls:
-            self.tls.write_files()
-        _write_private(self.config_file, front_config.render(self.config))
-        if not os.path.exists(self.map_file):
-            _write_private(self.map_file, "")  # empty: the runtime API fills it
-
     async def start(self) -> None:
-        self.write_files()
+        self.files.write()
         await self._spawn()
         self._watch = asyncio.get_running_loop().create_task(self._watch_exits())
 
@@ -176,8 +161,3 @@ class HaproxySupervisor:
             self.metrics_listener.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
-
-def _write_private(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
