@@ -176,6 +176,8 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     reflection.enable(server, (contract.SERVICE, health.SERVICE_NAME))
     proxied = front.observe(backend) if front else backend
     user_watch = UserWatch(users, proxied)  # the front's too: a removed user's routes go first
+    if front:
+        front.user_exists = user_watch.exists
     authenticator = Authenticator(config, user_watch.exists)
     server.add_generic_rpc_handlers((Proxy(proxied, authenticator, services=settings.services,
                                            metrics=metrics),))

@@ -1,7 +1,8 @@
 """The front on the Kubernetes backend (the chart's gateway.front=haproxy): the map is
-keyed by the session table's key there (the resource name), an entry is added when a
-call finds the session Ready, and it goes when the resource is Completed, Failed or
-deleted, as the gateway's watch sees it. No API server: the watch's index is fed by hand."""
+keyed by the session table's key there (the resource name), an entry is added when the
+gateway's watch sees the session Ready (or a call finds it so), and it goes when the
+resource is Completed, Failed or deleted, as the watch sees it, a relist included. No API
+server: the watch's index is fed by hand."""
 from __future__ import annotations
 
 from myservice_api import crd
@@ -22,7 +23,7 @@ def resource(phase: str | None, ip: str = "10.1.2.3") -> dict:
 
 def kube_front():
     backend = KubernetesBackend(namespace="ns", ready_timeout=10)
-    index = SessionIndex(backend.sessions, on_finished=backend._forget)
+    index = SessionIndex(backend.sessions, on_finished=backend._forget, on_ready=backend._ready_seen)
     front = fronts.Front(haproxy="/usr/sbin/haproxy", host="127.0.0.1", port=0, jwt_key=b"k", issuer="i",
                          audience="a")
     front.observe(backend)
@@ -74,6 +75,44 @@ def test_a_call_that_resumes_after_the_deletion_adds_no_entry():
         index.delete(NAME)
         assert NAME in backend.sessions.ended
         front._session_ready(KEY, "10.1.2.3:50051")
+        assert front.map.keeper.entries == {}
+    finally:
+        close(front)
+
+
+def test_the_watch_adds_a_ready_sessions_entry_before_any_call():
+    _, index, front = kube_front()
+    try:
+        index.upsert(NAME, resource(crd.Phase.STARTING.value))
+        assert front.map.keeper.entries == {}
+        index.upsert(NAME, resource(crd.Phase.READY.value))  # another replica's call, or the operator
+        assert front.map.keeper.entries == {"alice/s1": "10.1.2.3:50051"}
+    finally:
+        close(front)
+
+
+def test_a_relist_adds_the_ready_and_removes_the_ended():
+    """A gateway (re)started, or its watch back after an expiry: the listing is the truth."""
+    other = resource_name("alice", "s2")
+    _, index, front = kube_front()
+    try:
+        index.upsert(NAME, resource(crd.Phase.READY.value))
+        completed = resource(crd.Phase.COMPLETED.value)  # ended while the watch was away
+        ready = {"metadata": {"name": other}, "spec": {"user": "alice", "sessionId": "s2"},
+                 "status": {"phase": crd.Phase.READY.value, "podIP": "10.1.2.4", "port": 50051}}
+        index.replace({NAME: completed, other: ready})
+        assert front.map.keeper.entries == {"alice/s2": "10.1.2.4:50051"}
+        index.replace({})  # both deleted while away
+        assert front.map.keeper.entries == {}
+    finally:
+        close(front)
+
+
+def test_a_removed_users_ready_session_gets_no_entry_from_the_watch():
+    _, index, front = kube_front()
+    try:
+        front.user_exists = lambda username: username != "alice"
+        index.upsert(NAME, resource(crd.Phase.READY.value))
         assert front.map.keeper.entries == {}
     finally:
         close(front)

@@ -52,6 +52,10 @@ class KubernetesBackend:
         self._api: kubernetes.client.CustomObjectsApi | None = None
         self._cache: SessionCache | None = None
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # Told (resource name, user, session id, pod address) of every watch event of a Ready
+        # session: the front's map (front.py), which then holds every Ready session of the
+        # namespace, at once and again after a restart of this gateway.
+        self.on_session_ready: Callable[[str, str, str, str], None] = lambda name, user, sid, address: None
         self._executor = concurrent.futures.ThreadPoolExecutor(API_THREADS, thread_name_prefix="kube")
 
     async def _call(self, blocking: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -62,7 +66,7 @@ class KubernetesBackend:
     async def start(self) -> None:
         self._api_client = self._api_client or kubeclient.api_client(pool_size=API_THREADS)
         self._api = kubernetes.client.CustomObjectsApi(self._api_client)
-        index = SessionIndex(self.sessions, on_finished=self._forget)
+        index = SessionIndex(self.sessions, on_finished=self._forget, on_ready=self._ready_seen)
         self._cache = SessionCache(self._api, self.namespace, asyncio.get_running_loop(), index=index)
         self._cache.start()
         try:
@@ -191,6 +195,14 @@ class KubernetesBackend:
     def table_key(key: SessionKey) -> str:
         """The session table's key of a session (slots, ended sessions): its resource name."""
         return resource_name(key.username, key.session_id)
+
+    def _ready_seen(self, name: str, resource: dict) -> None:
+        """The watch saw the session Ready (or still Ready): tell the listener (the front adds
+        its route, so that even its first call through this gateway passes HAProxy alone)."""
+        spec = resource.get("spec") or {}
+        address = routes.ready_address(resource)
+        if address and spec.get("user") and spec.get("sessionId"):
+            self.on_session_ready(name, spec["user"], spec["sessionId"], address)
 
     def _forget(self, resource: dict | None) -> None:
         """Close the channel of a session that has ended (runs on the event loop), and tell

@@ -32,8 +32,9 @@ def decide(resource: dict | None, key: SessionKey) -> Route:
         return Route(error=e)
     status = resource.get("status") or {}
     phase, reason = status.get("phase"), status.get("reason")
-    if phase == crd.Phase.READY and status.get("podIP") and status.get("port"):
-        return Route(address=f"{status['podIP']}:{status['port']}", pod_name=status.get("podName", ""))
+    address = ready_address(resource)
+    if address:
+        return Route(address=address, pod_name=status.get("podName", ""))
     if phase == crd.Phase.PENDING and reason == crd.Reason.CAPACITY:
         return Route(error=errors.all_instances_busy())
     if phase == crd.Phase.COMPLETED:
@@ -45,6 +46,14 @@ def decide(resource: dict | None, key: SessionKey) -> Route:
     if resource.get("metadata", {}).get("deletionTimestamp"):
         return Route(error=errors.backend_unavailable())
     return WAIT  # no status yet, Pending without a reason, Starting
+
+
+def ready_address(resource: dict | None) -> str | None:
+    """`podIP:port` of a Ready session's pod, None unless Ready with both."""
+    status = (resource or {}).get("status") or {}
+    if status.get("phase") == crd.Phase.READY and status.get("podIP") and status.get("port"):
+        return f"{status['podIP']}:{status['port']}"
+    return None
 
 
 def owner_of(resource: dict) -> str | None:

@@ -19,12 +19,14 @@ from .sessions import SessionTable
 
 class SessionIndex:
     def __init__(self, table: SessionTable | None = None,
-                 on_finished: Callable[[dict | None], None] = lambda resource: None) -> None:
+                 on_finished: Callable[[dict | None], None] = lambda resource: None,
+                 on_ready: Callable[[str, dict], None] = lambda name, resource: None) -> None:
         self.items: dict[str, dict] = {}
         self.table = table if table is not None else SessionTable()
         self._slots = self.table.slots
         self._ended = self.table.ended
         self._on_finished = on_finished
+        self._on_ready = on_ready  # told every event of a Ready session (the front's map)
         self._waiters: dict[str, set[asyncio.Future]] = {}
 
     # ------------------------------------------------------------------ fed by the watch
@@ -38,6 +40,7 @@ class SessionIndex:
         for name, resource in self.items.items():
             self._ended.discard(name)
             self._count(name, resource)
+            self._told(name, resource)  # what changed while the watch was away, as if seen
         for name in list(self._waiters):  # rare: anything may have changed
             self._wake(name)
 
@@ -45,8 +48,7 @@ class SessionIndex:
         self.items[name] = resource
         self._ended.discard(name)
         self._count(name, resource)
-        if crd.is_terminal((resource.get("status") or {}).get("phase")):
-            self._on_finished(resource)
+        self._told(name, resource)
         self._wake(name)
 
     def delete(self, name: str) -> None:
@@ -92,6 +94,12 @@ class SessionIndex:
         return sum(len(w) for w in self._waiters.values())
 
     # ------------------------------------------------------------------ internals
+
+    def _told(self, name: str, resource: dict) -> None:
+        if crd.is_terminal((resource.get("status") or {}).get("phase")):
+            self._on_finished(resource)
+        elif routes.ready_address(resource):
+            self._on_ready(name, resource)
 
     def _wake(self, name: str) -> None:
         for future in self._waiters.pop(name, ()):

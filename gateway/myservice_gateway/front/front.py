@@ -4,7 +4,9 @@ of the Python gateway, and the session table's news turned into map changes.
 When a session is Ready: the moment the Python gateway resolves a call's
 instance (Backend.endpoint returns), it is, on both backends and for warm pool
 members alike; the entry is added then, so a session's first call goes through
-Python (which starts the instance) and the following ones do not. When it ends:
+Python (which starts the instance) and the following ones do not. On Kubernetes
+also when the watch sees the resource Ready (at start, after a relist, and from
+the calls of other replicas): every replica's map holds every Ready session. When it ends:
 the session table's ended sessions (sessions.EndedSessions.on_end), where both
 backends record every end (Shutdown, limits, crash, resource deleted).
 """
@@ -186,6 +188,9 @@ class Front:
         self.map = MapSync(self.haproxy.client, self.haproxy.map_file)
         self._table_key = table_key
         self._ended: Callable[[Hashable], bool] = lambda key: False
+        # Whether a user is in the users file (userwatch.py; server.py sets it): the watch's
+        # Ready sessions of a removed user get no route.
+        self.user_exists: Callable[[str], bool] = lambda username: True
 
     @property
     def port(self) -> int:
@@ -214,7 +219,14 @@ class Front:
         ended = backend.sessions.ended
         ended.on_end = self.map.ended
         self._ended = ended.__contains__
+        if hasattr(backend, "on_session_ready"):  # Kubernetes: Ready as the watch sees it
+            backend.on_session_ready = self._watched_ready
         return ObservedBackend(backend, self._session_ready, self.map.user_removed)
+
+    def _watched_ready(self, session: Hashable, username: str, session_id: str, address: str) -> None:
+        # Not a removed user's (its sessions are being deleted: until then Python refuses its calls).
+        if self.user_exists(username) and not self._ended(session):
+            self.map.ready(session, username, session_id, address)
 
     def _session_ready(self, key: SessionKey, address: str) -> None:
         session = self._table_key(key)
