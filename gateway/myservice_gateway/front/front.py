@@ -238,8 +238,10 @@ class Front:
         self.map.rebuild()
 
     async def start(self) -> None:
-        self.map.start()
+        # HAProxy first: the changes queued meanwhile (the watch's Ready sessions at start) then
+        # go with the rebuild its start asks for, not one by one to an HAProxy not yet there.
         await self.haproxy.start()
+        self.map.start()
         if self.tls:
             self.tls.start(self.haproxy.client)
 
