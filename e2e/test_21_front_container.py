@@ -6,7 +6,8 @@ into their shared directory).
 - The Python gateway SIGKILLed: its container restarts alone. While it is away a Ready
   session's calls still answer from its own pod (they pass HAProxy alone) and a Login
   fails fast with UNAVAILABLE "backend service unavailable"; once it is back, Logins work
-  and the session still answers. HAProxy is the same process throughout.
+  and the session still answers, through HAProxy alone (the new gateway gave it every Ready
+  session its watch listed). HAProxy is the same process throughout.
 - A rollout (`kubectl rollout restart` of the gateway Deployment) while a client inside
   the cluster calls through the Service without pause: not one call fails. The old pod
   keeps serving while the Service drops it (preStop), then HAProxy soft-stops (GOAWAY:
@@ -161,7 +162,13 @@ def test_ready_sessions_answer_while_the_gateway_container_restarts(kube, sessio
                 return None
         fw.wait_until("a Login through the same port once the gateway is back", logs_in, t(30))
         fw.log(f"Login works {time.monotonic() - back_at:.1f}s after the pod was Ready again")
-        assert client.echo(session, value="after").pod_name == first.pod_name
+        # The new gateway gave HAProxy every Ready session its watch listed: the session's calls
+        # pass HAProxy alone (the new process's call counter, from 0, does not see them).
+        for i in range(3):
+            assert client.echo(session, value=f"after-{i}").pod_name == first.pod_name
+        with fw.PortForward(kube, f"pod/{name}", 9090) as metrics:
+            python_calls = fw.scrape_metrics(metrics.address, "myservice_gateway_calls_total")
+        assert sum(python_calls.values()) == 0, python_calls
         assert client.shutdown(session).pod_name == first.pod_name
 
 
