@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 
 import grpc
@@ -132,6 +133,9 @@ def make_front(settings: GatewaySettings) -> fronts.Front | None:
             raise SettingsError("MYSERVICE_FRONT_METRICS_PORT needs the HAProxy front (MYSERVICE_FRONT=haproxy); "
                                 f"the front is none: {choice.why}")
         return None
+    if settings.front_directory and not os.path.isdir(settings.front_directory):
+        raise SettingsError(f"MYSERVICE_FRONT_DIRECTORY: {settings.front_directory} is not a directory (the one "
+                            "shared with HAProxy: the chart's front volume)")
     # The forwarded services: MYSERVICE_SERVICES once that setting exists, else ours.
     services = getattr(settings, "services", (contract.SERVICE,))
     front = fronts.Front(haproxy=choice.haproxy, host=settings.host, port=settings.port, jwt_key=settings.jwt_key,

@@ -183,3 +183,10 @@ async def test_a_gateway_back_with_a_rotated_key_gives_it_to_the_running_haproxy
 
 def token_of(metadata) -> str:
     return dict(metadata)["authorization"]
+
+
+async def test_a_directory_that_is_not_there_is_a_settings_error(make_gateway, tmp_path):
+    from myservice_gateway.settings import SettingsError
+
+    with pytest.raises(SettingsError, match=r"MYSERVICE_FRONT_DIRECTORY: .*/nowhere is not a directory"):
+        await apart(make_gateway, str(tmp_path / "nowhere"), _free_port())
