@@ -102,6 +102,7 @@ class Front:
             pass
         self.process.wait(timeout=5)
         self.log.close()
+        os.unlink(self.log.name)
 
 
 @pytest.fixture
