@@ -116,3 +116,21 @@ def test_a_removed_users_ready_session_gets_no_entry_from_the_watch():
         assert front.map.keeper.entries == {}
     finally:
         close(front)
+
+
+async def test_an_ended_session_leaves_the_channel_of_the_pod_that_has_its_address_now():
+    """A pod IP comes back for another session's pod while the ended session's resource stays
+    (its TTL): the ended one's events (a relist tells them all again) must not close the
+    channel the new session's calls use."""
+    backend = KubernetesBackend(namespace="ns", ready_timeout=10)
+    try:
+        bob = SessionKey(username="bob", session_id="s9")
+        channel = backend._channel("10.1.2.3:50051", bob)  # bob's pod got alice's old address
+        backend._forget(resource(crd.Phase.COMPLETED.value))  # alice's ended session, same address
+        assert backend._channels.get("10.1.2.3:50051") is channel
+        bobs = {"metadata": {"name": resource_name("bob", "s9")}, "spec": {"user": "bob", "sessionId": "s9"},
+                "status": {"phase": crd.Phase.COMPLETED.value, "podIP": "10.1.2.3", "port": 50051}}
+        backend._forget(bobs)  # bob's own end closes it
+        assert "10.1.2.3:50051" not in backend._channels
+    finally:
+        await backend.close()

@@ -52,6 +52,10 @@ class KubernetesBackend:
         self._api: kubernetes.client.CustomObjectsApi | None = None
         self._cache: SessionCache | None = None
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # The session that last used each channel: a pod's IP can come back for another
+        # session's pod while the ended one's resource stays (its TTL), and the ended one's
+        # end must not close the channel the new one uses.
+        self._channel_users: dict[str, str] = {}
         # Told (resource name, user, session id, pod address) of every watch event of a Ready
         # session: the front's map (front.py), which then holds every Ready session of the
         # namespace, at once and again after a restart of this gateway.
@@ -137,7 +141,7 @@ class KubernetesBackend:
         assert self._cache is not None
         route = routes.decide(self._cache.index.items.get(resource_name(key.username, key.session_id)), key)
         if route.address:  # the common case: no wait
-            return Endpoint(route.address, route.pod_name, self._channel(route.address))
+            return Endpoint(route.address, route.pod_name, self._channel(route.address, key))
         if route.error:
             raise route.error
         return await self.sessions.wait_for_start(self._ready(key), call_timeout=timeout)
@@ -150,7 +154,8 @@ class KubernetesBackend:
             resource = index.items.get(name)
             route = routes.decide(resource, key)
             if route.address:
-                return Endpoint(route.address, route.pod_name, self._channel(route.address)), routes.pod_source(resource)
+                return (Endpoint(route.address, route.pod_name, self._channel(route.address, key)),
+                        routes.pod_source(resource))
             if route.error:
                 raise route.error
             wait = None
@@ -185,7 +190,8 @@ class KubernetesBackend:
                 log.error("deleting %s of removed user %r failed: %s", name, username, e)
         return len(names)
 
-    def _channel(self, address: str) -> grpc.aio.Channel:
+    def _channel(self, address: str, key: SessionKey) -> grpc.aio.Channel:
+        self._channel_users[address] = self.table_key(key)
         channel = self._channels.get(address)
         if channel is None:
             channel = self._channels[address] = instance_channel(address)
@@ -213,7 +219,11 @@ class KubernetesBackend:
             self.sessions.ended.on_end(name)
         status = (resource or {}).get("status") or {}
         if status.get("podIP") and status.get("port"):
-            channel = self._channels.pop(f"{status['podIP']}:{status['port']}", None)
+            address = f"{status['podIP']}:{status['port']}"
+            if self._channel_users.get(address, name) != name:
+                return  # another session's pod has that address now: its channel stays
+            self._channel_users.pop(address, None)
+            channel = self._channels.pop(address, None)
             if channel is not None:
                 asyncio.get_running_loop().create_task(channel.close())
 
@@ -223,4 +233,5 @@ class KubernetesBackend:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+        self._channel_users.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
