@@ -140,7 +140,12 @@ def test_ready_sessions_answer_while_the_gateway_container_restarts(kube, sessio
             pb.LoginRequest(username="TestUser", password="TestPassword", session_id="apart-during"), timeout=10))
         waited = time.monotonic() - began
         fw.log(f"Login {waited:.2f}s after the gateway was killed: {err.code().name} {err.details()!r}")
-        fw.assert_status(err, grpc.StatusCode.UNAVAILABLE, contract.BACKEND_UNAVAILABLE)
+        # The contract's UNAVAILABLE; or, when the Login raced the gateway's death on HAProxy's
+        # reused connection to it, HTTP/2 REFUSED_STREAM ("not processed: retry"), which grpc
+        # reports as UNAVAILABLE with its own text (seen once in 3 CI runs, never in 25 local tries).
+        assert err.code() == grpc.StatusCode.UNAVAILABLE, (err.code(), err.details())
+        assert (err.details() == contract.BACKEND_UNAVAILABLE
+                or "Received RST_STREAM with error code 7" in err.details()), err.details()
         assert waited < 2, waited
         replies = [client.echo(session, value=f"alone-{i}", timeout=10) for i in range(5)]
         assert {(r.pod_name, r.server_session_id) for r in replies} == {(first.pod_name, session.session_id)}
