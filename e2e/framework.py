@@ -289,6 +289,20 @@ class Kube:
         """`kubectl exec` in a running pod; its stdout."""
         return self.kubectl("exec", pod, "-c", container, "--", *argv, timeout=timeout)
 
+    def kill_in(self, pod: str, container: str, script: str) -> str:
+        """Run `script` (python) in the container to SIGKILL its main process; its output,
+        which must start with "killed". The container ends with that process, and this exec
+        may be killed with it (exit 137) once its kill is done and said (seen on kind)."""
+        try:
+            out = self.exec(pod, container, "python", "-c", script)
+        except CommandFailed as e:
+            said = str(e)
+            if "exited 137" not in said or "\nkilled " not in said:
+                raise
+            out = said[said.index("\nkilled ") + 1:]
+        assert out.startswith("killed"), out
+        return out
+
     def run_pod(self, manifest: dict, timeout: float) -> str:
         """Create a one-shot pod (restartPolicy Never), wait for it to end, return its
         log; the pod is deleted afterwards whatever happened."""

@@ -66,16 +66,7 @@ def force_delete(kube, pod: str) -> None:
 
 
 def sigkill(kube, pod: str) -> None:
-    try:
-        out = kube.exec(pod, "operator", "python", "-c", KILL_OPERATOR_SCRIPT)
-    except fw.CommandFailed as e:
-        # The container ends with the operator: this exec may be killed with it (137) once
-        # its kill is done and said (seen on kind).
-        said = str(e)
-        if "exited 137" not in said or "\nkilled " not in said:
-            raise
-        out = said[said.index("\nkilled ") + 1:]
-    assert out.startswith("killed"), out
+    kube.kill_in(pod, "operator", KILL_OPERATOR_SCRIPT)
 
 
 def burst_across_a_kill(client, kube, sessions, installed, t, kill, prefix: str) -> float:

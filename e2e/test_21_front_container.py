@@ -110,17 +110,6 @@ def _ready_gateway_pod(kube: fw.Kube, timeout: float) -> dict:
     return fw.wait_until("a Ready gateway pod", ready, timeout)
 
 
-def _sigkill_gateway(kube: fw.Kube, pod: str) -> None:
-    try:
-        out = kube.exec(pod, "gateway", "python", "-c", KILL_GATEWAY_SCRIPT)
-    except fw.CommandFailed as e:
-        said = str(e)  # the container ends with the gateway: this exec may be killed with it (137)
-        if "exited 137" not in said or "\nkilled " not in said:
-            raise
-        out = said[said.index("\nkilled ") + 1:]
-    assert out.startswith("killed"), out
-
-
 def test_ready_sessions_answer_while_the_gateway_container_restarts(kube, sessions, installed, t):
     pod = _ready_gateway_pod(kube, t(120))
     name = pod["metadata"]["name"]
@@ -134,7 +123,7 @@ def test_ready_sessions_answer_while_the_gateway_container_restarts(kube, sessio
         session, first = fw.start_session(client, sessions.add, prefix="apart", timeout=t(90))
         time.sleep(1.5)  # the map entry is written over the runtime API as the first call resolves
 
-        _sigkill_gateway(kube, name)
+        kube.kill_in(name, "gateway", KILL_GATEWAY_SCRIPT)
         began = time.monotonic()
         err = fw.rpc_error(lambda: client.stub.Login(
             pb.LoginRequest(username="TestUser", password="TestPassword", session_id="apart-during"), timeout=10))

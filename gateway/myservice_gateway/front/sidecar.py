@@ -53,8 +53,6 @@ class HaproxySidecar:
                  tls: FrontTls | None = None, trusted_proxies: tuple[str, ...] = (),
                  proxy_protocol: bool = False, metrics_host: str = "127.0.0.1", metrics_port: int = 0,
                  period: float = PERIOD_SECONDS) -> None:
-        self.directory = directory
-        self.host = host
         self.port = port
         self.metrics_port = metrics_port or None
         self.files = HaproxyFiles(
@@ -63,7 +61,6 @@ class HaproxySidecar:
             issuer=issuer, audience=audience, methods=methods, trusted_proxies=trusted_proxies,
             proxy_protocol=proxy_protocol)
         self.config, self.config_file, self.map_file = self.files.config, self.files.config_file, self.files.map_file
-        self.tls = tls
         self.client = RuntimeClient(self.files.runtime_socket)
         self.period = period
         self.starts = 0  # HAProxys seen (the first, then each new one)
