@@ -196,7 +196,7 @@ def _client_pod(name: str, release, kube: fw.Kube) -> dict:
     }
 
 
-def test_a_rollout_of_the_gateway_fails_no_call(kube, sessions, installed, t):
+def test_a_rollout_of_the_gateway_fails_no_call(kube, sessions, installed, gateway, t):
     assert ROLLOUT_SESSIONS <= installed.max_sessions
     old = {p["metadata"]["name"] for p in kube.component_pods("gateway")}
     name = f"rollout-client-{uuid.uuid4().hex[:6]}"
@@ -232,3 +232,4 @@ def test_a_rollout_of_the_gateway_fails_no_call(kube, sessions, installed, t):
             if line.startswith("SESSION "):
                 sessions.add(fw.Session(line.split()[1], "", "user"))
         kube.kubectl("delete", "pod", name, "--ignore-not-found", "--wait=false", check=False)
+        gateway.reset()  # the suite's port-forward was to a replaced pod
