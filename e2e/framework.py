@@ -278,6 +278,18 @@ class Kube:
                    lambda: self.deployment_available(name, replicas), timeout,
                    describe=lambda: self.kubectl("get", "deploy,pods", "-o", "wide", timeout=30))
 
+    def wait_gateway_settled(self, timeout: float, replicas: int | None = None) -> None:
+        """The gateway Deployment Available, and none of its pods terminating. A replaced pod
+        stays Ready through its preStop drain (gateway.drainSeconds), and `kubectl port-forward
+        svc/…` prefers the pod Ready the longest: a forward opened before the old pods are gone
+        may land on one about to stop, and a set of pods taken then is not the settled one."""
+        began = time.monotonic()
+        self.wait_deployment(self.gateway_deploy, timeout, replicas)
+        wait_until("no gateway pod terminating",
+                   lambda: not any(p["metadata"].get("deletionTimestamp") for p in self.component_pods("gateway")),
+                   max(1.0, timeout - (time.monotonic() - began)),
+                   describe=lambda: self.kubectl("get", "pods", "-o", "wide", timeout=30))
+
     def deployment_env(self, name: str, container: str) -> dict[str, str]:
         d = self.get("deployment", name) or {}
         for c in d.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):

@@ -26,5 +26,5 @@ def test_two_gateways_one_pod(gateway, kube, sessions, installed, t):
             kube.wait_mss(session.resource, crd.Phase.COMPLETED, t(60))
     finally:
         kube.kubectl("scale", "deployment", deploy, "--replicas=1", check=False)
-        kube.wait_deployment(deploy, t(120), replicas=1)
+        kube.wait_gateway_settled(t(120), replicas=1)
         gateway.reset()  # its port-forward may have been on the removed pod

@@ -89,7 +89,7 @@ def helm_upgrade_gateway_tls(kube: fw.Kube, release_name: str, secret_name: str,
     fw.log("$ helm -n " + kube.ns + " " + " ".join(argv))
     kube.helm(*argv, timeout=t(240))
     kube.kubectl("rollout", "status", f"deployment/{kube.gateway_deploy}", "--timeout=180s", timeout=t(200))
-    kube.wait_deployment(kube.gateway_deploy, t(180))
+    kube.wait_gateway_settled(t(180))
 
 
 def run_integrationtests(*args: str, t) -> tuple[int, str]:

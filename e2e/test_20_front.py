@@ -60,7 +60,7 @@ def _upgrade_front(kube: fw.Kube, release, front: str, replicas: int, t) -> None
     kube.helm(*argv, timeout=t(240))
     fw.wait_until(f"gateway Deployment with MYSERVICE_FRONT={front}",
                   lambda: kube.deployment_env(kube.gateway_deploy, "gateway").get("MYSERVICE_FRONT") == front, t(30))
-    kube.wait_deployment(kube.gateway_deploy, t(180), replicas=replicas)
+    kube.wait_gateway_settled(t(180), replicas=replicas)
 
 
 def _front_pods(kube: fw.Kube, count: int, timeout: float) -> list[str]:

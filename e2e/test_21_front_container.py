@@ -216,8 +216,8 @@ def test_a_rollout_of_the_gateway_fails_no_call(kube, sessions, installed, gatew
         began = time.monotonic()
         kube.kubectl("rollout", "restart", f"deployment/{kube.gateway_deploy}", timeout=t(30))
         kube.kubectl("rollout", "status", f"deployment/{kube.gateway_deploy}", "--timeout=180s", timeout=t(200))
-        fw.wait_until("the old gateway pods gone",
-                      lambda: not old & {p["metadata"]["name"] for p in kube.component_pods("gateway")}, t(90))
+        kube.wait_gateway_settled(t(90))
+        assert not old & {p["metadata"]["name"] for p in kube.component_pods("gateway")}, old
         fw.log(f"rollout done, the old pods {sorted(old)} gone, in {time.monotonic() - began:.1f}s")
         assert time.monotonic() - began < ROLLOUT_SECONDS - 5, "the rollout outlasted the client's calls"
         line = fw.wait_until(f"{name}: its result", said("RESULT"), t(ROLLOUT_SECONDS + 90))
