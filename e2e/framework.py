@@ -280,9 +280,9 @@ class Kube:
 
     def wait_gateway_settled(self, timeout: float, replicas: int | None = None) -> None:
         """The gateway Deployment Available, and none of its pods terminating. A replaced pod
-        stays Ready through its preStop drain (gateway.drainSeconds), and `kubectl port-forward
-        svc/…` prefers the pod Ready the longest: a forward opened before the old pods are gone
-        may land on one about to stop, and a set of pods taken then is not the settled one."""
+        stays Ready through its preStop drain (gateway.drainSeconds), so `kubectl port-forward
+        svc/…` may still pick it: a forward opened before the old pods are gone may land on one
+        about to stop, and a set of pods taken then is not the settled one."""
         began = time.monotonic()
         self.wait_deployment(self.gateway_deploy, timeout, replicas)
         wait_until("no gateway pod terminating",
