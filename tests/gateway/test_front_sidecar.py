@@ -9,11 +9,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
+
+import grpc
 
 import pytest
 
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from myservice import errors
+from myservice.v1 import myservice_pb2 as pb
+from myservice.v1 import myservice_pb2_grpc as pb_grpc
 from myservice_gateway.front import files, sidecar
 
 from ..conftest import _free_port, echo, error_of, md
@@ -128,6 +134,81 @@ async def test_ready_sessions_outlive_the_gateway_and_logins_fail_fast_until_it_
     assert await until(lambda: seen(back, 1), timeout=15)
     assert haproxy.process.pid == pid and haproxy.process.poll() is None
     assert await until(lambda: _logs_in(back), timeout=10)
+
+
+# A Python gateway that dies (SIGKILL-like: no GOAWAY, no answer) at the first call it
+# receives that is not a health check; health checks it answers (the test's sign that
+# HAProxy's check sees it up).
+DYING_GATEWAY = """
+import os, sys
+from concurrent import futures
+import grpc
+class Handlers(grpc.GenericRpcHandler):
+    def service(self, details):
+        if details.method == "/grpc.health.v1.Health/Check":
+            return grpc.unary_unary_rpc_method_handler(lambda request, context: b"")
+        return grpc.unary_unary_rpc_method_handler(lambda request, context: os._exit(9))
+server = grpc.server(futures.ThreadPoolExecutor(2))
+server.add_generic_rpc_handlers((Handlers(),))
+server.add_insecure_port("unix:" + sys.argv[1])
+server.start()
+print("listening", flush=True)
+server.wait_for_termination()
+"""
+
+
+async def test_a_login_in_flight_when_the_gateway_dies_fails_at_once(make_gateway, shared):
+    """The gateway's process killed with a Login in flight: UNAVAILABLE at once. HAProxy
+    sent it on its HTTP/2 connection to the gateway that earlier calls opened, and that
+    connection closed unanswered: HAProxy resets the client's stream with REFUSED_STREAM
+    (by its design: not processed, the client may retry), which grpc reports with its own
+    text. `retry-on empty-response` does not change it (tried on HAProxy 3.0). The next
+    Login, the gateway gone, has the contract's text. This is e2e check 21's race made
+    certain: there the Login follows the kill, and gets the contract's text unless it
+    reaches HAProxy before HAProxy has seen that connection close."""
+    directory, haproxy = shared
+    port = _free_port()
+    gw = await apart(make_gateway, directory, port)
+    haproxy.start()
+    assert await until(lambda: seen(gw, 1), timeout=15)
+    await gw.gateway.server.stop(0)
+    await gw.gateway.front.haproxy.stop()
+    dying = _dying_gateway(os.path.join(directory, files.GATEWAY_SOCKET_NAME))
+    try:
+        assert await until(lambda: _checks(port), timeout=15)  # HAProxy's check sees it up
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.MyServiceStub(channel)
+            login = pb.LoginRequest(username="TestUser", password="TestPassword", session_id="in-flight")
+            started = time.monotonic()
+            assert await error_of(stub.Login(login, timeout=5)) == (
+                grpc.StatusCode.UNAVAILABLE, "Stream removed (RST_STREAM (Received RST_STREAM with error code 7))")
+            assert time.monotonic() - started < 1
+            assert dying.wait(5) == 9  # it died of that Login
+            started = time.monotonic()
+            assert await error_of(stub.Login(login, timeout=5)) == code_and_text(errors.backend_unavailable())
+            assert time.monotonic() - started < 2
+    finally:
+        if dying.poll() is None:
+            dying.kill()
+            dying.wait()
+
+
+def _dying_gateway(socket: str) -> subprocess.Popen:
+    if os.path.exists(socket):
+        os.unlink(socket)
+    process = subprocess.Popen([sys.executable, "-c", DYING_GATEWAY, socket], stdout=subprocess.PIPE)
+    assert process.stdout.readline().strip() == b"listening"
+    return process
+
+
+async def _checks(port: int) -> bool:
+    """A health check through HAProxy reaches the (dying) gateway, on a connection of its own."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+            return True
+        except grpc.aio.AioRpcError:
+            return False
 
 
 async def _logs_in(gw) -> bool:
