@@ -6,6 +6,9 @@ default) a Ready session's calls pass HAProxy alone: they are counted by its exp
 (gateway.frontMetricsPort, backend `instances`), the session's first call by Python."""
 from __future__ import annotations
 
+import urllib.request
+
+from myservice_gateway.liveness import LIVENESS_PATH
 
 import framework as fw
 
@@ -43,6 +46,9 @@ def test_gateway_metrics_move_as_a_session_starts_and_ends(kube, sessions, insta
 
         before = figures()
         assert LIVE in before, sorted(before)[:10]
+        # Beside /metrics, the gateway container's liveness (the chart's probe behind the front).
+        with urllib.request.urlopen(f"http://{metrics.address}{LIVENESS_PATH}", timeout=10) as reply:
+            assert (reply.status, reply.read()) == (200, b"live\n")
 
         session, reply = fw.start_session(client, sessions.add, prefix="gwmetrics", timeout=t(90))
         assert reply.pod_name == session.pod

@@ -1,19 +1,26 @@
-"""The gateway's Prometheus metrics, served on MYSERVICE_METRICS_PORT (/metrics).
+"""The gateway's Prometheus metrics, served on MYSERVICE_METRICS_PORT (/metrics), beside
+the gateway's liveness (/livez: liveness.py).
 
 No label names a session, user or pod (cardinality): methods are the service's
 known methods (anything else counts as "other"), codes are gRPC's. Each series
 is bound once, so recording a call is a dict lookup and two increments."""
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Callable
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from myservice import contract
 from myservice.v1 import myservice_pb2
 from myservice_api.crd import PodSource
+
+from .liveness import LIVENESS_PATH
 
 KNOWN_METHODS = frozenset(f"/{contract.SERVICE}/{m.name}"
                           for m in myservice_pb2.DESCRIPTOR.services_by_name["MyService"].methods)
@@ -80,13 +87,39 @@ class GatewayMetrics:
     def login_done(self, code: grpc.StatusCode) -> None:
         self.logins.labels(code.name).inc()
 
-    def serve(self, host: str, port: int) -> MetricsServer:
-        """Serve /metrics on a thread of its own (prometheus_client's HTTP server)."""
+    def serve(self, host: str, port: int, live: Callable[[], tuple[bool, str]] | None = None) -> MetricsServer:
+        """Serve /metrics (prometheus_client's WSGI app) and, given `live`, /livez on a
+        thread of their own: a scrape or a probe never waits for the event loop, but /livez
+        asks it (liveness.py)."""
+        app = _with_liveness(make_wsgi_app(self.registry), live) if live else make_wsgi_app(self.registry)
         try:
-            httpd, thread = start_http_server(port, addr=host, registry=self.registry)
+            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]  # IPv4 or IPv6 host
+            server_class = type("MetricsHttpServer", (_Server,), {"address_family": family})
+            httpd = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
         except OSError as e:
             raise OSError(f"cannot serve metrics on {host}:{port}: {e.strerror}") from None
+        thread = threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True)
+        thread.start()
         return MetricsServer(httpd, thread)
+
+
+def _with_liveness(metrics_app, live: Callable[[], tuple[bool, str]]):
+    def app(environ, start_response):
+        if environ.get("PATH_INFO") != LIVENESS_PATH:
+            return metrics_app(environ, start_response)
+        ok, text = live()
+        start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
+        return [text.encode() + b"\n"]
+    return app
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a slow scraper never holds the gateway's exit
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args) -> None:  # a line per scrape and probe is noise
+        pass
 
 
 class MetricsServer:

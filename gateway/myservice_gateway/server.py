@@ -22,6 +22,7 @@ from .backends.processes import InstanceLimits
 from .front import front as fronts
 from .hashproc import CheckerProcesses
 from .login import LoginHandler
+from .liveness import LIVENESS_PATH, LoopLiveness
 from .metrics import GatewayMetrics, MetricsServer
 from .proxy import Proxy
 from .settings import GatewaySettings, SettingsError
@@ -197,7 +198,9 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
         raise OSError(f"cannot listen on {settings.host}:{settings.port} (address in use or not available)")
     if front:
         port = front.port
-    metrics_server = metrics.serve(settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
+    metrics_server = (metrics.serve(settings.metrics_host, settings.metrics_port,
+                                    live=LoopLiveness(asyncio.get_running_loop()))
+                      if settings.metrics_port else None)
     await backend.start()
     user_watch.start()
     await server.start()
@@ -206,7 +209,8 @@ async def start_gateway(settings: GatewaySettings, backend: Backend | None = Non
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(contract.SERVICE, health_pb2.HealthCheckResponse.SERVING)
     if metrics_server:
-        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, metrics_server.port)
+        log.info("metrics on http://%s:%d/metrics (the gateway's liveness: %s)", settings.metrics_host,
+                 metrics_server.port, LIVENESS_PATH)
     return Gateway(server, port, backend, login, metrics, metrics_server, front, user_watch)
 
 

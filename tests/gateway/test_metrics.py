@@ -1,7 +1,10 @@
 """The gateway's /metrics: series move with real calls through a real gateway, and no
-label names a session, user or pod."""
+label names a session, user or pod. Beside it /livez, the gateway's event loop alive."""
 import asyncio
 import socket
+import threading
+import time
+import urllib.error
 import urllib.request
 
 import grpc
@@ -9,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from myservice.v1 import myservice_pb2 as pb
+from myservice_gateway.liveness import LIVENESS_PATH, LIVENESS_WAIT, LoopLiveness
 
 from ..conftest import md
 
@@ -84,3 +88,33 @@ async def test_metrics_port_in_use_is_a_clear_error(make_gateway):
         taken.listen()
         with pytest.raises(OSError, match=r"cannot serve metrics on 127.0.0.1:\d+"):
             await make_gateway(metrics_port=taken.getsockname()[1])
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+async def test_livez_answers_while_the_event_loop_runs_and_503_when_it_is_wedged(make_gateway):
+    """/livez (the chart's liveness of the gateway container behind the front) asks the
+    gateway's event loop; /metrics answers on its own thread either way."""
+    port = free_port()
+    await make_gateway(metrics_port=port)
+    assert await asyncio.to_thread(get, port, LIVENESS_PATH) == (200, "live\n")
+    # The loop wedged (a blocking call on it) for longer than /livez waits.
+    answers = []
+    asked = threading.Thread(target=lambda: answers.extend([get(port, LIVENESS_PATH), get(port, "/metrics")[0]]))
+    asked.start()
+    time.sleep(LIVENESS_WAIT + 1.5)  # on the loop, on purpose
+    asked.join(10)
+    assert answers == [(503, f"the gateway's event loop did not run within {LIVENESS_WAIT:g} s\n"), 200]
+    assert await asyncio.to_thread(get, port, LIVENESS_PATH) == (200, "live\n")
+
+
+def test_loop_liveness_of_a_closed_loop():
+    loop = asyncio.new_event_loop()
+    loop.close()
+    assert LoopLiveness(loop)() == (False, "the gateway's event loop is closed")

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from myservice_api import crd
+from myservice_gateway.liveness import LIVENESS_PATH
 
 from .conftest import CHART, ROOT, by_kind_and_name, refusal, run_helm
 
@@ -209,7 +210,7 @@ def test_gateway_deployment_defaults(render):
         "prometheus.io/scrape": "true", "prometheus.io/port": "9090", "prometheus.io/path": "/metrics"}
     # the pod is Ready when HAProxy's /ready answers (HAProxy runs and the gateway's socket passes)
     assert "readinessProbe" not in container
-    assert container["livenessProbe"]["tcpSocket"] == {"port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": LIVENESS_PATH, "port": "metrics"}
     assert front["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "front-metrics"}
     assert front["livenessProbe"]["tcpSocket"] == {"port": "grpc"}
     # drainSeconds (5): the front accepts on for 5 s, the gateway serves on 2 s longer, the pod has 5 + 25

@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from myservice_gateway.liveness import LIVENESS_PATH
+
 from .conftest import CHART, by_kind_and_name, refusal, run_helm
 from .test_chart import (E2E, GW, RESTRICTED_CONTAINER, RESTRICTED_POD, TLS, TLS_MOUNT, container_named, env_of,
                          pod_specs, volume_named)
@@ -91,7 +93,7 @@ def test_haproxy_front_runs_in_its_own_container_beside_the_gateway(render):
     assert front["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "front-metrics"}
     assert "readinessProbe" not in container
     assert front["livenessProbe"]["tcpSocket"] == {"port": "grpc"}
-    assert container["livenessProbe"]["tcpSocket"] == {"port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": LIVENESS_PATH, "port": "metrics"}
     # HAProxy binds only once the gateway's first start wrote its config: liveness waits for that
     startup = front["startupProbe"]
     assert startup["tcpSocket"] == {"port": "grpc"} and startup["periodSeconds"] * startup["failureThreshold"] >= 120
