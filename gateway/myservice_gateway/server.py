@@ -21,8 +21,8 @@ from .backends.local import LocalBackend
 from .backends.processes import InstanceLimits
 from .front import front as fronts
 from .hashproc import CheckerProcesses
-from .login import LoginHandler
 from .liveness import LIVENESS_PATH, LoopLiveness
+from .login import LoginHandler
 from .metrics import GatewayMetrics, MetricsServer
 from .proxy import Proxy
 from .settings import GatewaySettings, SettingsError
