@@ -20,6 +20,7 @@ from .backends.base import Backend
 from .backends.local import LocalBackend
 from .backends.processes import InstanceLimits
 from .front import front as fronts
+from .front.config import SOFT_STOP_SECONDS
 from .hashproc import CheckerProcesses
 from .liveness import LIVENESS_PATH, LoopLiveness
 from .login import LoginHandler
@@ -44,6 +45,15 @@ class Gateway:
     metrics_server: MetricsServer | None = None
     front: fronts.Front | None = None  # HAProxy owns `port`; this server listens behind it
     user_watch: UserWatch | None = None
+
+    @property
+    def stop_grace(self) -> float:
+        """How long calls in flight get when the gateway is told to stop. Apart from HAProxy
+        (the chart's front container) that comes during HAProxy's soft stop, which gives its
+        own calls up to SOFT_STOP_SECONDS: the calls it forwarded here (Logins, a session's
+        first call, a stream that began as one) get as long. The chart's grace period leaves
+        room for it."""
+        return float(SOFT_STOP_SECONDS) if self.front and self.front.apart else STOP_GRACE_SECONDS
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         if self.user_watch:
@@ -227,6 +237,6 @@ async def serve(settings: GatewaySettings) -> int:
         loop.add_signal_handler(sig, stop.set)
     log.info("gateway listening on %s:%d (backend: %s)", settings.host, gateway.port, settings.backend)
     await stop.wait()
-    log.info("gateway stopping")
-    await gateway.stop()
+    log.info("gateway stopping (calls in flight get up to %g s)", gateway.stop_grace)
+    await gateway.stop(gateway.stop_grace)
     return 0

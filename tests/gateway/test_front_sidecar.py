@@ -6,6 +6,7 @@ that goes away leaves HAProxy serving the Ready sessions while what needs Python
 fast, and a gateway that comes back takes over the same HAProxy."""
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -21,6 +22,8 @@ from myservice import errors
 from myservice.v1 import myservice_pb2 as pb
 from myservice.v1 import myservice_pb2_grpc as pb_grpc
 from myservice_gateway.front import files, sidecar
+from myservice_gateway.front.config import SOFT_STOP_SECONDS
+from myservice_gateway.server import STOP_GRACE_SECONDS
 
 from ..conftest import _free_port, echo, error_of, md
 from .test_front import HAPROXY, code_and_text, python_calls, settled, until
@@ -134,6 +137,36 @@ async def test_ready_sessions_outlive_the_gateway_and_logins_fail_fast_until_it_
     assert await until(lambda: seen(back, 1), timeout=15)
     assert haproxy.process.pid == pid and haproxy.process.poll() is None
     assert await until(lambda: _logs_in(back), timeout=10)
+
+
+async def test_a_gateway_apart_told_to_stop_lets_its_stream_run_as_long_as_haproxy_would(make_gateway, shared):
+    """SIGTERM reaches the gateway container 2 s into HAProxy's soft stop (the chart's
+    preStops), which lets HAProxy's own calls run up to SOFT_STOP_SECONDS. A stream that
+    began as a session's first call runs through Python: it gets as long, not the
+    5 s a gateway with HAProxy as its child gives."""
+    directory, haproxy = shared
+    port = _free_port()
+    gw = await apart(make_gateway, directory, port)
+    assert gw.gateway.stop_grace == SOFT_STOP_SECONDS > STOP_GRACE_SECONDS
+    haproxy.start()
+    assert await until(lambda: seen(gw, 1), timeout=15)
+    metadata = await gw.session("long-chat")
+    said: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def lines():
+        while (value := await said.get()) is not None:
+            yield pb.EchoRequest(value=value)
+    await said.put("first")
+    chat = gw.stub.MyServiceChat(lines(), metadata=metadata)  # the first call: through Python
+    assert (await chat.read()).client_value == "first"
+    stopping = asyncio.create_task(gw.gateway.stop(gw.gateway.stop_grace))
+    await asyncio.sleep(STOP_GRACE_SECONDS + 1)
+    await said.put("still here")
+    assert (await chat.read()).client_value == "still here"
+    assert not stopping.done()
+    await said.put(None)  # the client ends its stream: the gateway's stop ends with it
+    assert await chat.code() == grpc.StatusCode.OK
+    await asyncio.wait_for(stopping, 3)
 
 
 # A Python gateway that dies (SIGKILL-like: no GOAWAY, no answer) at the first call it

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from myservice_gateway.front.config import SOFT_STOP_SECONDS
 from myservice_gateway.liveness import LIVENESS_PATH
 
 from .conftest import CHART, by_kind_and_name, refusal, run_helm
@@ -132,9 +133,11 @@ def test_the_front_stops_after_the_drain_and_the_gateway_after_the_front(render,
     # the gateway serves on a little longer, for the calls HAProxy still forwards to it
     assert pre_stop("front") == drain
     assert pre_stop("gateway") == drain + 2
-    # the grace period holds the front's drain and HAProxy's soft stop after it (hard-stop-after 20 s), with room
+    # the grace period holds the front's drain and HAProxy's soft stop after it (hard-stop-after), with
+    # room; and the gateway's stop after its own preStop, which gives its calls as long (Gateway.stop_grace)
     assert spec["terminationGracePeriodSeconds"] == drain + 25
-    assert spec["terminationGracePeriodSeconds"] > pre_stop("front") + 20
+    assert spec["terminationGracePeriodSeconds"] > pre_stop("front") + SOFT_STOP_SECONDS
+    assert spec["terminationGracePeriodSeconds"] > pre_stop("gateway") + SOFT_STOP_SECONDS
 
 
 def test_the_signing_key_reaches_the_front_as_a_file_only(render):

@@ -56,7 +56,7 @@ METRICS_TIMEOUT = "30s"  # a scrape, not a stream
 # A soft stop (SIGUSR1: the gateway stopping its child, or the front container stopped by
 # Kubernetes) lets calls in flight end, and ends what is still open after this: a Chat may stay
 # open for hours. The chart's terminationGracePeriodSeconds leaves room for it after the drain.
-SOFT_STOP_LIMIT = "20s"
+SOFT_STOP_SECONDS = 20
 READY_PATH = "/ready"  # on the metrics bind: HAProxy and the Python gateway both answer
 GATEWAY_CHECK_INTERVAL = "1s"
 # Connections at once. HAProxy's own default follows the open-file limit (a million in
@@ -221,7 +221,7 @@ def render(config: FrontConfig) -> str:
         f"    nbthread {config.threads}",
         f"    maxconn {config.max_connections}",
         f"    tune.h2.fe.max-concurrent-streams {MAX_STREAMS_PER_CONNECTION}",
-        f"    hard-stop-after {SOFT_STOP_LIMIT}",
+        f"    hard-stop-after {SOFT_STOP_SECONDS}s",
         # The signing key as a process variable: jwt_verify reads it by name, binary-safe
         # but for NUL (the front refuses such a key: front.py).
         f"    set-var {KEY_VARIABLE} bin({config.jwt_key.hex()})",

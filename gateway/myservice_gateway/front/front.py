@@ -197,6 +197,11 @@ class Front:
         return self.haproxy.port
 
     @property
+    def apart(self) -> bool:
+        """HAProxy runs in a container of its own (not this process's child)."""
+        return isinstance(self.haproxy, HaproxySidecar)
+
+    @property
     def metrics_port(self) -> int | None:
         """The port of HAProxy's Prometheus exporter, None when it has none."""
         return self.haproxy.metrics_port

@@ -110,7 +110,8 @@ MYSERVICE_FRONT_DIRECTORY of both.
 
 {{/*
 The gateway pods' terminationGracePeriodSeconds: the drain (preStop), then HAProxy's soft
-stop, which ends what is still open after 20 s (hard-stop-after, front/config.py), with room.
+stop, which ends what is still open after 20 s (hard-stop-after, front/config.py), with room;
+the gateway, told to stop 2 s after HAProxy, gives its calls in flight as long (server.py).
 */}}
 {{- define "myservice.gatewayTerminationGraceSeconds" -}}
 {{ add .Values.gateway.drainSeconds 25 }}
