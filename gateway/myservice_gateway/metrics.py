@@ -87,11 +87,10 @@ class GatewayMetrics:
     def login_done(self, code: grpc.StatusCode) -> None:
         self.logins.labels(code.name).inc()
 
-    def serve(self, host: str, port: int, live: Callable[[], tuple[bool, str]] | None = None) -> MetricsServer:
-        """Serve /metrics (prometheus_client's WSGI app) and, given `live`, /livez on a
-        thread of their own: a scrape or a probe never waits for the event loop, but /livez
-        asks it (liveness.py)."""
-        app = _with_liveness(make_wsgi_app(self.registry), live) if live else make_wsgi_app(self.registry)
+    def serve(self, host: str, port: int, live: Callable[[], tuple[bool, str]]) -> MetricsServer:
+        """Serve /metrics (prometheus_client's WSGI app) and /livez (`live`: liveness.py)
+        on a thread of their own: a scrape never waits for the event loop; /livez asks it."""
+        app = _with_liveness(make_wsgi_app(self.registry), live)
         try:
             family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]  # IPv4 or IPv6 host
             server_class = type("MetricsHttpServer", (_Server,), {"address_family": family})

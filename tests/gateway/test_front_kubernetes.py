@@ -124,8 +124,7 @@ async def test_an_ended_session_leaves_the_channel_of_the_pod_that_has_its_addre
     channel the new session's calls use."""
     backend = KubernetesBackend(namespace="ns", ready_timeout=10)
     try:
-        bob = SessionKey(username="bob", session_id="s9")
-        channel = backend._channel("10.1.2.3:50051", bob)  # bob's pod got alice's old address
+        channel = backend._channel("10.1.2.3:50051", resource_name("bob", "s9"))  # bob's pod got alice's old address
         backend._forget(resource(crd.Phase.COMPLETED.value))  # alice's ended session, same address
         assert backend._channels.get("10.1.2.3:50051") is channel
         bobs = {"metadata": {"name": resource_name("bob", "s9")}, "spec": {"user": "bob", "sessionId": "s9"},

@@ -139,9 +139,10 @@ class KubernetesBackend:
         """Route by the cached resource; a first call waits (within its deadline and
         the ready timeout) for Ready, woken only by changes of its own session."""
         assert self._cache is not None
-        route = routes.decide(self._cache.index.items.get(resource_name(key.username, key.session_id)), key)
+        name = resource_name(key.username, key.session_id)
+        route = routes.decide(self._cache.index.items.get(name), key)
         if route.address:  # the common case: no wait
-            return Endpoint(route.address, route.pod_name, self._channel(route.address, key))
+            return Endpoint(route.address, route.pod_name, self._channel(route.address, name))
         if route.error:
             raise route.error
         return await self.sessions.wait_for_start(self._ready(key), call_timeout=timeout)
@@ -154,7 +155,7 @@ class KubernetesBackend:
             resource = index.items.get(name)
             route = routes.decide(resource, key)
             if route.address:
-                return (Endpoint(route.address, route.pod_name, self._channel(route.address, key)),
+                return (Endpoint(route.address, route.pod_name, self._channel(route.address, name)),
                         routes.pod_source(resource))
             if route.error:
                 raise route.error
@@ -190,8 +191,9 @@ class KubernetesBackend:
                 log.error("deleting %s of removed user %r failed: %s", name, username, e)
         return len(names)
 
-    def _channel(self, address: str, key: SessionKey) -> grpc.aio.Channel:
-        self._channel_users[address] = self.table_key(key)
+    def _channel(self, address: str, name: str) -> grpc.aio.Channel:
+        """The channel to a pod's address, for the session of resource `name`."""
+        self._channel_users[address] = name
         channel = self._channels.get(address)
         if channel is None:
             channel = self._channels[address] = instance_channel(address)
